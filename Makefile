@@ -1,0 +1,41 @@
+# `make demo` and `make test` work on a fresh machine: they make .venv, install
+# the pinned packages, fetch the data, then run.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
+PYTEST_ARGS ?=
+
+.PHONY: setup data demo test bench lint clean
+.DEFAULT_GOAL := help
+
+help:
+	@echo "make demo   - set up, then train seed 000's 784-784-784 autoencoder on Fashion-MNIST into runs/demo"
+	@echo "make test   - set up, then run the test suite"
+	@echo "make setup  - .venv with pinned packages (requirements.lock) and the datasets"
+	@echo "make bench  - speed benchmarks (docs/PERFORMANCE.md)"
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+setup: $(STAMP) data
+	@bash scripts/install-system.sh
+
+data: $(STAMP)
+	@PY=$(PY) bash scripts/fetch-data.sh
+
+demo: setup
+	$(VENV)/bin/aelab train configs/demo.yaml --out runs/demo --overwrite
+	@echo "demo run: runs/demo (open runs/demo/report.html)"
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(VENV)/bin/aelab bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

@@ -1,0 +1,21 @@
+"""aelab: build, train, inspect, compare and ship autoencoders.
+
+    import aelab
+    cfg = aelab.Config.from_yaml("configs/demo.yaml")
+    run = aelab.train(cfg, out="runs/demo")
+    z = run.model.encode(x)          # (N, code) for dense models
+    x_hat = run.model.decode(z)
+    run = aelab.load_run("runs/demo")
+"""
+from .config import Config, DataConfig, ModelConfig, NoiseConfig, TrainConfig
+from .data import Splits, load_data
+from .errors import AelabError, ConfigError, DataError, RunError, TrainingError
+from .models import build_model, list_models
+from .run import Run, load_run
+from .train import train
+
+__version__ = "0.1.0"
+
+__all__ = ["Config", "DataConfig", "ModelConfig", "NoiseConfig", "TrainConfig", "Splits", "load_data",
+           "AelabError", "ConfigError", "DataError", "RunError", "TrainingError", "build_model", "list_models",
+           "Run", "load_run", "train", "__version__"]

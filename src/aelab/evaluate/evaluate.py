@@ -1,0 +1,80 @@
+"""Running a trained model over an array: per-sample errors and dataset-level metrics."""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from . import metrics as M
+
+
+def batches(x: np.ndarray | torch.Tensor, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
+    for i in range(0, len(x), batch_size):
+        b = x[i: i + batch_size]
+        b = torch.as_tensor(np.asarray(b)) if not torch.is_tensor(b) else b
+        if b.dtype == torch.uint8:
+            b = b.float().div_(255)
+        yield b.to(device, non_blocking=True)
+
+
+@torch.no_grad()
+def per_sample_errors(model, x, loss: str = "bce", batch_size: int = 1024) -> dict[str, torch.Tensor]:
+    """bce, mse, psnr and loss for every sample (CPU tensors), with the model in eval mode."""
+    was = model.training
+    model.eval()
+    dev = model.device
+    out: dict[str, list[torch.Tensor]] = {"bce": [], "mse": [], "psnr": []}
+    try:
+        for b in batches(x, batch_size, dev):
+            z = model.encode(b)
+            logits = model.decode_logits(z)
+            if model.output_activation == "sigmoid":
+                recon = torch.sigmoid(logits.float())
+                out["bce"].append(M.bce_logits(logits, b).cpu())
+            else:
+                recon = logits.float()
+                out["bce"].append(M.bce(recon, b).cpu())
+            mse = M.mse(recon, b)
+            out["mse"].append(mse.cpu())
+            out["psnr"].append(M.psnr(mse).cpu())
+    finally:
+        model.train(was)
+    res = {k: torch.cat(v) for k, v in out.items()}
+    res["loss"] = res["bce"] if loss == "bce" else res["mse"]
+    return res
+
+
+def evaluate(model, x, loss: str = "bce", batch_size: int = 1024) -> dict[str, float]:
+    """Dataset means: loss, bce, mse, psnr (PSNR is the mean of per-image PSNRs)."""
+    return M.summarize_errors(per_sample_errors(model, x, loss, batch_size))
+
+
+@torch.no_grad()
+def reconstruct(model, x, batch_size: int = 1024) -> np.ndarray:
+    was = model.training
+    model.eval()
+    try:
+        return torch.cat([model.reconstruct(b).float().cpu() for b in batches(x, batch_size, model.device)]).numpy()
+    finally:
+        model.train(was)
+
+
+@torch.no_grad()
+def encode_array(model, x, batch_size: int = 4096) -> np.ndarray:
+    was = model.training
+    model.eval()
+    try:
+        return torch.cat([model.encode(b).float().cpu() for b in batches(x, batch_size, model.device)]).numpy()
+    finally:
+        model.train(was)
+
+
+@torch.no_grad()
+def decode_array(model, z, batch_size: int = 4096) -> np.ndarray:
+    was = model.training
+    model.eval()
+    try:
+        return torch.cat([model.decode(b).float().cpu() for b in batches(z, batch_size, model.device)]).numpy()
+    finally:
+        model.train(was)

@@ -1,0 +1,31 @@
+"""The model zoo: ``build_model(cfg)`` makes any registered model from its config."""
+from __future__ import annotations
+
+from ..config import Config, ModelConfig
+from ..errors import ConfigError
+from ._registry import get_builder, list_models, model_description, register_model
+from .base import Autoencoder, LossOutput, reconstruction_loss
+from .summary import summarize, summary_table
+
+# importing the families registers them
+from . import dense as _dense  # noqa: F401,E402
+from . import conv as _conv  # noqa: F401,E402
+
+KNOWN_SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+
+
+def build_model(cfg: Config | ModelConfig, input_shape: tuple[int, ...] | None = None) -> Autoencoder:
+    """Builds the model a config names; ``input_shape`` (C, H, W) or (D,) defaults from the dataset."""
+    if isinstance(cfg, Config):
+        model_cfg = cfg.model
+        if input_shape is None:
+            input_shape = KNOWN_SHAPES.get(cfg.data.name)
+    else:
+        model_cfg = cfg
+    if input_shape is None:
+        raise ConfigError("input_shape: unknown for this dataset; pass input_shape=(C, H, W) or (D,)")
+    return get_builder(model_cfg.name)(model_cfg, tuple(int(s) for s in input_shape))
+
+
+__all__ = ["Autoencoder", "LossOutput", "build_model", "list_models", "model_description", "register_model",
+           "reconstruction_loss", "summarize", "summary_table"]

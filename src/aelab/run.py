@@ -1,0 +1,177 @@
+"""Run directories: what a training run leaves on disk, and loading it back.
+
+runs/NAME/
+  config.yaml        the full resolved config (`aelab train runs/NAME/config.yaml` reruns it)
+  metrics.csv        one row per epoch
+  batches.csv        one row per batch
+  model.safetensors  weights only; loading never unpickles
+  summary.json       final test metrics; written last, so its presence marks a finished run
+  checkpoint/        the state to resume from
+  figures/, report.html
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open
+
+from ._io import read_csv, save_safetensors, write_csv, write_json, write_yaml
+from .config import Config
+from .errors import ConfigError, RunError
+from .models import Autoencoder, build_model
+
+METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "val_bce", "val_mse", "val_psnr", "lr", "seconds"]
+
+
+@dataclass
+class Run:
+    path: Path
+    config: Config
+    model: Autoencoder
+    summary: dict[str, Any] = field(default_factory=dict)
+    scaler: dict[str, np.ndarray] | None = None
+
+    @property
+    def metrics(self) -> list[dict[str, float]]:
+        f = self.path / "metrics.csv"
+        if not f.is_file():
+            return []
+        return [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in read_csv(f)]
+
+    @property
+    def batches(self) -> list[dict[str, float]]:
+        f = self.path / "batches.csv"
+        return [{k: float(v) for k, v in r.items()} for r in read_csv(f)] if f.is_file() else []
+
+    @property
+    def finished(self) -> bool:
+        return (self.path / "summary.json").is_file()
+
+    def load_data(self):
+        """The dataset this run was trained on, loaded as at training time."""
+        from .data import load_data
+
+        return load_data(self.config.data, need_unit_range=self.model.output_activation == "sigmoid")
+
+    def prepare_input(self, x: np.ndarray) -> np.ndarray:
+        """Fits a user array to what the model takes: dtype, scale, layout (see `aelab encode`)."""
+        from .data.arrays import to_unit_float
+        from .errors import DataError
+
+        x = np.asarray(x)
+        shape = self.model.input_shape
+        if tuple(x.shape) == shape or (x.ndim == 2 and len(shape) == 3 and x.shape == shape[1:]):
+            x = x[None]  # one sample
+        if self.scaler is not None:
+            x = (x.astype(np.float32).reshape(len(x), -1) - self.scaler["mean"].reshape(1, -1)) / self.scaler["std"].reshape(1, -1)
+        else:
+            x = to_unit_float(x, "input", "auto", need_unit_range=self.model.output_activation == "sigmoid")
+        if x.ndim == 4 and x.shape[-1] in (1, 3) and tuple(x.shape[1:]) != shape:
+            x = x.transpose(0, 3, 1, 2)
+        if math.prod(x.shape[1:]) != math.prod(shape):
+            raise DataError(f"input: samples shaped {tuple(x.shape[1:])} do not fit the model's input {shape}")
+        if x.ndim == 3 and len(shape) == 3 and shape[0] != 1 and x.shape[1:] == shape[1:]:
+            raise DataError(f"input: grey samples {tuple(x.shape[1:])} given to a model that takes {shape}")
+        return np.ascontiguousarray(x.reshape(len(x), *shape), dtype=np.float32)
+
+
+# -- writing -------------------------------------------------------------
+
+def default_run_dir(cfg: Config, root: str | Path = "runs") -> Path:
+    base = cfg.name or f"{cfg.model.name}-{cfg.data.name}"
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", base)
+    return Path(root) / f"{base}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def write_config(run_dir: Path, cfg: Config) -> None:
+    write_yaml(run_dir / "config.yaml", cfg.to_dict())
+
+
+def write_history(run_dir: Path, history: list[dict], batches: list[dict]) -> None:
+    extra = sorted({k for r in history for k in r} - set(METRIC_COLUMNS))
+    cols = METRIC_COLUMNS + extra
+    write_csv(run_dir / "metrics.csv", cols, ([r.get(c, "") for c in cols] for r in history))
+    write_csv(run_dir / "batches.csv", ["epoch", "batch", "step", "loss"],
+              ([b["epoch"], b["batch"], b["step"], b["loss"]] for b in batches))
+
+
+def write_weights(run_dir: Path, model: Autoencoder, cfg: Config) -> None:
+    meta = {"format": "aelab", "input_shape": ",".join(map(str, model.input_shape)), "model": cfg.model.name}
+    save_safetensors(run_dir / "model.safetensors", model.state_dict(), metadata=meta)
+
+
+def write_scaler(run_dir: Path, scaler: dict[str, np.ndarray] | None) -> None:
+    if scaler is not None:
+        save_safetensors(run_dir / "scaler.safetensors", {k: torch.from_numpy(np.asarray(v)) for k, v in scaler.items()})
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    write_json(run_dir / "summary.json", summary)
+
+
+# -- loading -------------------------------------------------------------
+
+def load_config(run_dir: Path) -> Config:
+    f = run_dir / "config.yaml"
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir}: no such run directory")
+    if not f.is_file():
+        raise RunError(f"{run_dir}: not an aelab run (no config.yaml)")
+    try:
+        return Config.from_dict(yaml.safe_load(f.read_text()) or {})
+    except ConfigError as e:
+        raise RunError(f"{f}: {e}") from None
+    except yaml.YAMLError:
+        raise RunError(f"{f}: not valid YAML") from None
+
+
+def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
+    """Rebuilds the model from config.yaml and loads model.safetensors, checking every tensor."""
+    run_dir = Path(path)
+    cfg = load_config(run_dir)
+    wfile = run_dir / "model.safetensors"
+    if not wfile.is_file():
+        raise RunError(f"{run_dir}: no model.safetensors (training did not finish; `aelab train --resume {run_dir}` continues it)")
+    try:
+        with safe_open(str(wfile), framework="pt") as f:
+            meta = f.metadata() or {}
+        weights = load_file(wfile)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise RunError(f"{wfile}: not a readable safetensors file ({e})") from None
+    shape_txt = meta.get("input_shape")
+    if not shape_txt:
+        raise RunError(f"{wfile}: metadata lacks input_shape; not written by aelab")
+    input_shape = tuple(int(s) for s in shape_txt.split(","))
+    model = build_model(cfg, input_shape)
+    check_weights(model, weights, wfile)
+    model.load_state_dict(weights)
+    model.to(device).eval()
+    summary = {}
+    if (run_dir / "summary.json").is_file():
+        summary = json.loads((run_dir / "summary.json").read_text())
+    scaler = None
+    if (run_dir / "scaler.safetensors").is_file():
+        scaler = {k: v.numpy() for k, v in load_file(run_dir / "scaler.safetensors").items()}
+    return Run(run_dir, cfg, model, summary, scaler)
+
+
+def check_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], where: Path) -> None:
+    expected = model.state_dict()
+    for k, v in expected.items():
+        if k not in weights:
+            raise RunError(f"{where}: tensor '{k}' is missing; the weights do not match config.yaml")
+        if tuple(weights[k].shape) != tuple(v.shape):
+            raise RunError(f"{where}: tensor '{k}' has shape {tuple(weights[k].shape)} but config.yaml makes {tuple(v.shape)}")
+    extra = sorted(set(weights) - set(expected))
+    if extra:
+        raise RunError(f"{where}: tensor '{extra[0]}' is not in the model config.yaml describes")

@@ -1,0 +1,99 @@
+"""Checkpoints that survive a crash at any moment, with no pickle.
+
+A checkpoint is two files tagged with the epoch (tensors in safetensors, the
+rest in JSON), written atomically, then published by atomically replacing
+``latest.json``. A crash before that leaves the previous checkpoint in charge;
+older files are removed only after the pointer moved.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from .._io import save_safetensors, write_json
+from ..errors import RunError
+
+
+@dataclass
+class TrainState:
+    epoch: int  # epochs completed
+    history: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch
+    batches: list[dict[str, Any]] = field(default_factory=list)  # one row per batch
+    best_val: float | None = None
+    bad_epochs: int = 0
+
+
+def save_checkpoint(folder: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched, gen: torch.Generator,
+                    state: TrainState) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    osd = opt.state_dict()
+    opt_scalars: dict[str, dict[str, Any]] = {}
+    for idx, st in osd["state"].items():
+        for name, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"optim.{idx}.{name}"] = v
+            else:
+                opt_scalars.setdefault(str(idx), {})[name] = v
+    tensors["rng.torch"] = torch.get_rng_state()
+    tensors["rng.generator"] = gen.get_state()
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    tag = f"{state.epoch:05d}"
+    save_safetensors(folder / f"state-{tag}.safetensors", tensors)
+    meta = {
+        "epoch": state.epoch,
+        "param_groups": osd["param_groups"],
+        "optim_scalars": opt_scalars,
+        "scheduler": sched.state_dict() if sched is not None else None,
+        "history": state.history,
+        "batches": state.batches,
+        "best_val": state.best_val,
+        "bad_epochs": state.bad_epochs,
+    }
+    write_json(folder / f"state-{tag}.json", meta)
+    write_json(folder / "latest.json", {"epoch": state.epoch, "tensors": f"state-{tag}.safetensors", "meta": f"state-{tag}.json"})
+    for old in folder.glob("state-*"):
+        if tag not in old.name:
+            old.unlink(missing_ok=True)
+    return folder / f"state-{tag}.safetensors"
+
+
+def load_checkpoint(folder: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched, gen: torch.Generator) -> TrainState:
+    pointer = folder / "latest.json"
+    if not pointer.is_file():
+        raise RunError(f"{folder}: no complete checkpoint to resume from")
+    try:
+        latest = json.loads(pointer.read_text())
+        meta = json.loads((folder / latest["meta"]).read_text())
+        tensors = load_file(folder / latest["tensors"])
+    except (OSError, ValueError, KeyError) as e:
+        raise RunError(f"{folder}: checkpoint unreadable ({e})") from None
+    model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    missing = set(model.state_dict()) ^ set(model_sd)
+    if missing:
+        raise RunError(f"{folder}: checkpoint does not match the model (tensor '{sorted(missing)[0]}')")
+    model.load_state_dict(model_sd)
+    state: dict[int, dict[str, Any]] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, idx, name = k.split(".", 2)
+            state.setdefault(int(idx), {})[name] = v
+    for idx, sc in meta["optim_scalars"].items():
+        state.setdefault(int(idx), {}).update(sc)
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    if sched is not None and meta["scheduler"] is not None:
+        sched.load_state_dict(meta["scheduler"])
+    torch.set_rng_state(tensors["rng.torch"])
+    gen.set_state(tensors["rng.generator"])
+    if torch.cuda.is_available():
+        cuda_states = [tensors[k] for k in sorted(t for t in tensors if t.startswith("rng.cuda."))]
+        if cuda_states:
+            torch.cuda.set_rng_state_all(cuda_states)
+    return TrainState(meta["epoch"], meta["history"], meta["batches"], meta["best_val"], meta["bad_epochs"])

@@ -1,0 +1,185 @@
+"""The training loop, readable top to bottom.
+
+The whole training set lives in one tensor on the device; every epoch draws a
+permutation and each batch is an index slice of it (no DataLoader, no worker
+processes). Batch losses stay on the device until the epoch ends, so the loop
+never waits on a host sync; NaN is caught there, before a checkpoint is written.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from ..config import Config
+from ..data import Splits
+from ..data.noise import compose
+from ..errors import TrainingError
+from ..evaluate.evaluate import evaluate
+from .checkpoint import TrainState, load_checkpoint, save_checkpoint
+from .optim import make_optimizer, make_scheduler
+
+
+class EpochHook(Protocol):
+    def on_epoch_end(self, epoch: int, row: dict[str, Any], model: torch.nn.Module) -> None: ...
+
+
+class TrainingInterrupted(TrainingError):
+    exit_code = 130
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("train.device: cuda was asked for but no CUDA device is available; use train.device=auto or cpu")
+    return torch.device(name)
+
+
+def setup_runtime(cfg: Config) -> None:
+    """Process-wide settings that make CPU training fast and repeatable."""
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    # Denormal floats make CPU matmuls crawl as weights shrink; flushing them keeps epochs flat.
+    torch.set_flush_denormal(True)
+
+
+def autocast_context(device: torch.device, precision: str):
+    if precision == "bf16-mixed":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision == "fp16-mixed" and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def _as_tensor(a: np.ndarray | None, device: torch.device) -> torch.Tensor | None:
+    if a is None:
+        return None
+    t = torch.as_tensor(np.ascontiguousarray(a))
+    return t.to(device)
+
+
+def _progress(total: int, desc: str):
+    if sys.stderr.isatty() and not os.environ.get("AELAB_NO_PROGRESS"):
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=desc, leave=False, unit="batch", dynamic_ncols=True)
+    return None
+
+
+def fit(model: torch.nn.Module, data: Splits, cfg: Config, checkpoint_dir: Path | None = None,
+        hooks: Sequence[EpochHook] = (), resume: bool = False, log: Callable[[str], None] = print,
+        on_checkpoint: Callable[[TrainState], None] | None = None) -> TrainState:
+    t = cfg.train
+    device = resolve_device(t.device)
+    setup_runtime(cfg)
+    model.to(device)
+    if any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
+        model.to(memory_format=torch.channels_last)  # oneDNN / cuDNN convolutions run faster in NHWC
+
+    x_train = _as_tensor(data.x_train, device)
+    y_train = _as_tensor(data.y_train, device)
+    x_val, _ = data.validation
+    n = len(x_train)
+    if n < 1:
+        raise TrainingError("the training split is empty")
+    noise = compose(cfg.data.noise)
+    gen = torch.Generator().manual_seed(t.seed + 1)  # shuffling and noise, saved in checkpoints
+
+    opt = make_optimizer(model.parameters(), t, device)
+    sched = make_scheduler(opt, t)
+    scaler = torch.amp.GradScaler("cuda") if (t.precision == "fp16-mixed" and device.type == "cuda") else None
+    state = TrainState(epoch=0)
+    if resume and checkpoint_dir is not None:
+        state = load_checkpoint(checkpoint_dir, model, opt, sched, gen)
+        log(f"resumed after epoch {state.epoch}")
+    best_weights = None
+
+    try:
+        for epoch in range(state.epoch, t.epochs):
+            model.train()
+            t0 = time.perf_counter()
+            perm = torch.randperm(n, generator=gen).to(device)
+            losses = []
+            bar = _progress(math.ceil(n / t.batch_size), f"epoch {epoch + 1}/{t.epochs}")
+            for i in range(0, n, t.batch_size):
+                idx = perm[i: i + t.batch_size]
+                xb = x_train[idx]
+                if xb.dtype == torch.uint8:  # memory-mapped data arrives as bytes
+                    xb = xb.float().div_(255)
+                yb = y_train[idx] if y_train is not None else None
+                xin = noise(xb, gen if device.type == "cpu" else None) if noise else xb
+                with autocast_context(device, t.precision):
+                    out = model.compute_loss(xin, xb, yb, t.loss, epoch)
+                opt.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(out.total).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    out.total.backward()
+                    opt.step()
+                losses.append(out.total.detach())
+                if bar is not None:
+                    bar.update(1)
+            if bar is not None:
+                bar.close()
+            batch_losses = torch.stack(losses).float().cpu()
+            bad = (~torch.isfinite(batch_losses)).nonzero()
+            if len(bad):
+                j = int(bad[0])
+                kept = f"the checkpoint of epoch {state.epoch} is kept" if state.epoch else "no checkpoint was written"
+                raise TrainingError(f"loss became {batch_losses[j].item()} at epoch {epoch + 1}, batch {j + 1}; "
+                                    f"training stopped and {kept}; try a lower train.lr")
+            train_seconds = time.perf_counter() - t0
+            if sched is not None:
+                sched.step()
+            val = evaluate(model, x_val, t.loss)
+            row = {
+                "epoch": epoch + 1,
+                "train_loss": float(batch_losses.mean()),
+                "val_loss": val["loss"],
+                "val_bce": val["bce"],
+                "val_mse": val["mse"],
+                "val_psnr": val["psnr"],
+                "lr": opt.param_groups[0]["lr"],
+                "seconds": train_seconds,
+            }
+            first_batch = len(state.batches)
+            state.batches.extend({"epoch": epoch + 1, "batch": k + 1, "step": first_batch + k + 1, "loss": float(v)}
+                                 for k, v in enumerate(batch_losses))
+            state.history.append(row)
+            state.epoch = epoch + 1
+            log(f"epoch {epoch + 1}/{t.epochs}  train {row['train_loss']:.4f}  val {t.loss} {row['val_loss']:.4f}  "
+                f"mse {row['val_mse']:.4f}  psnr {row['val_psnr']:.2f} dB  {train_seconds:.2f}s")
+            for h in hooks:
+                h.on_epoch_end(epoch + 1, row, model)
+
+            stop = False
+            if t.early_stopping:
+                if state.best_val is None or row["val_loss"] < state.best_val - 1e-6:
+                    state.best_val, state.bad_epochs = row["val_loss"], 0
+                    best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                else:
+                    state.bad_epochs += 1
+                    stop = state.bad_epochs >= t.early_stopping
+            if checkpoint_dir is not None and (state.epoch % t.checkpoint_every == 0 or state.epoch == t.epochs or stop):
+                save_checkpoint(checkpoint_dir, model, opt, sched, gen, state)
+            if on_checkpoint is not None:
+                on_checkpoint(state)
+            if stop:
+                log(f"early stopping: no improvement for {t.early_stopping} epochs; keeping the best weights")
+                break
+    except KeyboardInterrupt:
+        where = f"; resume with: aelab train --resume {checkpoint_dir.parent}" if checkpoint_dir is not None and state.epoch else ""
+        raise TrainingInterrupted(f"interrupted during epoch {state.epoch + 1}; the last checkpoint holds epoch {state.epoch}{where}") from None
+    if best_weights is not None:
+        model.load_state_dict(best_weights)
+    return state

@@ -1,0 +1,78 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from aelab import Config, RunError, load_run, train
+from aelab.evaluate.metrics import entropy_floor, grey_share
+
+
+def test_train_writes_a_complete_run(tiny_cfg, tmp_path):
+    run = train(tiny_cfg, tmp_path / "r", log=lambda s: None)
+    files = {p.name for p in (tmp_path / "r").iterdir()}
+    assert {"config.yaml", "metrics.csv", "batches.csv", "model.safetensors", "summary.json", "checkpoint"} <= files
+    s = json.loads((tmp_path / "r" / "summary.json").read_text())
+    for k in ("test_loss", "test_bce", "test_mse", "test_psnr", "epochs", "seconds_per_epoch", "parameters", "data", "train_size"):
+        assert k in s
+    assert s["epochs"] == 2 and len(run.metrics) == 2
+    assert len(run.batches) == 2 * 10  # 600 samples / 64 per batch, rounded up
+    assert s["test_bce"] >= s["test_bce_floor"]
+
+
+def test_training_reduces_loss(tiny_cfg, tmp_path):
+    cfg = tiny_cfg.replace(["train.epochs=4"])
+    run = train(cfg, tmp_path / "r", log=lambda s: None)
+    m = run.metrics
+    assert m[-1]["val_loss"] < m[0]["val_loss"]
+
+
+def test_same_seed_same_metrics(tiny_cfg, tmp_path):
+    a = train(tiny_cfg, tmp_path / "a", log=lambda s: None).summary
+    b = train(tiny_cfg, tmp_path / "b", log=lambda s: None).summary
+    assert a["test_loss"] == b["test_loss"]
+    c = train(tiny_cfg.replace(["train.seed=1"]), tmp_path / "c", log=lambda s: None).summary
+    assert c["test_loss"] != a["test_loss"]
+
+
+def test_save_load_identical_outputs(tiny_cfg, tmp_path):
+    run = train(tiny_cfg, tmp_path / "r", log=lambda s: None)
+    loaded = load_run(tmp_path / "r")
+    x = torch.rand(5, 1, 28, 28)
+    run.model.eval()
+    assert torch.equal(run.model(x), loaded.model(x))
+    assert torch.equal(run.model.encode(x), loaded.model.encode(x))
+
+
+@pytest.mark.parametrize("overrides", [
+    ["model.name=conv", "model.channels=[4, 4]"],
+    ["data.noise=[{kind: gaussian, amount: 0.5}]", "model.name=conv", "model.channels=[4]"],
+    ["train.loss=mse", "model.output_activation=identity", "model.dropout=0.2"],
+    ["train.optimizer=adadelta"], ["train.optimizer=sgd", "train.schedule=cosine"], ["train.optimizer=rmsprop"],
+    ["train.precision=bf16-mixed"], ["model.l1=0.0001"], ["train.early_stopping=1", "train.epochs=3"],
+])
+def test_variants_train(tiny_cfg, tmp_path, overrides):
+    run = train(tiny_cfg.replace(overrides), tmp_path / "r", log=lambda s: None)
+    assert np.isfinite(run.summary["test_loss"])
+
+
+def test_refuses_to_overwrite(tiny_cfg, tmp_path):
+    train(tiny_cfg, tmp_path / "r", log=lambda s: None)
+    with pytest.raises(RunError, match="already holds a run"):
+        train(tiny_cfg, tmp_path / "r", log=lambda s: None)
+
+
+def test_load_run_checks_weights_against_config(tiny_cfg, tmp_path):
+    train(tiny_cfg, tmp_path / "r", log=lambda s: None)
+    cfg_file = tmp_path / "r" / "config.yaml"
+    cfg_file.write_text(cfg_file.read_text().replace("code_dim: 16", "code_dim: 17"))
+    with pytest.raises(RunError, match=r"tensor 'encoder.3.weight' has shape \(16, 64\)"):
+        load_run(tmp_path / "r")
+    with pytest.raises(RunError, match="not an aelab run"):
+        load_run(tmp_path)
+
+
+def test_entropy_floor_and_grey_share():
+    t = np.array([0.0, 1.0, 0.5, 0.5])
+    assert entropy_floor(t) == pytest.approx(np.log(2) / 2)
+    assert grey_share(t) == 0.5

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -28,18 +29,14 @@ def command(name: str):
 def resolve_config(spec: str, overrides: list[str]):
     """A YAML path, or the name of a built-in recipe."""
     from .config import Config
+    from .recipes import recipe_path
 
     p = Path(spec)
     if p.is_file():
         return Config.from_yaml(p, overrides)
-    try:
-        from .recipes import recipe_path
-    except ImportError:  # recipes not installed
-        recipe_path = None
-    if recipe_path is not None:
-        rp = recipe_path(spec)
-        if rp is not None:
-            return Config.from_yaml(rp, overrides)
+    rp = recipe_path(spec)
+    if rp is not None:
+        return Config.from_yaml(rp, overrides)
     raise ConfigError(f"'{spec}' is neither a config file nor a recipe name (see `aelab recipes`)")
 
 
@@ -50,23 +47,14 @@ def cmd_train(a: argparse.Namespace) -> int:
     from .train import train
 
     if a.resume:
-        run = train(resume=a.resume, hooks=_train_hooks(a))
+        run = train(resume=a.resume)
     else:
         if not a.config:
             raise ConfigError("train: give a config file or recipe name, or --resume RUN")
         cfg = resolve_config(a.config, a.set)
-        run = train(cfg, a.out, overwrite=a.overwrite, hooks=_train_hooks(a))
-    _after_train(a, run)
+        run = train(cfg, a.out, overwrite=a.overwrite)
     print(f"run written to {run.path}")
     return 0
-
-
-def _train_hooks(a: argparse.Namespace) -> list:
-    return []
-
-
-def _after_train(a: argparse.Namespace, run) -> None:
-    pass
 
 
 @command("eval")
@@ -262,12 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("target")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
 
-    for extend in _EXTENSIONS:
-        extend(sub)
+    for modname in COMMAND_MODULES:
+        importlib.import_module(modname).add_commands(sub)
     return p
 
 
-_EXTENSIONS: list[Callable] = []
+# Feature modules that add sub-commands. Each defines add_commands(subparsers)
+# and registers its handlers with @aelab.cli.command("name").
+COMMAND_MODULES: list[str] = [
+]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -103,6 +103,7 @@ class TrainConfig:
 class Config:
     name: str | None = None
     description: str = ""
+    published: dict = field(default_factory=dict)  # recipes: what the seed reported, e.g. {test_bce: 0.092, source: "seed 004"}
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

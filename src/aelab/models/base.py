@@ -114,6 +114,14 @@ class Autoencoder(nn.Module):
         """What evaluation compares with the target (a VAE uses the code's mean)."""
         return self(x)
 
+    def extra_metrics(self, x, y) -> dict[str, float]:
+        """Model-specific test metrics for summary.json (a VAE's ELBO, a classifier's accuracy).
+
+        ``x`` is a float array of samples, ``y`` their labels or None. Keys get a
+        ``test_`` prefix in summary.json.
+        """
+        return {}
+
 
 def check_sparsity(cfg: ModelConfig, code_activation: str) -> None:
     if cfg.sparsity_target is not None and cfg.sparsity_weight > 0 and code_activation != "sigmoid":

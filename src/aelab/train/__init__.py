@@ -86,6 +86,7 @@ def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: s
         floor = entropy_floor(splits.x_test)
         summary["test_bce_floor"] = floor
         summary["test_bce_above_floor"] = test["bce"] - floor
+    summary.update({f"test_{k}": v for k, v in model.extra_metrics(splits.x_test, splits.y_test).items()})
     if state.history:
         summary["final_train_loss"] = state.history[-1]["train_loss"]
     run = Run(run_dir, cfg, model, summary, splits.scaler)

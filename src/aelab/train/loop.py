@@ -108,6 +108,7 @@ def fit(model: torch.nn.Module, data: Splits, cfg: Config, checkpoint_dir: Path 
             t0 = time.perf_counter()
             perm = torch.randperm(n, generator=gen).to(device)
             losses = []
+            parts: dict[str, list[torch.Tensor]] = {}
             bar = _progress(math.ceil(n / t.batch_size), f"epoch {epoch + 1}/{t.epochs}")
             for i in range(0, n, t.batch_size):
                 idx = perm[i: i + t.batch_size]
@@ -127,6 +128,8 @@ def fit(model: torch.nn.Module, data: Splits, cfg: Config, checkpoint_dir: Path 
                     out.total.backward()
                     opt.step()
                 losses.append(out.total.detach())
+                for k, v in out.parts.items():
+                    parts.setdefault(k, []).append(v.detach())
                 if bar is not None:
                     bar.update(1)
             if bar is not None:
@@ -152,6 +155,8 @@ def fit(model: torch.nn.Module, data: Splits, cfg: Config, checkpoint_dir: Path 
                 "lr": opt.param_groups[0]["lr"],
                 "seconds": train_seconds,
             }
+            if len(parts) > 1:  # e.g. recon + penalty, or a VAE's recon + kl
+                row.update({f"train_{k}": float(torch.stack(v).float().mean()) for k, v in parts.items()})
             first_batch = len(state.batches)
             state.batches.extend({"epoch": epoch + 1, "batch": k + 1, "step": first_batch + k + 1, "loss": float(v)}
                                  for k, v in enumerate(batch_losses))

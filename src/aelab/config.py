@@ -74,6 +74,7 @@ class ModelConfig:
     beta: float = 1.0  # VAE: weight of the KL term
     kl_warmup_epochs: int = 0  # VAE: ramp beta from 0 over this many epochs
     likelihood: str = "bernoulli"  # VAE decoder: bernoulli | gaussian
+    binarize: bool = False  # VAE, bernoulli: redraw every training pixel as 0/1 ~ Bernoulli(intensity) each batch
     num_classes: int = 10  # classifier autoencoder
     tap: int = 1  # classifier autoencoder: reconstruct from the output of this pooling block
     recon_weight: float = 1.0  # classifier autoencoder: weight of the reconstruction loss
@@ -291,6 +292,10 @@ def validate(cfg: Config) -> None:
     _choice("model.output_activation", m.output_activation, OUTPUT_ACTIVATIONS)
     _choice("model.init", m.init, INITS)
     _choice("model.likelihood", m.likelihood, ("bernoulli", "gaussian"))
+    if m.name.startswith("vae-") and t.loss != {"bernoulli": "bce", "gaussian": "mse"}[m.likelihood]:
+        raise ConfigError(f"train.loss: a VAE with model.likelihood={m.likelihood} trains with "
+                          f"{'bce' if m.likelihood == 'bernoulli' else 'mse'}, got '{t.loss}'")
+    _positive("model.kl_warmup_epochs", m.kl_warmup_epochs, allow_zero=True)
     rates = m.dropout if isinstance(m.dropout, list) else [m.dropout]
     for r in rates:
         if not 0.0 <= r < 1.0:

@@ -1,0 +1,274 @@
+"""Variational autoencoders: a Gaussian code drawn by reparameterisation, a Bernoulli or Gaussian decoder.
+
+The encoder gives a mean and a log-variance per code unit; training samples
+z = mu + sigma * eps so the gradient flows through the sample, and the loss is
+the negative ELBO: reconstruction NLL + beta * KL(q(z|x) || N(0, I)).
+
+Scales, stated once: ``compute_loss`` returns the negative ELBO divided by the
+number of values per sample (so ``train_loss`` sits on the per-pixel scale of
+the other models), and logs ``recon`` and ``kl`` in nats per sample.
+``extra_metrics`` reports the test negative ELBO in nats per image.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from ..config import ModelConfig
+from ..errors import ConfigError
+from ._registry import register_model
+from .base import Autoencoder, glorot_init, make_activation
+from .conv import ConvAutoencoder, CropTo, _block, conv_sizes
+from .dense import _per_layer
+
+LOGVAR_RANGE = (-30.0, 20.0)  # keeps exp(logvar) finite in fp32 early in training
+HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)) per sample, in nats (closed form)."""
+    return 0.5 * (mu.float().pow(2) + logvar.float().exp() - 1.0 - logvar.float()).flatten(1).sum(1)
+
+
+def warmup_factor(epoch: int, warmup_epochs: int) -> float:
+    """KL weight multiplier: 1/(W+1), 2/(W+1), ... 1 over the first W+1 epochs (never exactly 0,
+    so the log-variances never run away while the KL is switched off)."""
+    if warmup_epochs <= 0:
+        return 1.0
+    return min(1.0, (epoch + 1) / (warmup_epochs + 1))
+
+
+class VAEMixin:
+    """What dense and conv VAEs share: heads, sampling, the ELBO and the report figures."""
+
+    likelihood: str
+    code_dim: int
+
+    def _setup_vae(self, cfg: ModelConfig, features: int) -> None:
+        if cfg.likelihood == "bernoulli" and cfg.output_activation != "sigmoid":
+            raise ConfigError("model.output_activation: a Bernoulli VAE decodes pixel probabilities; use sigmoid "
+                              f"(or model.likelihood=gaussian for real-valued data), got '{cfg.output_activation}'")
+        if cfg.binarize and cfg.likelihood != "bernoulli":
+            raise ConfigError("model.binarize: only for model.likelihood=bernoulli (0/1 pixels need a Bernoulli decoder)")
+        for key in ("l1", "sparsity_weight"):
+            if getattr(cfg, key):
+                raise ConfigError(f"model.{key}: code penalties are for plain autoencoders; a VAE's code is "
+                                  "regularised by its KL term (use model.beta)")
+        if cfg.code_activation is not None:
+            raise ConfigError("model.code_activation: a VAE's code is Gaussian (linear mean and log-variance heads); leave it unset")
+        self.likelihood = cfg.likelihood
+        self.beta = cfg.beta
+        self.kl_warmup_epochs = cfg.kl_warmup_epochs
+        self.binarize = cfg.binarize
+        self.code_dim = cfg.code_dim
+        self.mu_head = nn.Linear(features, cfg.code_dim)
+        self.logvar_head = nn.Linear(features, cfg.code_dim)
+        if self.likelihood == "gaussian":
+            # one learned noise scale for all values: the decoder's variance, so the NLL is a proper density
+            self.log_sigma = nn.Parameter(torch.zeros(()))
+
+    # -- the public surface ------------------------------------------------
+    def encode_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, logvar) of q(z|x), each (N, code_dim)."""
+        h = self.encoder(x)
+        return self.mu_head(h), self.logvar_head(h).clamp(*LOGVAR_RANGE)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The mean code: deterministic, what `aelab encode` writes."""
+        return self.encode_stats(x)[0]
+
+    @staticmethod
+    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype).to(mu.device) if generator is not None \
+            else torch.randn_like(mu)
+        return mu + torch.exp(0.5 * logvar) * eps
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n draws z ~ N(0, I) decoded to their mean images (probabilities for a Bernoulli decoder)."""
+        z = torch.randn(n, self.code_dim, generator=generator).to(self.device)
+        return self.decode(z)
+
+    # -- the objective -------------------------------------------------------
+    def recon_nll(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """-log p(x|z) per sample in nats, summed over values."""
+        logits, target = logits.float().flatten(1), target.float().flatten(1)
+        if self.likelihood == "bernoulli":
+            return F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(1)
+        mean = torch.sigmoid(logits) if self.output_activation == "sigmoid" else logits
+        inv_var = torch.exp(-2 * self.log_sigma)
+        return (0.5 * (target - mean).pow(2) * inv_var + self.log_sigma + HALF_LOG_2PI).sum(1)
+
+    def compute_loss(self, x: torch.Tensor, target: torch.Tensor, y, loss: str, epoch: int = 0):
+        from .base import LossOutput
+
+        want = "bce" if self.likelihood == "bernoulli" else "mse"
+        if loss != want:
+            raise ConfigError(f"train.loss: a {self.likelihood} VAE trains with loss={want}, got '{loss}'")
+        if self.binarize:
+            b = torch.bernoulli(target.float().clamp(0, 1))
+            x = b if x is target else x  # without input noise the encoder sees the same 0/1 image
+            target = b
+        mu, logvar = self.encode_stats(x)
+        z = self.reparameterize(mu, logvar)
+        recon = self.recon_nll(self.decode_logits(z), target)
+        kl = kl_to_standard_normal(mu, logvar)
+        beta = self.beta * warmup_factor(epoch, self.kl_warmup_epochs)
+        values = math.prod(self.input_shape)
+        total = (recon + beta * kl).mean() / values
+        return LossOutput(total, {"recon": recon.mean(), "kl": kl.mean()})
+
+    @torch.no_grad()
+    def nelbo_per_sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """recon, kl and nelbo (= recon + kl, beta = 1) per sample in nats; one z draw per sample."""
+        was = self.training
+        self.eval()
+        try:
+            mu, logvar = self.encode_stats(x)
+            z = self.reparameterize(mu, logvar, generator)
+            recon = self.recon_nll(self.decode_logits(z), x)
+            kl = kl_to_standard_normal(mu, logvar)
+        finally:
+            self.train(was)
+        return {"recon": recon, "kl": kl, "nelbo": recon + kl}
+
+    def extra_metrics(self, x, y) -> dict[str, float]:
+        """Test negative ELBO in nats per image.
+
+        Bernoulli: ``nelbo`` / ``recon_nats`` / ``kl_nats`` on the test set binarised once with
+        seed 0 (pixel ~ Bernoulli(intensity), the literature's protocol), and ``nelbo_grey`` on the
+        grey-level targets themselves. Gaussian: the NLL of the real values under the decoder's density.
+        """
+        from ..evaluate.evaluate import batches
+
+        gen = torch.Generator().manual_seed(0)
+        sums: dict[str, float] = {}
+        n = 0
+        for b in batches(x, 1024, self.device):
+            b = b.float()
+            if self.likelihood == "bernoulli":
+                grey = self.nelbo_per_sample(b, gen)["nelbo"]
+                sums["nelbo_grey"] = sums.get("nelbo_grey", 0.0) + float(grey.double().sum())
+                b = torch.bernoulli(b.clamp(0, 1).cpu(), generator=gen).to(b.device)
+            res = self.nelbo_per_sample(b, gen)
+            for k, name in (("nelbo", "nelbo"), ("recon", "recon_nats"), ("kl", "kl_nats")):
+                sums[name] = sums.get(name, 0.0) + float(res[k].double().sum())
+            n += len(b)
+        out = {k: v / max(n, 1) for k, v in sums.items()}
+        if self.likelihood == "gaussian":
+            out["sigma"] = float(self.log_sigma.exp())
+        return out
+
+    # -- figures for the run report -------------------------------------------
+    def report_figures(self, splits) -> list[tuple[str, object, str]]:
+        """(file_stem, matplotlib figure, caption): prior samples, an interpolation, the 2-D manifold."""
+        if len(self.input_shape) != 3:
+            return []
+        from . import vae_figures
+
+        return vae_figures.vae_figures(self, splits)
+
+
+class DenseVAE(VAEMixin, Autoencoder):
+    def __init__(self, cfg: ModelConfig, input_shape: tuple[int, ...]):
+        super().__init__(cfg, input_shape)
+        if cfg.tied:
+            raise ConfigError("model.tied: not available for VAEs (the code layer has two heads)")
+        d_in = math.prod(input_shape)
+        dec_hidden = list(reversed(cfg.hidden)) if cfg.decoder_hidden is None else cfg.decoder_hidden
+        n_hidden = len(cfg.hidden) + len(dec_hidden)
+        acts = _per_layer(cfg.activation, n_hidden, "model.activation") if n_hidden else []
+        drops = _per_layer(cfg.dropout, n_hidden, "model.dropout") if n_hidden else []
+
+        enc: list[nn.Module] = [nn.Flatten()]
+        prev = d_in
+        for i, h in enumerate(cfg.hidden):
+            enc += [nn.Linear(prev, h), make_activation(acts[i])]
+            if drops[i] > 0:
+                enc.append(nn.Dropout(drops[i]))
+            prev = h
+        self.encoder = nn.Sequential(*enc)
+        self._setup_vae(cfg, prev)
+        dec: list[nn.Module] = []
+        prev = cfg.code_dim
+        for j, h in enumerate(dec_hidden):
+            k = len(cfg.hidden) + j
+            dec += [nn.Linear(prev, h), make_activation(acts[k])]
+            if drops[k] > 0:
+                dec.append(nn.Dropout(drops[k]))
+            prev = h
+        dec += [nn.Linear(prev, d_in), nn.Unflatten(1, tuple(input_shape))]
+        self.decoder = nn.Sequential(*dec)
+        if cfg.init == "glorot":
+            glorot_init(self)
+
+
+class ConvVAE(VAEMixin, Autoencoder):
+    """Conv + pool blocks down to a feature map, flattened into the Gaussian heads; a dense layer
+    back up to that feature map, then conv + upsample blocks (the conv autoencoder's blocks)."""
+
+    def __init__(self, cfg: ModelConfig, input_shape: tuple[int, ...]):
+        super().__init__(cfg, input_shape)
+        if len(input_shape) != 3:
+            raise ConfigError(f"model.name: '{cfg.name}' needs image data shaped (C, H, W), got samples shaped "
+                              f"{tuple(input_shape)}; use model.name=vae-dense")
+        if not cfg.channels:
+            raise ConfigError("model.channels: a conv VAE needs at least one block")
+        c, h, w = input_shape
+        sizes = conv_sizes((h, w), len(cfg.channels))
+        for i, s in enumerate(sizes[:-1]):
+            if min(s) < 2:
+                raise ConfigError(f"model.channels: {len(cfg.channels)} pooling steps do not fit a {h}x{w} image; "
+                                  f"use at most {i} blocks")
+        dec_channels = list(reversed(cfg.channels)) if cfg.decoder_channels is None else cfg.decoder_channels
+        if len(dec_channels) != len(cfg.channels):
+            raise ConfigError(f"model.decoder_channels: needs {len(cfg.channels)} entries (one per upsampling step), "
+                              f"got {len(dec_channels)}")
+        act = cfg.activation if isinstance(cfg.activation, str) else cfg.activation[0]
+        drop = cfg.dropout if isinstance(cfg.dropout, float) else 0.0
+        k = cfg.kernel_size
+
+        enc: list[nn.Module] = []
+        prev = c
+        for ch in cfg.channels:
+            enc += _block(prev, ch, k, act, cfg.batch_norm, drop)
+            enc.append(nn.MaxPool2d(2, ceil_mode=True))
+            prev = ch
+        enc.append(nn.Flatten())
+        self.encoder = nn.Sequential(*enc)
+        fh, fw = sizes[-1]
+        features = prev * fh * fw
+        self._setup_vae(cfg, features)
+        dec: list[nn.Module] = [nn.Linear(cfg.code_dim, features), make_activation(act), nn.Unflatten(1, (prev, fh, fw))]
+        for ch, (th, tw) in zip(dec_channels, reversed(sizes[:-1])):
+            dec += _block(prev, ch, k, act, cfg.batch_norm, drop)
+            dec.append(nn.Upsample(scale_factor=2, mode="nearest"))
+            dec.append(CropTo(th, tw))
+            prev = ch
+        dec.append(nn.Conv2d(prev, c, k, padding=k // 2))
+        self.decoder = nn.Sequential(*ConvAutoencoder._drop_needless_crops(dec, sizes))
+        if cfg.init == "glorot":
+            glorot_init(self)
+
+    def first_layer_weights(self) -> torch.Tensor:
+        return self.encoder[0].weight.detach()
+
+
+@register_model("vae-dense", "variational, fully connected: Gaussian code (model.code_dim), Bernoulli or Gaussian decoder, beta, KL warm-up")
+def build_vae_dense(cfg: ModelConfig, input_shape: tuple[int, ...]) -> DenseVAE:
+    return DenseVAE(cfg, input_shape)
+
+
+@register_model("vae-conv", "variational, convolutional: conv+pool encoder, dense Gaussian heads, conv+upsample decoder")
+def build_vae_conv(cfg: ModelConfig, input_shape: tuple[int, ...]) -> ConvVAE:
+    return ConvVAE(cfg, input_shape)
+
+
+def is_vae(model) -> bool:
+    return isinstance(model, VAEMixin)
+
+
+__all__ = ["DenseVAE", "ConvVAE", "kl_to_standard_normal", "warmup_factor", "is_vae"]

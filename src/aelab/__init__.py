@@ -13,9 +13,22 @@ from .errors import AelabError, ConfigError, DataError, RunError, TrainingError
 from .models import build_model, list_models
 from .run import Run, load_run
 from .train import train
+from .anomaly import AnomalyDetector
 
 __version__ = "0.1.0"
 
-__all__ = ["Config", "DataConfig", "ModelConfig", "NoiseConfig", "TrainConfig", "Splits", "load_data",
+__all__ = ["AnomalyDetector", "Config", "DataConfig", "ModelConfig", "NoiseConfig", "TrainConfig", "Splits", "load_data",
            "AelabError", "ConfigError", "DataError", "RunError", "TrainingError", "build_model", "list_models",
-           "Run", "load_run", "train", "__version__"]
+           "Run", "load_run", "train", "__version__", "AutoencoderTransformer"]
+
+
+# Names imported on first use (scikit-learn takes a second to import): name -> module holding it.
+_LAZY = {"AutoencoderTransformer": ".sklearn"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'aelab' has no attribute '{name}'")

@@ -45,15 +45,28 @@ def resolve_config(spec: str, overrides: list[str]):
 @command("train")
 def cmd_train(a: argparse.Namespace) -> int:
     from .train import train
+    from .report.hooks import prepare_cli_training
+    from .run import default_run_dir, load_config
 
+    report, tb = not getattr(a, "no_report", False), getattr(a, "tensorboard", False)
     if a.resume:
-        run = train(resume=a.resume)
+        data, hooks = prepare_cli_training(load_config(Path(a.resume)), a.resume, report=report, tensorboard=tb, resume=True)
     else:
         if not a.config:
             raise ConfigError("train: give a config file or recipe name, or --resume RUN")
         cfg = resolve_config(a.config, a.set)
-        run = train(cfg, a.out, overwrite=a.overwrite)
+        out = a.out or default_run_dir(cfg)
+        data, hooks = prepare_cli_training(cfg, out, report=report, tensorboard=tb, resume=False)
+    try:
+        run = train(resume=a.resume, data=data, hooks=hooks) if a.resume else train(cfg, out, overwrite=a.overwrite, data=data, hooks=hooks)
+    finally:
+        for h in hooks:
+            h.close()
     print(f"run written to {run.path}")
+    if report:
+        from .report import write_run_report
+
+        print(f"report written to {write_run_report(run, data)}")
     return 0
 
 
@@ -218,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run directory (default runs/NAME-TIMESTAMP)")
     t.add_argument("--resume", metavar="RUN", help="continue the run in RUN from its last checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    t.add_argument("--no-report", action="store_true", help="skip RUN/report.html and the reconstructions-per-epoch animation")
+    t.add_argument("--tensorboard", action="store_true", help="also log per-epoch scalars and reconstructions to RUN/tensorboard")
 
     e = sub.add_parser("eval", help="metrics of a run on its test split, as JSON")
     e.add_argument("run")
@@ -258,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Feature modules that add sub-commands. Each defines add_commands(subparsers)
 # and registers its handlers with @aelab.cli.command("name").
 COMMAND_MODULES: list[str] = [
+    "aelab.report.cli",
 ]
 
 

@@ -274,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
 # and registers its handlers with @aelab.cli.command("name").
 COMMAND_MODULES: list[str] = [
     "aelab.report.cli",
+    "aelab.export_cli",
 ]
 
 

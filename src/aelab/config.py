@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -184,6 +185,9 @@ def _build(cls: type, d: Any, prefix: str) -> Any:
     return cls(**kwargs)
 
 
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _coerce(tp: Any, v: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
@@ -224,6 +228,8 @@ def _coerce(tp: Any, v: Any, key: str) -> Any:
     if tp is float:
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             return float(v)
+        if isinstance(v, str) and _FLOAT.fullmatch(v.strip()):
+            return float(v)  # YAML 1.1 reads 1e6 and 1e-3 (no dot, no sign) as strings
         raise ConfigError(f"{key}: must be a number, got {v!r}")
     if tp is str:
         if isinstance(v, str):

@@ -15,6 +15,7 @@ from ..evaluate.metrics import entropy_floor
 from ..models import build_model
 from ..run import (Run, default_run_dir, load_config, write_config, write_history, write_scaler, write_summary,
                    write_weights)
+from . import distributed
 from .loop import EpochHook, TrainingInterrupted, fit, resolve_device
 
 __all__ = ["train", "fit", "EpochHook", "TrainingInterrupted"]
@@ -39,13 +40,18 @@ def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: s
         run_dir = Path(out) if out is not None else default_run_dir(cfg)
         if (run_dir / "config.yaml").exists() and not overwrite:
             raise RunError(f"{run_dir}: already holds a run; choose another --out, --resume it, or pass --overwrite")
+    group = distributed.setup(cfg.train.device)  # under torchrun: join the process group; else a world of one
+    run_dir = Path(group.agree(str(run_dir)))  # rank 0's folder (a default name holds the clock)
+    is_writer = is_writer and group.is_writer
+    if not group.is_writer:
+        log, hooks = (lambda s: None), ()
     splits = data if data is not None else load_data(cfg.data, need_unit_range=cfg.model.output_activation == "sigmoid" and cfg.train.loss == "bce")
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, splits.sample_shape)
     if is_writer:
         run_dir.mkdir(parents=True, exist_ok=True)
         if resume is None:
-            for stale in ("summary.json", "model.safetensors", "metrics.csv", "batches.csv"):
+            for stale in ("summary.json", "model.safetensors", "metrics.csv", "batches.csv", "checkpoint/latest.json"):
                 (run_dir / stale).unlink(missing_ok=True)
             write_config(run_dir, cfg)
             write_scaler(run_dir, splits.scaler)
@@ -56,7 +62,7 @@ def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: s
         if is_writer:
             write_history(run_dir, state.history, state.batches)
 
-    state = fit(model, splits, cfg, run_dir / "checkpoint" if is_writer else None, hooks=hooks,
+    state = fit(model, splits, cfg, run_dir / "checkpoint" if is_writer or group.world > 1 else None, hooks=hooks,
                 resume=resume is not None, log=log, on_checkpoint=on_checkpoint)
     model.eval()
     test = evaluate(model, splits.x_test, cfg.train.loss)
@@ -93,5 +99,6 @@ def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: s
     if is_writer:
         write_weights(run_dir, model, cfg)
         write_summary(run_dir, summary)  # last: marks the run finished
+    distributed.shutdown()
     log(f"test {cfg.train.loss} {test['loss']:.4f}  bce {test['bce']:.4f}  mse {test['mse']:.4f}  psnr {test['psnr']:.2f} dB")
     return run

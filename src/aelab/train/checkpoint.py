@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from .._io import save_safetensors, write_json
@@ -26,12 +27,38 @@ class TrainState:
     batches: list[dict[str, Any]] = field(default_factory=list)  # one row per batch
     best_val: float | None = None
     bad_epochs: int = 0
+    best_weights: dict[str, torch.Tensor] | None = None  # early stopping: the weights of the best epoch so far
 
 
 def save_checkpoint(folder: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched, gen: torch.Generator,
                     state: TrainState) -> Path:
+    """Writes the checkpoint of ``state.epoch``; on a write error (full disk, read-only folder) the
+    previous checkpoint stays in charge and a RunError says so."""
+    try:
+        return _save(folder, model, opt, sched, gen, state)
+    except OSError as e:
+        tag = f"state-{state.epoch:05d}"
+        for partial in folder.glob(f"{tag}.*"):  # written before the failure, never published
+            partial.unlink(missing_ok=True)
+        kept = _published_epoch(folder)
+        kept_txt = f"the checkpoint of epoch {kept} is kept" if kept else "no earlier checkpoint exists"
+        raise RunError(f"{e.filename or folder}: cannot write the checkpoint of epoch {state.epoch} "
+                       f"({e.strerror or e}); {kept_txt}") from None
+
+
+def _published_epoch(folder: Path) -> int:
+    try:
+        return int(json.loads((folder / "latest.json").read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def _save(folder: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched, gen: torch.Generator,
+          state: TrainState) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    if state.best_weights is not None:
+        tensors.update({f"best.{k}": v for k, v in state.best_weights.items()})
     osd = opt.state_dict()
     opt_scalars: dict[str, dict[str, Any]] = {}
     for idx, st in osd["state"].items():
@@ -73,12 +100,26 @@ def load_checkpoint(folder: Path, model: torch.nn.Module, opt: torch.optim.Optim
         latest = json.loads(pointer.read_text())
         meta = json.loads((folder / latest["meta"]).read_text())
         tensors = load_file(folder / latest["tensors"])
-    except (OSError, ValueError, KeyError) as e:
-        raise RunError(f"{folder}: checkpoint unreadable ({e})") from None
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as e:
+        # a pickle swapped in for a state file lands here too: safetensors parses, it never unpickles
+        raise RunError(f"{folder}: checkpoint unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                       "it was not written by aelab or is damaged") from None
+    try:
+        return _restore(folder, tensors, meta, model, opt, sched, gen)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise RunError(f"{folder}: checkpoint does not fit this run ({str(e).splitlines()[0]})") from None
+
+
+def _restore(folder: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any], model: torch.nn.Module,
+             opt: torch.optim.Optimizer, sched, gen: torch.Generator) -> TrainState:
     model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     missing = set(model.state_dict()) ^ set(model_sd)
     if missing:
         raise RunError(f"{folder}: checkpoint does not match the model (tensor '{sorted(missing)[0]}')")
+    for k, v in model.state_dict().items():
+        if v.shape != model_sd[k].shape:
+            raise RunError(f"{folder}: checkpoint tensor '{k}' has shape {tuple(model_sd[k].shape)} "
+                           f"but the model has {tuple(v.shape)}")
     model.load_state_dict(model_sd)
     state: dict[int, dict[str, Any]] = {}
     for k, v in tensors.items():
@@ -96,4 +137,5 @@ def load_checkpoint(folder: Path, model: torch.nn.Module, opt: torch.optim.Optim
         cuda_states = [tensors[k] for k in sorted(t for t in tensors if t.startswith("rng.cuda."))]
         if cuda_states:
             torch.cuda.set_rng_state_all(cuda_states)
-    return TrainState(meta["epoch"], meta["history"], meta["batches"], meta["best_val"], meta["bad_epochs"])
+    best = {k[len("best."):]: v for k, v in tensors.items() if k.startswith("best.")} or None
+    return TrainState(meta["epoch"], meta["history"], meta["batches"], meta["best_val"], meta["bad_epochs"], best)

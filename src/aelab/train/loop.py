@@ -24,6 +24,8 @@ from ..data.noise import compose
 from ..errors import TrainingError
 from ..evaluate.evaluate import evaluate
 from .checkpoint import TrainState, load_checkpoint, save_checkpoint
+from .distributed import current as process_group
+from .interrupt import StopRequest
 from .optim import make_optimizer, make_scheduler
 
 
@@ -96,14 +98,21 @@ def fit(model: torch.nn.Module, data: Splits, cfg: Config, checkpoint_dir: Path 
     opt = make_optimizer(model.parameters(), t, device)
     sched = make_scheduler(opt, t)
     scaler = torch.amp.GradScaler("cuda") if (t.precision == "fp16-mixed" and device.type == "cuda") else None
+    group = process_group()  # one process, or this rank's share under torchrun (distributed.py)
+    loss_fn = group.loss_fn(model)
     state = TrainState(epoch=0)
     if resume and checkpoint_dir is not None:
         state = load_checkpoint(checkpoint_dir, model, opt, sched, gen)
+        group.barrier()  # every rank has read it before rank 0 may replace it
         log(f"resumed after epoch {state.epoch}")
-    best_weights = None
+        if on_checkpoint is not None:
+            on_checkpoint(state)  # metrics.csv / batches.csv back to what the checkpoint holds
+    saved_epoch = state.epoch
+    stopped_early = bool(t.early_stopping) and state.bad_epochs >= t.early_stopping  # resumed after it stopped
 
+    ctrl_c = StopRequest(announce=group.is_writer).install()  # first Ctrl-C: finish and save this epoch
     try:
-        for epoch in range(state.epoch, t.epochs):
+        for epoch in range(state.epoch, state.epoch if stopped_early else t.epochs):
             model.train()
             t0 = time.perf_counter()
             perm = torch.randperm(n, generator=gen).to(device)
@@ -118,7 +127,7 @@ def fit(model: torch.nn.Module, data: Splits, cfg: Config, checkpoint_dir: Path 
                 yb = y_train[idx] if y_train is not None else None
                 xin = noise(xb, gen if device.type == "cpu" else None) if noise else xb
                 with autocast_context(device, t.precision):
-                    out = model.compute_loss(xin, xb, yb, t.loss, epoch)
+                    out = loss_fn(xin, xb, yb, t.loss, epoch)
                 opt.zero_grad(set_to_none=True)
                 if scaler is not None:
                     scaler.scale(out.total).backward()
@@ -134,17 +143,17 @@ def fit(model: torch.nn.Module, data: Splits, cfg: Config, checkpoint_dir: Path 
                     bar.update(1)
             if bar is not None:
                 bar.close()
-            batch_losses = torch.stack(losses).float().cpu()
+            batch_losses = group.average(torch.stack(losses).float()).cpu()
             bad = (~torch.isfinite(batch_losses)).nonzero()
             if len(bad):
                 j = int(bad[0])
-                kept = f"the checkpoint of epoch {state.epoch} is kept" if state.epoch else "no checkpoint was written"
+                kept = f"the checkpoint of epoch {saved_epoch} is kept" if saved_epoch else "no checkpoint was written"
                 raise TrainingError(f"loss became {batch_losses[j].item()} at epoch {epoch + 1}, batch {j + 1}; "
                                     f"training stopped and {kept}; try a lower train.lr")
             train_seconds = time.perf_counter() - t0
             if sched is not None:
                 sched.step()
-            val = evaluate(model, x_val, t.loss)
+            val = group.evaluate(model, x_val, t.loss)
             row = {
                 "epoch": epoch + 1,
                 "train_loss": float(batch_losses.mean()),
@@ -156,7 +165,7 @@ def fit(model: torch.nn.Module, data: Splits, cfg: Config, checkpoint_dir: Path 
                 "seconds": train_seconds,
             }
             if len(parts) > 1:  # e.g. recon + penalty, or a VAE's recon + kl
-                row.update({f"train_{k}": float(torch.stack(v).float().mean()) for k, v in parts.items()})
+                row.update({f"train_{k}": float(group.average(torch.stack(v).float()).mean()) for k, v in parts.items()})
             first_batch = len(state.batches)
             state.batches.extend({"epoch": epoch + 1, "batch": k + 1, "step": first_batch + k + 1, "loss": float(v)}
                                  for k, v in enumerate(batch_losses))
@@ -171,20 +180,32 @@ def fit(model: torch.nn.Module, data: Splits, cfg: Config, checkpoint_dir: Path 
             if t.early_stopping:
                 if state.best_val is None or row["val_loss"] < state.best_val - 1e-6:
                     state.best_val, state.bad_epochs = row["val_loss"], 0
-                    best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    state.best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 else:
                     state.bad_epochs += 1
                     stop = state.bad_epochs >= t.early_stopping
-            if checkpoint_dir is not None and (state.epoch % t.checkpoint_every == 0 or state.epoch == t.epochs or stop):
+            interrupted = group.any(ctrl_c.requested)
+            if checkpoint_dir is not None and group.is_writer and (
+                    state.epoch % t.checkpoint_every == 0 or state.epoch == t.epochs or stop or interrupted):
                 save_checkpoint(checkpoint_dir, model, opt, sched, gen, state)
+                saved_epoch = state.epoch
             if on_checkpoint is not None:
                 on_checkpoint(state)
+            if interrupted and state.epoch < t.epochs and not stop:
+                raise TrainingInterrupted(f"stopped by Ctrl-C after epoch {state.epoch}; the checkpoint holds epoch "
+                                          f"{saved_epoch}{_resume_hint(checkpoint_dir, saved_epoch)}")
             if stop:
                 log(f"early stopping: no improvement for {t.early_stopping} epochs; keeping the best weights")
                 break
     except KeyboardInterrupt:
-        where = f"; resume with: aelab train --resume {checkpoint_dir.parent}" if checkpoint_dir is not None and state.epoch else ""
-        raise TrainingInterrupted(f"interrupted during epoch {state.epoch + 1}; the last checkpoint holds epoch {state.epoch}{where}") from None
-    if best_weights is not None:
-        model.load_state_dict(best_weights)
+        raise TrainingInterrupted(f"interrupted during epoch {state.epoch + 1}; the checkpoint holds epoch "
+                                  f"{saved_epoch}{_resume_hint(checkpoint_dir, saved_epoch)}") from None
+    finally:
+        ctrl_c.restore()
+    if state.best_weights is not None:
+        model.load_state_dict(state.best_weights)
     return state
+
+
+def _resume_hint(checkpoint_dir: Path | None, saved_epoch: int) -> str:
+    return f"; resume with: aelab train --resume {checkpoint_dir.parent}" if checkpoint_dir is not None and saved_epoch else ""

@@ -54,6 +54,12 @@ def cmd_train(a: argparse.Namespace) -> int:
     else:
         if not a.config:
             raise ConfigError("train: give a config file or recipe name, or --resume RUN")
+        from .recipes import is_suite
+
+        if is_suite(a.config):  # a recipe listing recipes (seed003): run them all, then compare
+            from .recipes_cli import train_suite
+
+            return train_suite(a)
         cfg = resolve_config(a.config, a.set)
         out = a.out or default_run_dir(cfg)
         data, hooks = prepare_cli_training(cfg, out, report=report, tensorboard=tb, resume=False)
@@ -274,7 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
 # and registers its handlers with @aelab.cli.command("name").
 COMMAND_MODULES: list[str] = [
     "aelab.report.cli",
+    "aelab.anomaly_cli",
     "aelab.export_cli",
+    "aelab.probe_cli",
+    "aelab.bench.cli",
+    "aelab.recipes_cli",
 ]
 
 

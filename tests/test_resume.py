@@ -214,3 +214,11 @@ def test_failed_checkpoint_write_keeps_previous(tiny_cfg, tmp_path, monkeypatch,
     assert isinstance(state, TrainState) and state.epoch == 1
     monkeypatch.setattr(_io, "atomic_write_bytes", real)
     assert main(["train", "--resume", str(run)]) == 0
+
+
+@pytest.fixture(autouse=True)
+def _keep_thread_count():
+    """train.threads=1 sets torch's process-wide thread count; give the rest of the suite its threads back."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)

@@ -49,6 +49,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     from .run import default_run_dir, load_config
 
     report, tb = not getattr(a, "no_report", False), getattr(a, "tensorboard", False)
+    rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 writes (train/distributed.py)
+    report, tb = report and rank0, tb and rank0
     if a.resume:
         data, hooks = prepare_cli_training(load_config(Path(a.resume)), a.resume, report=report, tensorboard=tb, resume=True)
     else:
@@ -68,7 +70,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     finally:
         for h in hooks:
             h.close()
-    print(f"run written to {run.path}")
+    if rank0:
+        print(f"run written to {run.path}")
     if report:
         from .report import write_run_report
 

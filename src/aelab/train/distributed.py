@@ -25,6 +25,13 @@ from ..models.base import LossOutput
 _METRICS = ("loss", "bce", "mse", "psnr")
 
 
+def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
+    """Rank's contiguous slice [lo, hi) of n items; the slices are disjoint, cover all n, sizes differ by <= 1."""
+    base, extra = divmod(n, world)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (rank < extra)
+
+
 class Single:
     """One process: the loop's calls pass straight through."""
 
@@ -76,10 +83,7 @@ class Group(Single):
         self.created = created
 
     def bounds(self, n: int) -> tuple[int, int]:
-        """This rank's contiguous slice of n items (sizes differ by at most one)."""
-        base, extra = divmod(n, self.world)
-        lo = self.rank * base + min(self.rank, extra)
-        return lo, lo + base + (self.rank < extra)
+        return shard_bounds(n, self.rank, self.world)
 
     def loss_fn(self, model: nn.Module) -> Callable[..., LossOutput]:
         from torch.nn.parallel import DistributedDataParallel as DDP

@@ -1,0 +1,184 @@
+"""Many runs from one recipe: grid sweeps and suites, one run directory each, then one comparison page.
+
+Re-running the same command is cheap: a run whose folder already holds
+summary.json (with the same config) is skipped, one that stopped half-way is
+resumed from its checkpoint, so an interrupted sweep picks up where it was.
+"""
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .config import Config
+from .errors import ConfigError, RunError
+
+
+@dataclass
+class PlannedRun:
+    name: str  # folder name inside the sweep's directory
+    config: Config
+    path: Path
+
+
+# -- the grid ---------------------------------------------------------------
+
+def _split_values(raw: str) -> list[str]:
+    """Comma-separated values; commas inside [...] or {...} belong to the value (``model.hidden=[128,64],[256]``)."""
+    out, depth, cur = [], 0, ""
+    for ch in raw:
+        depth += ch in "[{"
+        depth -= ch in "]}"
+        if ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    out.append(cur.strip())
+    return out
+
+
+def parse_grid(specs: Sequence[str]) -> dict[str, list[str]]:
+    """``["model.code_dim=2,8", "data.name=mnist"]`` -> ``{"model.code_dim": ["2", "8"], "data.name": ["mnist"]}``."""
+    grid: dict[str, list[str]] = {}
+    for s in specs:
+        if "=" not in s:
+            raise ConfigError(f"--grid expects KEY=V1,V2,... (like model.code_dim=2,8,32), got '{s}'")
+        key, raw = s.split("=", 1)
+        key = key.strip()
+        values = _split_values(raw)
+        if not key or any(v == "" for v in values):
+            raise ConfigError(f"--grid {s}: needs a key and non-empty values, like model.code_dim=2,8,32")
+        if key in grid:
+            raise ConfigError(f"--grid {key}: given twice; put all its values in one --grid")
+        if len(set(values)) != len(values):
+            raise ConfigError(f"--grid {key}: repeats a value ({raw})")
+        grid[key] = values
+    if not grid:
+        raise ConfigError("sweep: give at least one --grid KEY=V1,V2,...")
+    return grid
+
+
+def _slug(value: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", value).strip("_") or "_"
+
+
+def grid_runs(grid: dict[str, list[str]]) -> list[tuple[str, list[str]]]:
+    """The product of the grid as (folder name, overrides), in the order given.
+
+    Folder names use the last part of each key (``code_dim-32_name-mnist``), or
+    the whole key where two keys end alike (``data.name`` and ``model.name``).
+    """
+    keys = list(grid)
+    tails = [k.rsplit(".", 1)[-1] for k in keys]
+    labels = [k if tails.count(t) > 1 else t for k, t in zip(keys, tails)]
+    out = []
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        name = "_".join(f"{_slug(lab)}-{_slug(v)}" for lab, v in zip(labels, combo))
+        out.append((name, [f"{k}={v}" for k, v in zip(keys, combo)]))
+    return out
+
+
+def plan_sweep(recipe: str, grid: dict[str, list[str]], out: Path, overrides: Sequence[str] = ()) -> list[PlannedRun]:
+    """Every config of the sweep, validated before anything trains (a bad value fails the whole sweep at once)."""
+    from .cli import resolve_config
+
+    base = resolve_config(recipe, list(overrides))
+    plans = []
+    for name, ov in grid_runs(grid):
+        try:
+            cfg = base.replace(ov)
+        except ConfigError as e:
+            raise ConfigError(f"sweep run {name}: {e}") from None
+        plans.append(PlannedRun(name, cfg, out / name))
+    return plans
+
+
+def plan_suite(spec: str, out: Path, overrides: Sequence[str] = ()) -> tuple[str, list[PlannedRun]]:
+    """A suite's members as planned runs; the user's overrides come after each member's own."""
+    from .cli import resolve_config
+    from .recipes import suite_members
+
+    name, _, members = suite_members(spec)
+    plans = []
+    for m in members:
+        try:
+            cfg = resolve_config(m.recipe, [*m.overrides, *overrides])
+        except ConfigError as e:
+            raise ConfigError(f"suite {name}, member {m.name}: {e}") from None
+        plans.append(PlannedRun(m.name, cfg, out / m.name))
+    return name, plans
+
+
+# -- running -------------------------------------------------------------------
+
+def run_state(plan: PlannedRun) -> str:
+    """'done', 'partial' (a checkpoint to resume), or 'new'; raises when the folder holds another run."""
+    from .run import load_config
+
+    p = plan.path
+    if not (p / "config.yaml").is_file():
+        return "new"
+    try:
+        old = load_config(p)
+    except ConfigError:
+        raise RunError(f"{p}: holds a run whose config.yaml cannot be read; move it away or choose another --out") from None
+    if old.to_dict() != plan.config.to_dict():
+        raise RunError(f"{p}: holds a run with a different config; choose another --out, or delete that folder to redo it")
+    if (p / "summary.json").is_file():
+        return "done"
+    return "partial" if (p / "checkpoint" / "latest.json").is_file() else "new"
+
+
+def run_all(plans: Sequence[PlannedRun], *, reports: bool = False, log: Callable[[str], None] = print) -> list[Path]:
+    """Trains what is not finished yet, in order; returns every run's folder."""
+    from .train import train
+
+    states = [run_state(p) for p in plans]  # all folders checked before the first run starts
+    todo = sum(s != "done" for s in states)
+    log(f"{len(plans)} runs: {len(plans) - todo} finished already, {todo} to train")
+    for i, (plan, state) in enumerate(zip(plans, states), 1):
+        if state == "done":
+            log(f"[{i}/{len(plans)}] {plan.name}: finished, skipped")
+            continue
+        log(f"[{i}/{len(plans)}] {plan.name}: {'resuming' if state == 'partial' else 'training'}")
+        if state == "partial":
+            run = train(resume=plan.path, log=log)
+        else:
+            run = train(plan.config, plan.path, overwrite=True, log=log)
+        if reports:
+            from .report import write_run_report
+
+            write_run_report(run)
+    return [p.path for p in plans]
+
+
+def compare(paths: Sequence[Path], out_html: Path, title: str, log: Callable[[str], None] = print) -> Path:
+    from .report import write_comparison
+
+    return write_comparison(list(paths), out_html, title=title, log=log)
+
+
+def sweep(recipe: str, grid_specs: Sequence[str], out: str | Path | None = None, overrides: Sequence[str] = (),
+          *, reports: bool = False, log: Callable[[str], None] = print) -> Path:
+    """Runs the grid's product over ``recipe``; returns OUT/compare.html."""
+    grid = parse_grid(grid_specs)
+    out = Path(out) if out else Path("runs") / f"sweep-{_slug(Path(recipe).stem)}"
+    plans = plan_sweep(recipe, grid, out, overrides)
+    paths = run_all(plans, reports=reports, log=log)
+    title = f"sweep of {Path(recipe).stem} over " + ", ".join(f"{k} in {{{', '.join(v)}}}" for k, v in grid.items())
+    return compare(paths, out / "compare.html", title, log)
+
+
+def run_suite(spec: str, out: str | Path | None = None, overrides: Sequence[str] = (), *, reports: bool = False,
+              log: Callable[[str], None] = print) -> Path:
+    """Runs every member of a suite into OUT/MEMBER; returns OUT/compare.html."""
+    from .recipes import suite_members
+
+    name, desc, _ = suite_members(spec)
+    out = Path(out) if out else Path("runs") / _slug(name)
+    _, plans = plan_suite(spec, out, overrides)
+    paths = run_all(plans, reports=reports, log=log)
+    return compare(paths, out / "compare.html", desc or name, log)

@@ -122,14 +122,15 @@ class VAEMixin:
         return LossOutput(total, {"recon": recon.mean(), "kl": kl.mean()})
 
     @torch.no_grad()
-    def nelbo_per_sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """recon, kl and nelbo (= recon + kl, beta = 1) per sample in nats; one z draw per sample."""
+    def nelbo_per_sample(self, x: torch.Tensor, generator: torch.Generator | None = None,
+                         samples: int = 1) -> dict[str, torch.Tensor]:
+        """recon, kl and nelbo (= recon + kl, beta = 1) per sample in nats; recon averaged over ``samples`` z draws."""
         was = self.training
         self.eval()
         try:
             mu, logvar = self.encode_stats(x)
-            z = self.reparameterize(mu, logvar, generator)
-            recon = self.recon_nll(self.decode_logits(z), x)
+            recon = sum(self.recon_nll(self.decode_logits(self.reparameterize(mu, logvar, generator)), x)
+                        for _ in range(samples)) / samples
             kl = kl_to_standard_normal(mu, logvar)
         finally:
             self.train(was)
@@ -159,7 +160,7 @@ class VAEMixin:
             n += len(b)
         out = {k: v / max(n, 1) for k, v in sums.items()}
         if self.likelihood == "gaussian":
-            out["sigma"] = float(self.log_sigma.exp())
+            out["sigma"] = float(self.log_sigma.detach().exp())
         return out
 
     # -- figures for the run report -------------------------------------------

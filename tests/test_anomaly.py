@@ -1,0 +1,174 @@
+"""Anomaly scoring: AnomalyDetector (PyOD surface), `aelab score`, held-out-class AUC, tabular scaling."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from aelab import AnomalyDetector, Config, ConfigError, load_run, train
+from aelab.anomaly import run_train_scores, score_array, threshold_at
+from aelab.cli import main
+
+quiet = {"log": lambda *_: None}
+
+
+def plane_data(n: int, seed: int = 0, d: int = 10, offset: float = 0.0):
+    """Inliers near a 2-D plane in d dimensions (scaled far from [0, 1]); outliers off it."""
+    rng = np.random.default_rng(seed)
+    basis = np.random.default_rng(99).normal(size=(2, d))
+    inl = rng.normal(size=(n, 2)) @ basis + 0.05 * rng.normal(size=(n, d))
+    out = 3 * rng.normal(size=(n // 10, d))
+    return (inl * 20 + 500 + offset).astype(np.float32), (out * 20 + 500 + offset).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def detector():
+    x, _ = plane_data(400)
+    return AnomalyDetector(hidden=(16,), code_dim=2, epochs=15, batch_size=64, lr=1e-2, contamination=0.05,
+                           threads=1).fit(x)
+
+
+def test_detector_separates_toy_outliers(detector):
+    from sklearn.metrics import roc_auc_score
+
+    inl, out = plane_data(200, seed=1)
+    scores = detector.decision_function(np.concatenate([inl, out]))
+    truth = np.r_[np.zeros(len(inl)), np.ones(len(out))]
+    assert roc_auc_score(truth, scores) > 0.95
+    pred = detector.predict(np.concatenate([inl, out]))
+    assert set(np.unique(pred)) <= {0, 1} and pred.dtype == np.int64
+    assert pred[len(inl):].mean() > 0.8 and pred[: len(inl)].mean() < 0.2
+    # threshold_ is the (1 - contamination) quantile of the training scores
+    assert detector.threshold_ == pytest.approx(np.quantile(detector.decision_scores_, 0.95))
+    assert detector.labels_.mean() == pytest.approx(0.05, abs=0.01)
+    assert detector.metric_ == "mse" and detector.run_.model.output_activation == "identity"
+    assert detector.run_.scaler is not None  # tabular input is standardised
+
+
+def test_detector_errors():
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError, match="Call 'fit'"):
+        AnomalyDetector().predict(np.zeros((3, 4)))
+    with pytest.raises(ConfigError, match="contamination: must be in"):
+        AnomalyDetector(contamination=0.7).fit(np.zeros((10, 3)))
+    with pytest.raises(ConfigError, match="metric: must be one of"):
+        AnomalyDetector(metric="mae").fit(np.zeros((10, 3)))
+
+
+def test_detector_on_images_and_saved_run(tmp_path):
+    from conftest import make_blobs
+
+    x, _ = make_blobs(200, 0)
+    det = AnomalyDetector(hidden=(32,), code_dim=4, epochs=2, threads=1, out=tmp_path / "run").fit(x)
+    assert det.metric_ == "bce" and det.run_.model.output_activation == "sigmoid"
+    back = AnomalyDetector.from_run(tmp_path / "run", contamination=0.05)  # scores cached by fit
+    np.testing.assert_allclose(back.decision_function(x[:20]), det.decision_function(x[:20]), rtol=1e-5)
+    assert back.threshold_ == pytest.approx(det.threshold_ if det.contamination == 0.05 else back.threshold_)
+
+
+@pytest.fixture(scope="module")
+def dense_run(tmp_path_factory):
+    from conftest import make_blobs
+    from aelab.data.idx import write_idx
+
+    d = tmp_path_factory.mktemp("idx")
+    for stem, (x, y) in {"train": make_blobs(600, 0), "t10k": make_blobs(100, 1)}.items():
+        write_idx(d / f"{stem}-images-idx3-ubyte.gz", x)
+        write_idx(d / f"{stem}-labels-idx1-ubyte.gz", y)
+    cfg = Config.from_dict({"data": {"name": "mnist", "path": str(d), "exclude_classes": [3]},
+                            "model": {"name": "dense", "hidden": [64], "code_dim": 8},
+                            "train": {"epochs": 2, "batch_size": 64, "lr": 3e-3, "threads": 1}})
+    run = train(cfg, d.parent / "run", **quiet)
+    return run.path
+
+
+def read_rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_score_cli_writes_csv_and_caches_training_scores(tmp_path, dense_run, capsys):
+    from conftest import make_blobs
+
+    x, _ = make_blobs(30, 5)
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "scores.csv"
+    assert main(["score", str(dense_run), str(tmp_path / "x.npy"), "-o", str(out), "--quantile", "0.9"]) == 0
+    rows = read_rows(out)
+    assert list(rows[0]) == ["index", "score", "is_outlier"] and len(rows) == 30
+    run = load_run(dense_run)
+    train_scores = run_train_scores(run, "bce")
+    assert (dense_run / "anomaly-train-bce.safetensors").is_file() and len(train_scores) == len(run.load_data().x_train)
+    thr = threshold_at(train_scores, 0.9)
+    scores = score_array(run.model, run.prepare_input(x), "bce")
+    np.testing.assert_allclose([float(r["score"]) for r in rows], scores, rtol=1e-6)
+    assert [int(r["is_outlier"]) for r in rows] == list((scores > thr).astype(int))
+    assert "threshold" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["missing.npy", "-o", "s.csv"], "file not found"),
+    (["bad.npy", "-o", "s.csv"], "do not fit the model's input"),
+    (["good.npy", "-o", "s.csv", "--quantile", "1.5"], "--quantile: must be a number strictly between 0 and 1"),
+    (["good.npy"], "-o/--output"),
+    (["good.npy", "-o", "s.csv", "--metric", "nelbo"], "nelbo (negative ELBO) needs a VAE run"),
+    (["nan.npy", "-o", "s.csv"], "NaN"),
+])
+def test_score_cli_bad_input_exits_2(tmp_path, dense_run, capsys, monkeypatch, args, msg):
+    monkeypatch.chdir(tmp_path)
+    np.save("bad.npy", np.zeros((3, 5, 5), np.uint8))
+    np.save("good.npy", np.zeros((3, 28, 28), np.uint8))
+    nan = np.zeros((2, 784), np.float32)
+    nan[1, 3] = np.nan
+    np.save("nan.npy", nan)
+    assert main(["score", str(dense_run), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert msg in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_score_cli_held_out_class_auc(dense_run, capsys):
+    assert main(["score", str(dense_run)]) == 0
+    res = json.loads((dense_run / "anomaly.json").read_text())
+    assert res["held_out_classes"] == [3] and 0.0 <= res["roc_auc"] <= 1.0
+    assert json.loads(capsys.readouterr().out)["roc_auc"] == res["roc_auc"]
+    summary = json.loads((dense_run / "summary.json").read_text())
+    assert summary["test_roc_auc"] == res["roc_auc"] and "test_bce" in summary
+    for f in ("histogram.png", "top.png", "scores-test.csv"):
+        assert (dense_run / "anomaly" / f).stat().st_size > 0
+    rows = read_rows(dense_run / "anomaly" / "scores-test.csv")
+    assert len(rows) == 100 and "label" in rows[0]
+
+
+def test_tabular_run_standardises_and_scores_csv(tmp_path):
+    x, out = plane_data(300, offset=1000)
+    np.savetxt(tmp_path / "train.csv", x, delimiter=",")
+    cfg = Config.from_dict({"data": {"name": "npy", "path": str(tmp_path / "train.csv"), "scale": "standard"},
+                            "model": {"name": "dense", "hidden": [16], "code_dim": 2, "output_activation": "identity"},
+                            "train": {"epochs": 15, "batch_size": 64, "lr": 1e-2, "loss": "mse",
+                                      "checkpoint_every": 15, "threads": 1}})
+    train(cfg, tmp_path / "run", **quiet)
+    run = load_run(tmp_path / "run")
+    assert (tmp_path / "run" / "scaler.safetensors").is_file()
+    np.testing.assert_allclose(run.prepare_input(x).mean(0), 0, atol=0.15)  # the saved scaler is applied
+    inl, outl = plane_data(100, seed=3, offset=1000)
+    np.savetxt(tmp_path / "new.csv", np.concatenate([inl, outl]), delimiter=",")
+    assert main(["score", str(tmp_path / "run"), str(tmp_path / "new.csv"), "-o", str(tmp_path / "s.csv")]) == 0
+    flags = np.array([int(r["is_outlier"]) for r in read_rows(tmp_path / "s.csv")])
+    assert flags[len(inl):].mean() > 0.8 and flags[: len(inl)].mean() < 0.1
+
+
+def test_vae_run_scores_with_negative_elbo(tmp_path, idx_dir):
+    cfg = Config.from_dict({"data": {"name": "mnist", "path": str(idx_dir)},
+                            "model": {"name": "vae-dense", "hidden": [32], "code_dim": 2},
+                            "train": {"epochs": 1, "batch_size": 64, "threads": 1}})
+    train(cfg, tmp_path / "run", **quiet)
+    det = AnomalyDetector.from_run(tmp_path / "run")
+    assert det.metric_ == "nelbo"
+    x = load_run(tmp_path / "run").load_data().x_test[:10]
+    s1, s2 = det.decision_function(x), det.decision_function(x)
+    assert np.isfinite(s1).all() and (s1 > 0).all()
+    np.testing.assert_array_equal(s1, s2)  # fixed draws: the same input, the same score

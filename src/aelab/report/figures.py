@@ -23,8 +23,13 @@ LABEL_W = 1.7  # inches kept left of image rows for their labels
 CELL = 0.8  # inches per image in image rows
 
 
-def new_figure(width: float, height: float, **kw) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained", **kw)
+def _snap(inches: float) -> float:
+    """A size that is a whole number of pixels, safe from float truncation in Agg."""
+    return (round(inches * DPI) + 0.01) / DPI
+
+
+def new_figure(width: float, height: float, layout: str | None = "constrained") -> Figure:
+    fig = Figure(figsize=(_snap(width), _snap(height)), dpi=DPI, layout=layout)
     FigureCanvasAgg(fig)
     return fig
 
@@ -38,7 +43,7 @@ def png_bytes(fig: Figure) -> bytes:
 def figure_pixels(fig: Figure) -> tuple[int, int]:
     """(width, height) in pixels the PNG of ``fig`` will have."""
     w, h = fig.get_size_inches()
-    return int(round(w * DPI)), int(round(h * DPI))
+    return int(w * DPI), int(h * DPI)  # what Agg's canvas does
 
 
 def is_image_shape(shape: Sequence[int]) -> bool:
@@ -60,8 +65,8 @@ def image_rows(rows: Sequence[np.ndarray], labels: Sequence[str], captions: Sequ
     heights = [st.shape[0] * inch_per_px + (cap_h if captions and captions[i] else 0) for i, st in enumerate(strips)]
     width = LABEL_W + max(st.shape[1] for st in strips) * inch_per_px + 0.1
     height = top + sum(heights) + gap * len(rows)
-    fig = Figure(figsize=(width, height), dpi=DPI)
-    FigureCanvasAgg(fig)
+    fig = new_figure(width, height, layout=None)
+    width, height = fig.get_size_inches()
     y = height - top
     for i, (st, lab) in enumerate(zip(strips, labels)):
         sh, sw = st.shape[0] * inch_per_px, st.shape[1] * inch_per_px
@@ -183,6 +188,14 @@ def weight_tiles(w: np.ndarray, title: str, max_tiles: int = 100) -> Figure:
     return fig
 
 
+def _bars(ax, values: np.ndarray, color: str) -> None:
+    """Bars for a few values; one filled step outline for many (hundreds of bar patches draw slowly)."""
+    if len(values) <= 100:
+        ax.bar(np.arange(len(values)), values, width=0.8, color=color)
+    else:
+        ax.stairs(values, np.arange(len(values) + 1) - 0.5, fill=True, color=color, baseline=0)
+
+
 def code_values(code: np.ndarray, image: np.ndarray | None = None, recon: np.ndarray | None = None) -> Figure:
     """One image's code: its values as bars (and as numbers when they fit), next to the image."""
     code = np.asarray(code, dtype=np.float32).ravel()
@@ -200,7 +213,7 @@ def code_values(code: np.ndarray, image: np.ndarray | None = None, recon: np.nda
     else:
         ax = fig.subplots()
     idx = np.arange(len(code))
-    ax.bar(idx, code, width=0.8 if len(code) <= 100 else 1.0, color=np.where(code >= 0, "C0", "C3"))
+    _bars(ax, code, "C0")
     ax.axhline(0, color="k", lw=0.6)
     ax.set_xlabel("code unit")
     ax.set_ylabel("value")
@@ -219,28 +232,30 @@ def code_values(code: np.ndarray, image: np.ndarray | None = None, recon: np.nda
 def feature_maps(maps: np.ndarray, image: np.ndarray | None = None) -> Figure:
     """A conv code (C, h, w): one small image per channel, one shared colour scale."""
     maps = np.asarray(maps, dtype=np.float32)
-    c = len(maps)
+    c, h, w = maps.shape
     ncols = min(c, 8)
+    mos = _mosaic(maps[:, None], ncols)
+    tile = 1.0  # inches per map
     nrows = -(-c // ncols)
-    fig = new_figure(1.2 + ncols * 1.1 + (1.3 if image is not None else 0), 0.6 + nrows * 1.15)
-    lo, hi = float(maps.min()), float(maps.max())
-    hi = hi if hi > lo else lo + 1e-6
-    extra = 1 if image is not None else 0
-    axes = fig.subplots(nrows, ncols + extra, squeeze=False)
+    left = 1.5 if image is not None else 0.0
+    fig = new_figure(left + ncols * tile + 1.0, nrows * tile + 0.7, layout=None)
+    W, H = fig.get_size_inches()
+    ax = fig.add_axes((left / W, 0.15 / H, ncols * tile / W, nrows * tile / H))
+    cmap = __import__("matplotlib").colormaps["viridis"].with_extremes(bad="white")
+    im = ax.imshow(mos[..., 0], cmap=cmap, interpolation="nearest", aspect="auto")
+    for i in range(c):
+        r, k = divmod(i, ncols)
+        ax.text(k * (w + 1) + w / 2 - 0.5, r * (h + 1) - 0.6, f"ch {i}", ha="center", va="bottom", fontsize=7)
+    ax.set_axis_off()
+    cax = fig.add_axes(((left + ncols * tile + 0.2) / W, 0.15 / H, 0.15 / W, nrows * tile / H))
+    fig.colorbar(im, cax=cax)
     if image is not None:
+        ia = fig.add_axes((0.15 / W, 0.15 / H, min(1.1, nrows * tile) / W, min(1.1, nrows * tile) / H))
         g = to_uint8_images(image[None])[0]
-        axes[0, 0].imshow(g[..., 0] if g.shape[-1] == 1 else g, cmap="gray", vmin=0, vmax=255)
-        axes[0, 0].set_title("input", fontsize=8)
-    im = None
-    for i in range(nrows * ncols):
-        ax = axes[i // ncols, extra + i % ncols]
-        if i < c:
-            im = ax.imshow(maps[i], cmap="viridis", vmin=lo, vmax=hi, interpolation="nearest")
-            ax.set_title(f"ch {i}", fontsize=7)
-    for ax in axes.ravel():
-        ax.set_axis_off()
-    fig.colorbar(im, ax=axes[:, extra:].ravel().tolist(), shrink=0.9)
-    fig.suptitle(f"code feature maps: {c} channels of {maps.shape[1]}x{maps.shape[2]}", fontsize=10)
+        ia.imshow(g[..., 0] if g.shape[-1] == 1 else g, cmap="gray", vmin=0, vmax=255)
+        ia.set_title("input", fontsize=8)
+        ia.set_axis_off()
+    fig.suptitle(f"code feature maps: {c} channels of {h}x{w}", fontsize=10, y=1 - 0.05 / H, va="top")
     return fig
 
 
@@ -252,7 +267,7 @@ def code_mean(codes: np.ndarray) -> Figure:
     dead = float((np.abs(codes).max(0) < 1e-6).mean())
     fig = new_figure(11, 3.2)
     ax = fig.subplots()
-    ax.bar(np.arange(len(per_unit)), per_unit, width=0.8 if len(per_unit) <= 100 else 1.0, color="C2")
+    _bars(ax, per_unit, "C2")
     ax.axhline(overall, color="k", ls="--", lw=1, label=f"mean over units and images {overall:.3f}")
     ax.set_xlabel("code unit")
     ax.set_ylabel("mean activation")

@@ -59,9 +59,10 @@ def interpolation_figure(model, x: np.ndarray, pairs: list[tuple[int, int]], ste
         ends = torch.as_tensor(np.asarray(x[[i, j]], dtype=np.float32)).to(model.device)
         mu = model.encode_stats(ends)[0]
         t = torch.linspace(0, 1, steps, device=mu.device)[:, None]
-        rows.append(model.decode((1 - t) * mu[0] + t * mu[1]).float().cpu().numpy())
-    img = grid(np.concatenate(rows), ncols=steps)
-    return _image_figure(img, "linear paths between the mean codes of two test images (left and right ends)")
+        path = model.decode((1 - t) * mu[0] + t * mu[1]).float().cpu().numpy()
+        rows.append(np.concatenate([ends[:1].cpu().numpy(), path, ends[1:].cpu().numpy()]))
+    img = grid(np.concatenate(rows), ncols=steps + 2)
+    return _image_figure(img, "outer columns: two test images; between: decoded points on the line between their mean codes")
 
 
 @torch.no_grad()
@@ -85,8 +86,8 @@ def vae_figures(model, splits) -> list[tuple[str, object, str]]:
         pairs = interpolation_pairs(splits.y_test, 6)
         if pairs:
             out.append(("vae_interpolation", interpolation_figure(model, splits.x_test, pairs),
-                        "Interpolation in code space: each row walks in a straight line from one test image's "
-                        "mean code to another's, decoding 10 points."))
+                        "Interpolation in code space: each row starts and ends with a test image; the 10 pictures "
+                        "between decode evenly spaced points on the straight line between their mean codes."))
         if model.code_dim == 2:
             out.append(("vae_manifold", manifold_figure(model),
                         "The learned 2-D manifold: the decoder's output over a 20x20 grid of codes placed at the "

@@ -50,7 +50,7 @@ def test_probe_writes_json_and_prints_table(run_dir, capsys):
     # the blobs' label is the square's position: pixels separate them almost perfectly, far above chance (0.1)
     assert res["pixels_accuracy"] > 0.9
     assert res["probe_accuracy"] > 0.3
-    assert "test_bce" in res  # reconstruction quality, to read next to the accuracies
+    assert "test_bce" in res and res["pca_test_mse"] > 0  # reconstruction quality, to read next to the accuracies
 
 
 def test_probe_accuracy_sees_signal_and_its_absence():

@@ -55,10 +55,13 @@ def probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
 
 
 def pca_features(train_x: np.ndarray, test_x: np.ndarray, n_components: int, seed: int = 0):
+    """Train and test PCA features, the variance they explain, and PCA's own test reconstruction MSE."""
     from sklearn.decomposition import PCA
 
     pca = PCA(n_components=n_components, random_state=seed).fit(train_x)
-    return pca.transform(train_x), pca.transform(test_x), float(pca.explained_variance_ratio_.sum())
+    test_pc = pca.transform(test_x)
+    mse = float(np.mean((pca.inverse_transform(test_pc) - test_x) ** 2))
+    return pca.transform(train_x), test_pc, float(pca.explained_variance_ratio_.sum()), mse
 
 
 def linear_probe(run, limit: int | None = None, test_limit: int | None = None, seed: int = 0,
@@ -90,7 +93,7 @@ def linear_probe(run, limit: int | None = None, test_limit: int | None = None, s
     with threadpool_limits(threads):
         probe, it_probe = probe_accuracy(z, y, zt, yt, seed)
         pixels, it_pixels = probe_accuracy(px, y, pxt, yt, seed)
-        pc, pct, explained = pca_features(px, pxt, n_pca, seed)
+        pc, pct, explained, pca_mse = pca_features(px, pxt, n_pca, seed)
         pca, it_pca = probe_accuracy(pc, y, pct, yt, seed)
     out = {
         "run": str(run.path),
@@ -101,6 +104,7 @@ def linear_probe(run, limit: int | None = None, test_limit: int | None = None, s
         "pixels_dim": int(px.shape[1]),
         "pca_components": int(n_pca),
         "pca_explained_variance": explained,
+        "pca_test_mse": pca_mse,  # PCA's reconstruction error, mean per value: compare with test_mse
         "train_size": int(len(z)),
         "test_size": int(len(zt)),
         "classifier": CLASSIFIER,
@@ -116,10 +120,15 @@ def linear_probe(run, limit: int | None = None, test_limit: int | None = None, s
 
 
 def probe_table(res: dict[str, Any]) -> str:
-    rows = [("autoencoder code", res["code_dim"], res["probe_accuracy"]),
-            (f"PCA ({res['pca_explained_variance']:.0%} of variance)", res["pca_components"], res["pca_accuracy"]),
-            ("raw pixels", res["pixels_dim"], res["pixels_accuracy"])]
+    """Accuracy next to reconstruction error, the two things seed 002 says to tell apart."""
+    def mse(v):
+        return f"{v:.4f}" if v is not None else "-"
+
+    rows = [("autoencoder code", res["code_dim"], res["probe_accuracy"], mse(res.get("test_mse"))),
+            (f"PCA ({res['pca_explained_variance']:.0%} of variance)", res["pca_components"], res["pca_accuracy"],
+             mse(res.get("pca_test_mse"))),
+            ("raw pixels", res["pixels_dim"], res["pixels_accuracy"], "-")]
     lines = [f"linear probe: {res['classifier']}, {res['train_size']} train / {res['test_size']} test samples",
-             f"{'features':<30}{'dims':>6}  {'test accuracy':>13}"]
-    lines += [f"{name:<30}{dims:>6}  {acc:>13.4f}" for name, dims, acc in rows]
+             f"{'features':<30}{'dims':>6}  {'test accuracy':>13}  {'test recon mse':>14}"]
+    lines += [f"{name:<30}{dims:>6}  {acc:>13.4f}  {m:>14}" for name, dims, acc, m in rows]
     return "\n".join(lines)

@@ -30,6 +30,7 @@ def add_commands(sub) -> None:
                                    "Fashion-MNIST, and what more epochs, MSE + linear output, and the learning rate change. "
                                    "Writes OUT/identity.md, OUT/identity.json and PNG figures.")
     e.add_argument("--out", default="docs/identity", help="output folder (default docs/identity)")
+    e.add_argument("--runs", default="runs/identity", help="where the autoencoder runs go; finished ones are reused (default runs/identity)")
     e.add_argument("--quick", action="store_true", help="a fast check: 2000 training images, 1 epoch, codes 8 and 784")
     e.add_argument("--limit", type=int, help="training images per dataset (default all 60000)")
     e.add_argument("--test-limit", type=int, help="test images per dataset (default all 10000)")
@@ -104,7 +105,10 @@ def cmd_explain_identity(a: argparse.Namespace) -> int:
     opts.device = a.device
     if a.data_path:
         opts.paths = {"mnist": a.data_path[0], "fashion-mnist": a.data_path[1]}
-    page = explain_identity(Path(a.out), opts)
+    opts.runs = a.runs
+    import sys
+
+    page = explain_identity(Path(a.out), opts, command="aelab " + " ".join(sys.argv[1:]))
     print(f"identity page written to {page}")
     return 0
 

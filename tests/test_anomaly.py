@@ -172,3 +172,15 @@ def test_vae_run_scores_with_negative_elbo(tmp_path, idx_dir):
     s1, s2 = det.decision_function(x), det.decision_function(x)
     assert np.isfinite(s1).all() and (s1 > 0).all()
     np.testing.assert_array_equal(s1, s2)  # fixed draws: the same input, the same score
+
+
+def test_detector_with_a_gaussian_vae_on_tabular_data():
+    from sklearn.metrics import roc_auc_score
+
+    x, _ = plane_data(400)
+    det = AnomalyDetector(model="vae-dense", hidden=(16,), code_dim=2, epochs=15, batch_size=64, lr=1e-2,
+                          contamination=0.05, threads=1).fit(x)
+    assert det.metric_ == "nelbo" and det.run_.model.likelihood == "gaussian"
+    inl, out = plane_data(200, seed=1)
+    scores = det.decision_function(np.concatenate([inl, out]))
+    assert roc_auc_score(np.r_[np.zeros(len(inl)), np.ones(len(out))], scores) > 0.95

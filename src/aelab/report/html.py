@@ -160,9 +160,13 @@ def read_probe(run_dir: Path) -> dict[str, Any]:
     return d if isinstance(d, dict) else {}
 
 
+PROBE_SUFFIXES = ("accuracy", "auc", "error")
+
+
 def probe_values(probe: dict[str, Any]) -> dict[str, Any]:
-    """The scalar entries of probe.json (accuracies and the like)."""
-    return {k: v for k, v in probe.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+    """The headline numbers of probe.json (accuracies, AUCs); the whole file is shown in the run report."""
+    return {k: v for k, v in probe.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k.endswith(PROBE_SUFFIXES)}
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -12,7 +12,7 @@ def trained(tiny_cfg, tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(tiny_cfg.to_yaml())
     out = tmp_path / "run"
-    assert main(["train", str(cfg), "--out", str(out), "--set", "train.epochs=1"]) == 0
+    assert main(["train", str(cfg), "--out", str(out), "--set", "train.epochs=1", "--no-report"]) == 0
     return out
 
 

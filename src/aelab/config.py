@@ -79,6 +79,9 @@ class ModelConfig:
     num_classes: int = 10  # classifier autoencoder
     tap: int = 1  # classifier autoencoder: reconstruct from the output of this pooling block
     recon_weight: float = 1.0  # classifier autoencoder: weight of the reconstruction loss
+    convs_per_block: int | list[int] = 2  # classifier autoencoder: 3x3 convs before each pool (one, or one per block)
+    head_dropout: float = 0.5  # classifier autoencoder: dropout in the dense classifier head
+    probe_taps: list[int] = field(default_factory=list)  # classifier autoencoder: extra recon heads on detached features (a second tap depth for the report)
 
 
 @dataclass
@@ -313,6 +316,16 @@ def validate(cfg: Config) -> None:
     if m.sparsity_target is not None and not 0.0 < m.sparsity_target < 1.0:
         raise ConfigError(f"model.sparsity_target: must be in (0, 1), got {m.sparsity_target}")
     _positive("model.beta", m.beta, allow_zero=True)
+    if m.num_classes < 2:
+        raise ConfigError(f"model.num_classes: must be >= 2, got {m.num_classes}")
+    _positive("model.tap", m.tap)
+    _positive("model.recon_weight", m.recon_weight, allow_zero=True)
+    for i, n in enumerate(m.convs_per_block if isinstance(m.convs_per_block, list) else [m.convs_per_block]):
+        _positive(f"model.convs_per_block[{i}]", n)
+    if not 0.0 <= m.head_dropout < 1.0:
+        raise ConfigError(f"model.head_dropout: must be in [0, 1), got {m.head_dropout}")
+    for i, k in enumerate(m.probe_taps):
+        _positive(f"model.probe_taps[{i}]", k)
 
     _positive("train.epochs", t.epochs)
     _positive("train.batch_size", t.batch_size)

@@ -48,6 +48,8 @@ def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: s
     splits = data if data is not None else load_data(cfg.data, need_unit_range=cfg.model.output_activation == "sigmoid" and cfg.train.loss == "bce")
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, splits.sample_shape)
+    if hasattr(model, "check_data"):  # e.g. a classifier refuses unlabelled data before anything is written
+        model.check_data(splits)
     if is_writer:
         run_dir.mkdir(parents=True, exist_ok=True)
         if resume is None:

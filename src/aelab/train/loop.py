@@ -88,7 +88,7 @@ def fit(model: torch.nn.Module, data: Splits, cfg: Config, checkpoint_dir: Path 
 
     x_train = _as_tensor(data.x_train, device)
     y_train = _as_tensor(data.y_train, device)
-    x_val, _ = data.validation
+    x_val, y_val = data.validation
     n = len(x_train)
     if n < 1:
         raise TrainingError("the training split is empty")
@@ -164,6 +164,8 @@ def fit(model: torch.nn.Module, data: Splits, cfg: Config, checkpoint_dir: Path 
                 "lr": opt.param_groups[0]["lr"],
                 "seconds": train_seconds,
             }
+            if getattr(model, "log_extra_metrics", False):  # e.g. the classifier's validation accuracy
+                row.update({f"val_{k}": v for k, v in model.extra_metrics(x_val, y_val).items()})
             if len(parts) > 1:  # e.g. recon + penalty, or a VAE's recon + kl
                 row.update({f"train_{k}": float(group.average(torch.stack(v).float()).mean()) for k, v in parts.items()})
             first_batch = len(state.batches)

@@ -62,7 +62,7 @@ def interpolation_figure(model, x: np.ndarray, pairs: list[tuple[int, int]], ste
         path = model.decode((1 - t) * mu[0] + t * mu[1]).float().cpu().numpy()
         rows.append(np.concatenate([ends[:1].cpu().numpy(), path, ends[1:].cpu().numpy()]))
     img = grid(np.concatenate(rows), ncols=steps + 2)
-    return _image_figure(img, "outer columns: two test images; between: decoded points on the line between their mean codes")
+    return _image_figure(img, "test images at both ends; between: the line joining their codes")
 
 
 @torch.no_grad()

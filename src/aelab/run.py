@@ -158,10 +158,16 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
     model.to(device).eval()
     summary = {}
     if (run_dir / "summary.json").is_file():
-        summary = json.loads((run_dir / "summary.json").read_text())
+        try:
+            summary = json.loads((run_dir / "summary.json").read_text())
+        except ValueError:
+            raise RunError(f"{run_dir / 'summary.json'}: not valid JSON; the file is damaged") from None
     scaler = None
     if (run_dir / "scaler.safetensors").is_file():
-        scaler = {k: v.numpy() for k, v in load_file(run_dir / "scaler.safetensors").items()}
+        try:
+            scaler = {k: v.numpy() for k, v in load_file(run_dir / "scaler.safetensors").items()}
+        except (SafetensorError, OSError, ValueError) as e:
+            raise RunError(f"{run_dir / 'scaler.safetensors'}: not a readable safetensors file ({e})") from None
     return Run(run_dir, cfg, model, summary, scaler)
 
 

@@ -7,6 +7,13 @@
     x_hat = run.model.decode(z)
     run = aelab.load_run("runs/demo")
 """
+import os as _os
+
+# Before torch loads libgomp: idle OpenMP threads sleep instead of spinning. On a busy
+# machine spinning threads wait for each other's time slices (measured here: 1,250 ms
+# per 784-784-784 step with 2 threads vs 50-100 ms passive; docs/PERFORMANCE.md).
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from .config import Config, DataConfig, ModelConfig, NoiseConfig, TrainConfig
 from .data import Splits, load_data
 from .errors import AelabError, ConfigError, DataError, RunError, TrainingError

@@ -6,6 +6,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from ..data.mapped import release_pages
 from . import metrics as M
 
 
@@ -15,6 +16,8 @@ def batches(x: np.ndarray | torch.Tensor, batch_size: int, device: torch.device)
         b = torch.as_tensor(np.asarray(b)) if not torch.is_tensor(b) else b
         if b.dtype == torch.uint8:
             b = b.float().div_(255)
+        if isinstance(x, np.memmap):  # data.mmap: do not let the file pile up in memory (data/mapped.py)
+            release_pages(x)
         yield b.to(device, non_blocking=True)
 
 

@@ -41,10 +41,22 @@ def entropy_floor(target: np.ndarray | torch.Tensor) -> float:
     BCE(t, p) = H(t) + KL(t || p) >= H(t), with equality only at p = t; so a grey pixel
     (0 < t < 1) costs BCE even when reconstructed perfectly.
     """
-    t = torch.as_tensor(np.asarray(target, dtype=np.float32)).flatten()
-    t = t.clamp(0, 1).double()
-    h = -(torch.special.xlogy(t, t) + torch.special.xlogy(1 - t, 1 - t))
-    return float(h.mean())
+    if torch.is_tensor(target):
+        target = target.detach().cpu().numpy()
+    if np.ndim(target) == 0:
+        target = np.atleast_1d(target)
+    if len(target) == 0:
+        return float("nan")
+    # in chunks of samples: a memory-mapped test split (uint8, scaled here) is never loaded whole
+    step = max(1, (1 << 22) // max(1, int(np.prod(np.shape(target)[1:]))))
+    total, count = 0.0, 0
+    for i in range(0, len(target), step):
+        part = np.asarray(target[i: i + step])
+        t = torch.as_tensor(part.astype(np.float32) / 255 if part.dtype == np.uint8 else part.astype(np.float32)).flatten()
+        t = t.clamp(0, 1).double()
+        total += float((-(torch.special.xlogy(t, t) + torch.special.xlogy(1 - t, 1 - t))).sum())
+        count += t.numel()
+    return total / count
 
 
 def grey_share(target: np.ndarray, lo: float = 0.1, hi: float = 0.9) -> float:

@@ -20,6 +20,7 @@ import torch
 
 from ..config import Config
 from ..data import Splits
+from ..data.mapped import MappedRows
 from ..data.noise import compose
 from ..errors import TrainingError
 from ..evaluate.evaluate import evaluate
@@ -64,6 +65,8 @@ def autocast_context(device: torch.device, precision: str):
 def _as_tensor(a: np.ndarray | None, device: torch.device) -> torch.Tensor | None:
     if a is None:
         return None
+    if isinstance(a, np.memmap):  # data.mmap: batches are read from disk, never the whole file
+        return MappedRows(a, device)
     t = torch.as_tensor(np.ascontiguousarray(a))
     return t.to(device)
 

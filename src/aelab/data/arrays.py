@@ -38,6 +38,9 @@ def read_array(path: Path, mmap: bool = False) -> tuple[np.ndarray, np.ndarray |
             x = np.loadtxt(path, delimiter="," if suffix == ".csv" else None, dtype=np.float32, ndmin=2)
             return x, None, None, None
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        if "pickle" in str(e) or "allow_pickle" in str(e):  # numpy's own text suggests loading it unsafely
+            raise DataError(f"{path}: cannot read as {suffix}: it holds pickled Python objects, which aelab never "
+                            "loads (unpickling can run code); save plain numeric arrays") from None
         raise DataError(f"{path}: cannot read as {suffix} ({str(e).splitlines()[0]})") from None
     raise DataError(f"{path}: unsupported file type '{suffix}' (use .npy, .npz or .csv)")
 

@@ -92,6 +92,8 @@ def cmd_eval(a: argparse.Namespace) -> int:
     out = {"run": str(run.path), "split": a.split, "samples": int(len(x)), **{f"{a.split}_{k}": v for k, v in res.items()}}
     if run.model.output_activation == "sigmoid" and run.scaler is None:
         out[f"{a.split}_bce_floor"] = entropy_floor(x)
+    y = data.y_test if a.split == "test" else data.y_train
+    out.update({f"{a.split}_{k}": v for k, v in run.model.extra_metrics(x, y).items()})  # accuracy, ELBO, ...
     print(json.dumps(out, indent=2))
     return 0
 

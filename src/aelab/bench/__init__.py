@@ -112,7 +112,7 @@ def run_bench(cases: list[str] | str | None = None, epochs: int = 5, vs_keras: b
 
     out: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "host": platform.node(), "cpu_count": os.cpu_count(),
                  "load_average_start": list(os.getloadavg()), "epochs": epochs, "overrides": overrides,
-                 "limit": limit, "keras": {"asked": vs_keras, "available": keras_ok, "reason": keras_why or None}}
+                 "limit": limit, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "keras": {"asked": vs_keras, "available": keras_ok, "reason": keras_why or None}}
     log("measuring the matmul peak (fp32, bf16) ...")
     peak = _torch_job({"kind": "peak"})
     out["peak"] = peak

@@ -11,14 +11,17 @@ from ..cli import command
 def add_commands(sub) -> None:
     from .cases import CASES, default_cases
 
-    listing = "; ".join(f"{n}: {c.description}" for n, c in CASES.items())
-    b = sub.add_parser("bench", help="time training of the seeds' models (and the seeds' Keras code)", description=(
+    import textwrap
+
+    intro = textwrap.fill(
         "Trains each case for --epochs epochs in a fresh process and prints, per case: seconds per epoch "
         "(median after a warm-up epoch), samples/s, achieved GFLOP/s and share of the matmul peak measured "
         "at the start (fp32 and bf16), peak resident memory and the validation loss. --vs keras also runs the "
-        "seed's own Keras model on the same data, one after the other, and prints the ratio. "
-        f"Cases: {listing}. Default: {','.join(default_cases())}."),
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "seed's own Keras model on the same data, one after the other, and prints the ratio.", 78)
+    listing = "\n".join(f"  {n:<18}{c.description}" for n, c in CASES.items())
+    b = sub.add_parser("bench", help="time training of the seeds' models (and the seeds' Keras code)",
+                       description=f"{intro}\n\ncases (default: {','.join(default_cases())}):\n{listing}",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("--cases", metavar="A,B", help="comma-separated case names (default: the four seed cases)")
     b.add_argument("--epochs", type=int, default=5, help="epochs per case, the first one a warm-up (default 5)")
     b.add_argument("--vs", choices=["keras"], help="also run the seed's Keras model (needs tensorflow and keras)")

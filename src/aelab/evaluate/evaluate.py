@@ -1,6 +1,7 @@
 """Running a trained model over an array: per-sample errors and dataset-level metrics."""
 from __future__ import annotations
 
+import contextlib
 from typing import Iterator
 
 import numpy as np
@@ -24,12 +25,9 @@ def batches(x: np.ndarray | torch.Tensor, batch_size: int, device: torch.device)
 @torch.no_grad()
 def per_sample_errors(model, x, loss: str = "bce", batch_size: int = 1024) -> dict[str, torch.Tensor]:
     """bce, mse, psnr and loss for every sample (CPU tensors), with the model in eval mode."""
-    was = model.training
-    model.eval()
-    dev = model.device
     out: dict[str, list[torch.Tensor]] = {"bce": [], "mse": [], "psnr": []}
-    try:
-        for b in batches(x, batch_size, dev):
+    with eval_mode(model):
+        for b in batches(x, batch_size, model.device):
             z = model.encode(b)
             logits = model.decode_logits(z)
             if model.output_activation == "sigmoid":
@@ -41,8 +39,6 @@ def per_sample_errors(model, x, loss: str = "bce", batch_size: int = 1024) -> di
             mse = M.mse(recon, b)
             out["mse"].append(mse.cpu())
             out["psnr"].append(M.psnr(mse).cpu())
-    finally:
-        model.train(was)
     res = {k: torch.cat(v) for k, v in out.items()}
     res["loss"] = res["bce"] if loss == "bce" else res["mse"]
     return res
@@ -53,31 +49,30 @@ def evaluate(model, x, loss: str = "bce", batch_size: int = 1024) -> dict[str, f
     return M.summarize_errors(per_sample_errors(model, x, loss, batch_size))
 
 
+@contextlib.contextmanager
+def eval_mode(model):
+    """Eval mode (dropout off, batch-norm statistics frozen) for the block, then the mode it had."""
+    was = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was)
+
+
 @torch.no_grad()
+def _map_batches(fn, model, x, batch_size: int) -> np.ndarray:
+    with eval_mode(model):
+        return torch.cat([fn(b).float().cpu() for b in batches(x, batch_size, model.device)]).numpy()
+
+
 def reconstruct(model, x, batch_size: int = 1024) -> np.ndarray:
-    was = model.training
-    model.eval()
-    try:
-        return torch.cat([model.reconstruct(b).float().cpu() for b in batches(x, batch_size, model.device)]).numpy()
-    finally:
-        model.train(was)
+    return _map_batches(model.reconstruct, model, x, batch_size)
 
 
-@torch.no_grad()
 def encode_array(model, x, batch_size: int = 4096) -> np.ndarray:
-    was = model.training
-    model.eval()
-    try:
-        return torch.cat([model.encode(b).float().cpu() for b in batches(x, batch_size, model.device)]).numpy()
-    finally:
-        model.train(was)
+    return _map_batches(model.encode, model, x, batch_size)
 
 
-@torch.no_grad()
 def decode_array(model, z, batch_size: int = 4096) -> np.ndarray:
-    was = model.training
-    model.eval()
-    try:
-        return torch.cat([model.decode(b).float().cpu() for b in batches(z, batch_size, model.device)]).numpy()
-    finally:
-        model.train(was)
+    return _map_batches(model.decode, model, z, batch_size)

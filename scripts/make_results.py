@@ -16,6 +16,7 @@ from pathlib import Path
 
 from aelab._io import atomic_write_text
 from aelab.config import Config
+from aelab.data.fetch import SOURCES, locate
 from aelab.errors import AelabError
 from aelab.recipes import is_suite, list_recipes, recipe_path
 
@@ -56,8 +57,13 @@ def code_mean(run_dir: Path) -> float | None:
     return float(z.mean())
 
 
+# what a model family is judged by, shown whenever the run has it
+HEADLINE_KEYS = ("test_nelbo", "test_accuracy", "test_roc_auc")
+
+
 def measured(pub_keys: list[str], summary: dict, run_dir: Path) -> dict:
     keys = pub_keys or [f"test_{summary.get('loss', 'bce')}"]
+    keys = keys + [k for k in HEADLINE_KEYS if k in summary and k not in keys]
     out = {}
     for k in keys:
         if k == "test_code_mean":
@@ -91,7 +97,7 @@ def rows_for(name: str, runs_roots: list[Path]) -> tuple[dict, list[dict]]:
         found.append({"dir": d, "summary": s, "measured": measured(list(pub), s, d), "command": cmd,
                       "epochs": s.get("epochs"), "recipe_epochs": cfg.train.epochs, "device": s.get("device"),
                       "spe": s.get("seconds_per_epoch")})
-    return {"published": pub, "source": cfg.published.get("source", "")}, found
+    return {"published": pub, "source": cfg.published.get("source", ""), "data": cfg.data.name}, found
 
 
 def render(runs_roots: list[Path]) -> str:
@@ -100,9 +106,11 @@ def render(runs_roots: list[Path]) -> str:
          "directories named in each row; the command column rebuilds each run (keys that differ from the recipe are its --set).",
          "Losses are per pixel on the 10,000 test images of the full dataset (60,000 training images), as Keras reports them.", "",
          "Where the runs were made:",
-         "- `device cpu`: this shared 2-core CPU machine (torch 2.13.0+cpu), with other engineers' jobs running at the same "
-         "time, so its seconds per epoch are a loaded machine's; epochs were cut where the seed's count would take hours here "
-         "(the epochs column shows *measured / the seed's*).",
+         "- `device cpu`, run folder `runs/recipes-cpu/`: this 2-core CPU machine (AMD EPYC, AVX2, torch 2.13.0+cpu), one run at "
+         "a time on an otherwise quiet machine (load average about 1), `--no-report`; epochs were cut where the seed's count "
+         "would take more than the session had (the epochs column shows *measured / the seed's*).",
+         "- `device cpu`, run folder `runs/recipes/`: the same machine while seven other jobs ran on its two cores (load average "
+         "5-18), so those seconds per epoch are several times a quiet machine's; their losses are unaffected.",
          "- `device cuda`: the project's NVIDIA H200 device machine (torch 2.11.0+cu130), the seed's full epoch counts, 15 runs "
          "sharing the GPU at once (`AELAB=\"python3 -m aelab\" scripts/run_recipes.sh /tmp/rr 15 --set train.device=cuda`); "
          "seconds per epoch there are with that sharing.",
@@ -122,7 +130,9 @@ def render(runs_roots: list[Path]) -> str:
         if head["source"]:
             notes.append(f"- `{name}`: {head['source']}")
         if not found:
-            L.append(f"| {name} | {pub} | not run here yet | - | - | - | `aelab train {name}` |")
+            missing = head["data"] in SOURCES and locate(head["data"]) is None
+            why = f"data not available here ({head['data']})" if missing else "not run here yet"
+            L.append(f"| {name} | {pub} | {why} | - | - | - | `aelab train {name}` |")
             continue
         for r in found:
             meas = ", ".join(f"{k} {fmt(v)}" for k, v in r["measured"].items())

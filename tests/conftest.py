@@ -21,20 +21,22 @@ def make_blobs(n: int, seed: int = 0, size: int = 28) -> tuple[np.ndarray, np.nd
     return x, y.astype(np.uint8)
 
 
+def write_idx_dataset(d: Path, n_train: int, n_test: int) -> Path:
+    """The four MNIST-style IDX files (gzipped) of synthetic blobs in folder ``d``."""
+    from aelab.data.idx import write_idx
+
+    d.mkdir(parents=True, exist_ok=True)
+    for prefix, n, seed in (("train", n_train, 0), ("t10k", n_test, 1)):
+        x, y = make_blobs(n, seed)
+        write_idx(d / f"{prefix}-images-idx3-ubyte.gz", x)
+        write_idx(d / f"{prefix}-labels-idx1-ubyte.gz", y)
+    return d
+
+
 @pytest.fixture
 def idx_dir(tmp_path: Path) -> Path:
     """A folder with the four MNIST-style IDX files (gzipped), 600 train / 100 test."""
-    from aelab.data.idx import write_idx
-
-    x, y = make_blobs(600, 0)
-    xt, yt = make_blobs(100, 1)
-    d = tmp_path / "idx"
-    d.mkdir()
-    write_idx(d / "train-images-idx3-ubyte.gz", x)
-    write_idx(d / "train-labels-idx1-ubyte.gz", y)
-    write_idx(d / "t10k-images-idx3-ubyte.gz", xt)
-    write_idx(d / "t10k-labels-idx1-ubyte.gz", yt)
-    return d
+    return write_idx_dataset(tmp_path / "idx", 600, 100)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import torch
 from aelab import Config, train
 from aelab.cli import main
 from aelab.models import list_models
-from conftest import make_blobs
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -25,15 +24,10 @@ if "vae-dense" in list_models():
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """One small trained run per model family (one epoch on 200 synthetic images)."""
-    from aelab.data.idx import write_idx
+    from conftest import write_idx_dataset
 
     root = tmp_path_factory.mktemp("export")
-    d = root / "idx"
-    d.mkdir()
-    for prefix, n, seed in (("train", 200, 0), ("t10k", 50, 1)):
-        x, y = make_blobs(n, seed)
-        write_idx(d / f"{prefix}-images-idx3-ubyte.gz", x)
-        write_idx(d / f"{prefix}-labels-idx1-ubyte.gz", y)
+    d = write_idx_dataset(root / "idx", 200, 50)
     out = {}
     for name, model in MODELS.items():
         cfg = Config.from_dict({"data": {"name": "mnist", "path": str(d)}, "model": model,

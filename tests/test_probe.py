@@ -22,16 +22,10 @@ def one_blas_thread():
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A dense 784-64-8 run, 3 epochs on the synthetic blobs (labels = square positions)."""
-    from aelab.data.idx import write_idx
-    from conftest import make_blobs
+    from conftest import write_idx_dataset
 
     root = tmp_path_factory.mktemp("probe")
-    d = root / "idx"
-    d.mkdir()
-    for prefix, n, seed in (("train", 400, 0), ("t10k", 150, 1)):
-        x, y = make_blobs(n, seed)
-        write_idx(d / f"{prefix}-images-idx3-ubyte.gz", x)
-        write_idx(d / f"{prefix}-labels-idx1-ubyte.gz", y)
+    d = write_idx_dataset(root / "idx", 400, 150)
     cfg = Config.from_dict({"data": {"name": "mnist", "path": str(d)},
                             "model": {"name": "dense", "hidden": [64], "code_dim": 8},
                             "train": {"epochs": 3, "batch_size": 32}})

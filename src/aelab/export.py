@@ -32,42 +32,29 @@ class ExportError(AelabError):
     """The model could not be written in the asked format."""
 
 
-class _Encoder(nn.Module):
-    def __init__(self, model):
+class _Part(nn.Module):
+    """One of the model's entry points as a module of its own, so each exports to its own file.
+
+    ``autoencoder`` is encode then decode: a VAE's mean code, no sampling, so the file is deterministic.
+    """
+
+    def __init__(self, model, method: str):
         super().__init__()
-        self.model = model
+        self.model, self.method = model, method
 
     def forward(self, x):
-        return self.model.encode(x)
-
-
-class _Decoder(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, z):
-        return self.model.decode(z)
-
-
-class _Autoencoder(nn.Module):
-    """encode then decode: a VAE's mean code, no sampling, so the file is deterministic."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model.decode(self.model.encode(x))
+        if self.method == "autoencoder":
+            return self.model.decode(self.model.encode(x))
+        return getattr(self.model, self.method)(x)
 
 
 def parts(run: Run) -> dict[str, tuple[nn.Module, tuple[int, ...], str, str]]:
     """name -> (module, sample shape of its input, input name, output name)."""
     m = run.model
     return {
-        "encoder": (_Encoder(m).eval(), tuple(m.input_shape), "x", "z"),
-        "decoder": (_Decoder(m).eval(), tuple(m.code_shape), "z", "x_hat"),
-        "autoencoder": (_Autoencoder(m).eval(), tuple(m.input_shape), "x", "x_hat"),
+        "encoder": (_Part(m, "encode").eval(), tuple(m.input_shape), "x", "z"),
+        "decoder": (_Part(m, "decode").eval(), tuple(m.code_shape), "z", "x_hat"),
+        "autoencoder": (_Part(m, "autoencoder").eval(), tuple(m.input_shape), "x", "x_hat"),
     }
 
 

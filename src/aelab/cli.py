@@ -47,9 +47,10 @@ def cmd_train(a: argparse.Namespace) -> int:
     from .train import train
     from .report.hooks import prepare_cli_training
     from .run import default_run_dir, load_config
+    from .train.distributed import writes_run_dir
 
     report, tb = not getattr(a, "no_report", False), getattr(a, "tensorboard", False)
-    rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 writes (train/distributed.py)
+    rank0 = writes_run_dir()
     report, tb = report and rank0, tb and rank0
     if a.resume:
         data, hooks = prepare_cli_training(load_config(Path(a.resume)), a.resume, report=report, tensorboard=tb, resume=True)

@@ -156,6 +156,14 @@ def world_from_env() -> int:
         raise TrainingError(f"WORLD_SIZE: must be an integer, got '{os.environ['WORLD_SIZE']}'") from None
 
 
+def writes_run_dir() -> bool:
+    """Whether this process may write the run directory: rank 0 under torchrun, always otherwise.
+
+    Read from the environment, so the CLI can decide before the group is set up.
+    """
+    return os.environ.get("RANK", "0") == "0"
+
+
 def setup(device_name: str) -> Single:
     """Joins the process group torchrun describes in the environment (RANK, WORLD_SIZE, MASTER_ADDR...).
 

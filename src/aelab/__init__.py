@@ -7,12 +7,11 @@
     x_hat = run.model.decode(z)
     run = aelab.load_run("runs/demo")
 """
-import os as _os
+from . import _threads
 
-# Before torch loads libgomp: idle OpenMP threads sleep instead of spinning. On a busy
-# machine spinning threads wait for each other's time slices (measured here: 1,250 ms
-# per 784-784-784 step with 2 threads vs 50-100 ms passive; docs/PERFORMANCE.md).
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Before torch loads libgomp: OpenMP threads spin briefly on an idle machine and sleep
+# at once on a busy one (either wrong choice costs 2x or more; docs/PERFORMANCE.md).
+_threads.choose_wait_policy()
 
 from .config import Config, DataConfig, ModelConfig, NoiseConfig, TrainConfig
 from .data import Splits, load_data

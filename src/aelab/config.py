@@ -23,7 +23,7 @@ OUTPUT_ACTIVATIONS = ("sigmoid", "identity")
 LOSSES = ("bce", "mse")
 OPTIMIZERS = ("adam", "adamw", "adadelta", "sgd", "rmsprop")
 SCHEDULES = ("none", "cosine", "step")
-PRECISIONS = ("fp32", "bf16-mixed", "fp16-mixed")
+PRECISIONS = ("auto", "fp32", "bf16-mixed", "fp16-mixed")
 DEVICES = ("cpu", "cuda", "auto")
 NOISE_KINDS = ("gaussian", "masking", "salt_pepper")
 SCALES = ("auto", "none", "minmax", "standard")
@@ -98,7 +98,7 @@ class TrainConfig:
     gamma: float = 0.1  # step schedule: decay factor
     early_stopping: int | None = None  # patience in epochs on the validation loss
     seed: int = 0
-    precision: str = "fp32"  # fp32 | bf16-mixed | fp16-mixed (cuda)
+    precision: str = "auto"  # auto (bf16-mixed on CPUs with AMX/AVX-512 BF16, else fp32) | fp32 | bf16-mixed | fp16-mixed (cuda)
     device: str = "cpu"  # cpu | cuda | auto
     threads: int | None = None  # torch intra-op threads; None: torch's choice
     checkpoint_every: int = 1  # epochs between checkpoints

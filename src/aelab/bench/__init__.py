@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from .._threads import without_ours
 from ..errors import AelabError, ConfigError
 from .cases import CASES, BenchCase, default_cases, select_cases
 
@@ -30,7 +31,7 @@ class BenchError(AelabError):
 
 def _child(args: list[str], what: str, timeout: float | None = None) -> dict:
     """Runs a child that prints one JSON line last; its stderr tail becomes the error."""
-    env = {**os.environ, "AELAB_NO_PROGRESS": "1"}
+    env = {**without_ours(dict(os.environ)), "AELAB_NO_PROGRESS": "1"}  # each child picks its own OpenMP wait policy
     p = subprocess.run(args, capture_output=True, text=True, env=env, timeout=timeout)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
     if p.returncode != 0 or not lines:
@@ -112,7 +113,7 @@ def run_bench(cases: list[str] | str | None = None, epochs: int = 5, vs_keras: b
 
     out: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "host": platform.node(), "cpu_count": os.cpu_count(),
                  "load_average_start": list(os.getloadavg()), "epochs": epochs, "overrides": overrides,
-                 "limit": limit, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "keras": {"asked": vs_keras, "available": keras_ok, "reason": keras_why or None}}
+                 "limit": limit, "keras": {"asked": vs_keras, "available": keras_ok, "reason": keras_why or None}}
     log("measuring the matmul peak (fp32, bf16) ...")
     peak = _torch_job({"kind": "peak"})
     out["peak"] = peak

@@ -14,6 +14,8 @@ import time
 
 import torch
 
+from .. import _threads
+
 
 def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 1024, seconds: float = 0.5) -> float:
     """Best GFLOP/s of an n x n matmul: the ceiling the epochs are compared with."""
@@ -64,6 +66,7 @@ def run_torch_case(config: dict, epochs: int, overrides: list[str], limit: int |
     from ..data import load_data
     from ..models import build_model
     from ..train.loop import fit, setup_runtime
+    from ..train.precision import resolve_precision
 
     cfg = Config.from_dict(config).replace([f"train.epochs={epochs}", *overrides])
     if limit is not None:
@@ -84,8 +87,9 @@ def run_torch_case(config: dict, epochs: int, overrides: list[str], limit: int |
     return {
         "impl": "aelab",
         "versions": f"torch {torch.__version__}",
-        "precision": cfg.train.precision,
+        "precision": resolve_precision(cfg.train.precision, torch.device(cfg.train.device if cfg.train.device != "auto" else "cpu")),
         "threads": torch.get_num_threads(),
+        "omp_wait_policy": _threads.wait_policy,
         "train_samples": int(len(splits.x_train)),
         "parameters": int(sum(p.numel() for p in model.parameters())),
         "train_flops_per_sample": flops,
@@ -102,7 +106,8 @@ def main(argv: list[str]) -> int:
     if job["kind"] == "peak":
         # bf16 at 512: where it is emulated (no AVX-512 BF16 / AMX) a 1024 matmul alone takes seconds
         res = {"fp32_gflops": matmul_peak(torch.float32), "bf16_gflops": matmul_peak(torch.bfloat16, n=512),
-               "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads()}
+               "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+               "omp_wait_policy": _threads.wait_policy}
     else:
         res = run_torch_case(job["config"], job["epochs"], job.get("overrides", []), job.get("limit"))
     print(json.dumps(res))

@@ -7,6 +7,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from .. import _threads
 from ..config import Config
 from ..data import Splits, load_data
 from ..errors import RunError
@@ -17,6 +18,7 @@ from ..run import (Run, default_run_dir, load_config, write_config, write_histor
                    write_weights)
 from . import distributed
 from .loop import EpochHook, TrainingInterrupted, fit, resolve_device
+from .precision import resolve_precision
 
 __all__ = ["train", "fit", "EpochHook", "TrainingInterrupted"]
 
@@ -87,7 +89,9 @@ def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: s
         "seconds_per_epoch": statistics.median(secs) if secs else None,
         "seconds_total": sum(secs),
         "device": str(resolve_device(cfg.train.device)),
-        "precision": cfg.train.precision,
+        "precision": resolve_precision(cfg.train.precision, resolve_device(cfg.train.device)),
+        "threads": torch.get_num_threads(),
+        "omp_wait_policy": _threads.wait_policy,
         "torch": torch.__version__,
     }
     if splits.scaler is None and cfg.model.output_activation == "sigmoid":

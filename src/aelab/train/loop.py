@@ -7,7 +7,6 @@ never waits on a host sync; NaN is caught there, before a checkpoint is written.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import sys
@@ -28,6 +27,7 @@ from .checkpoint import TrainState, load_checkpoint, save_checkpoint
 from .distributed import current as process_group
 from .interrupt import StopRequest
 from .optim import make_optimizer, make_scheduler
+from .precision import autocast_context, resolve_precision
 
 
 class EpochHook(Protocol):
@@ -54,14 +54,6 @@ def setup_runtime(cfg: Config) -> None:
     torch.set_flush_denormal(True)
 
 
-def autocast_context(device: torch.device, precision: str):
-    if precision == "bf16-mixed":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision == "fp16-mixed" and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
 def _as_tensor(a: np.ndarray | None, device: torch.device) -> torch.Tensor | None:
     if a is None:
         return None
@@ -85,6 +77,7 @@ def fit(model: torch.nn.Module, data: Splits, cfg: Config, checkpoint_dir: Path 
     t = cfg.train
     device = resolve_device(t.device)
     setup_runtime(cfg)
+    precision = resolve_precision(t.precision, device)
     model.to(device)
     if any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
         model.to(memory_format=torch.channels_last)  # oneDNN / cuDNN convolutions run faster in NHWC
@@ -100,7 +93,7 @@ def fit(model: torch.nn.Module, data: Splits, cfg: Config, checkpoint_dir: Path 
 
     opt = make_optimizer(model.parameters(), t, device)
     sched = make_scheduler(opt, t)
-    scaler = torch.amp.GradScaler("cuda") if (t.precision == "fp16-mixed" and device.type == "cuda") else None
+    scaler = torch.amp.GradScaler("cuda") if (precision == "fp16-mixed" and device.type == "cuda") else None
     group = process_group()  # one process, or this rank's share under torchrun (distributed.py)
     loss_fn = group.loss_fn(model)
     state = TrainState(epoch=0)
@@ -129,7 +122,7 @@ def fit(model: torch.nn.Module, data: Splits, cfg: Config, checkpoint_dir: Path 
                     xb = xb.float().div_(255)
                 yb = y_train[idx] if y_train is not None else None
                 xin = noise(xb, gen if device.type == "cpu" else None) if noise else xb
-                with autocast_context(device, t.precision):
+                with autocast_context(device, precision):
                     out = loss_fn(xin, xb, yb, t.loss, epoch)
                 opt.zero_grad(set_to_none=True)
                 if scaler is not None:

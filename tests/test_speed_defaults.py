@@ -15,23 +15,29 @@ CPU = torch.device("cpu")
 @pytest.mark.parametrize("busy, expect", [(0.0, "GOMP_SPINCOUNT"), (0.4, "GOMP_SPINCOUNT"), (0.6, "OMP_WAIT_POLICY"),
                                           (1.9, "OMP_WAIT_POLICY"), (None, "OMP_WAIT_POLICY")])
 def test_idle_cpus_spin_busy_ones_sleep(busy, expect):
-    changes, why = _threads.decide({}, busy, cpus=2, threads=2)
+    changes, why = _threads.decide({}, lambda: busy, cpus=2, threads=2)
     assert list(changes) == [expect]
     assert changes.get("OMP_WAIT_POLICY", "PASSIVE") == "PASSIVE"
     assert ("spin" if expect == "GOMP_SPINCOUNT" else "passive") in why
 
 
 def test_a_big_machine_with_room_for_our_threads_spins():
-    assert "GOMP_SPINCOUNT" in _threads.decide({}, 20.0, cpus=64, threads=8)[0]
-    assert "OMP_WAIT_POLICY" in _threads.decide({}, 60.0, cpus=64, threads=8)[0]
+    assert "GOMP_SPINCOUNT" in _threads.decide({}, lambda: 20.0, cpus=64, threads=8)[0]
+    assert "OMP_WAIT_POLICY" in _threads.decide({}, lambda: 60.0, cpus=64, threads=8)[0]
 
 
 def test_the_users_variables_and_aelab_omp_wait_win():
-    assert _threads.decide({"OMP_WAIT_POLICY": "ACTIVE"}, 2.0, 2, 2) == ({}, "set by the user (OMP_WAIT_POLICY=ACTIVE)")
-    assert _threads.decide({"GOMP_SPINCOUNT": "5"}, 2.0, 2, 2)[0] == {}
-    assert _threads.decide({"AELAB_OMP_WAIT": "spin"}, 2.0, 2, 2)[0] == {"GOMP_SPINCOUNT": _threads.SPIN_COUNT}
-    assert _threads.decide({"AELAB_OMP_WAIT": "passive"}, 0.0, 2, 2)[0] == {"OMP_WAIT_POLICY": "PASSIVE"}
-    assert _threads.decide({}, 0.0, 2, 1)[0] == {}  # one thread never waits on another
+    assert _threads.decide({"OMP_WAIT_POLICY": "ACTIVE"}, lambda: 2.0, 2, 2) == ({}, "set by the user (OMP_WAIT_POLICY=ACTIVE)")
+    assert _threads.decide({"GOMP_SPINCOUNT": "5"}, lambda: 2.0, 2, 2)[0] == {}
+    assert _threads.decide({"AELAB_OMP_WAIT": "spin"}, lambda: 2.0, 2, 2)[0] == {"GOMP_SPINCOUNT": _threads.SPIN_COUNT}
+    assert _threads.decide({"AELAB_OMP_WAIT": "passive"}, lambda: 0.0, 2, 2)[0] == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert _threads.decide({}, lambda: 0.0, 2, 1)[0] == {}  # one thread never waits on another
+
+    def must_not_sample():
+        raise AssertionError("the load was sampled although it decides nothing")
+
+    for env in ({"OMP_WAIT_POLICY": "ACTIVE"}, {"AELAB_OMP_WAIT": "spin"}, {"AELAB_OMP_WAIT": "passive"}):
+        _threads.decide(env, must_not_sample, 2, 2)
 
 
 def test_busy_cpus_reads_a_number_in_range():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Callable
 
 SPIN_COUNT = "30000"
 CHOICES = ("auto", "spin", "passive")
@@ -59,8 +60,11 @@ def _threads_wanted(env: dict) -> int:
             return os.cpu_count() or 1
 
 
-def decide(env: dict, busy: float | None, cpus: int, threads: int) -> tuple[dict, str]:
-    """The variables to set, and one line saying why. Pure, so it can be tested without a busy machine."""
+def decide(env: dict, measure_busy: Callable[[], float | None], cpus: int, threads: int) -> tuple[dict, str]:
+    """The variables to set, and one line saying why. ``measure_busy`` is called only when the load decides.
+
+    Pure apart from that call, so it can be tested without a busy machine.
+    """
     if "OMP_WAIT_POLICY" in env or "GOMP_SPINCOUNT" in env:
         what = ", ".join(f"{k}={env[k]}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in env)
         return {}, f"set by the user ({what})"
@@ -73,10 +77,10 @@ def decide(env: dict, busy: float | None, cpus: int, threads: int) -> tuple[dict
         return {"GOMP_SPINCOUNT": SPIN_COUNT}, f"spin (GOMP_SPINCOUNT={SPIN_COUNT}, asked by AELAB_OMP_WAIT)"
     if mode == "passive":
         return {"OMP_WAIT_POLICY": "PASSIVE"}, "passive (asked by AELAB_OMP_WAIT)"
+    busy = measure_busy()
     if busy is None:
         return {"OMP_WAIT_POLICY": "PASSIVE"}, "passive (CPU load unknown)"
-    free = cpus - busy
-    if free >= threads - 0.5:
+    if cpus - busy >= threads - 0.5:
         return {"GOMP_SPINCOUNT": SPIN_COUNT}, f"spin (GOMP_SPINCOUNT={SPIN_COUNT}): {busy:.1f} of {cpus} CPUs busy at start"
     return {"OMP_WAIT_POLICY": "PASSIVE"}, f"passive: {busy:.1f} of {cpus} CPUs busy at start, {threads} threads wanted"
 
@@ -93,14 +97,11 @@ def without_ours(env: dict) -> dict:
 def choose_wait_policy() -> str:
     """Sets the variables before torch is imported; returns (and keeps) the line saying what was chosen."""
     global wait_policy
-    env = os.environ
-    for k in [k for k in env.get(MARKER, "").split(",") if k] + [MARKER]:  # a parent aelab's choice, not the user's
-        env.pop(k, None)
-    needs_sample = "OMP_WAIT_POLICY" not in env and "GOMP_SPINCOUNT" not in env and env.get("AELAB_OMP_WAIT", "auto") not in ("spin", "passive")
-    threads = _threads_wanted(env)
-    busy = busy_cpus() if needs_sample and threads > 1 else None
-    changes, wait_policy = decide(dict(env), busy, os.cpu_count() or 1, threads)
-    env.update(changes)
+    env = without_ours(dict(os.environ))  # a parent aelab's choice is not the user's: decide afresh
+    for k in set(os.environ) - set(env):
+        del os.environ[k]
+    changes, wait_policy = decide(env, busy_cpus, os.cpu_count() or 1, _threads_wanted(env))
+    os.environ.update(changes)
     if changes:
-        env[MARKER] = ",".join(changes)
+        os.environ[MARKER] = ",".join(changes)
     return wait_policy

@@ -65,7 +65,7 @@ def run_torch_case(config: dict, epochs: int, overrides: list[str], limit: int |
     from ..config import Config
     from ..data import load_data
     from ..models import build_model
-    from ..train.loop import fit, setup_runtime
+    from ..train.loop import fit, resolve_device, setup_runtime
     from ..train.precision import resolve_precision
 
     cfg = Config.from_dict(config).replace([f"train.epochs={epochs}", *overrides])
@@ -87,7 +87,7 @@ def run_torch_case(config: dict, epochs: int, overrides: list[str], limit: int |
     return {
         "impl": "aelab",
         "versions": f"torch {torch.__version__}",
-        "precision": resolve_precision(cfg.train.precision, torch.device(cfg.train.device if cfg.train.device != "auto" else "cpu")),
+        "precision": resolve_precision(cfg.train.precision, resolve_device(cfg.train.device)),
         "threads": torch.get_num_threads(),
         "omp_wait_policy": _threads.wait_policy,
         "train_samples": int(len(splits.x_train)),

@@ -71,6 +71,7 @@ def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: s
     model.eval()
     test = evaluate(model, splits.x_test, cfg.train.loss)
     secs = [r["seconds"] for r in state.history]
+    device = resolve_device(cfg.train.device)
     summary = {
         "name": cfg.name,
         "model": cfg.model.name,
@@ -88,8 +89,8 @@ def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: s
         "test_psnr": test["psnr"],
         "seconds_per_epoch": statistics.median(secs) if secs else None,
         "seconds_total": sum(secs),
-        "device": str(resolve_device(cfg.train.device)),
-        "precision": resolve_precision(cfg.train.precision, resolve_device(cfg.train.device)),
+        "device": str(device),
+        "precision": resolve_precision(cfg.train.precision, device),
         "threads": torch.get_num_threads(),
         "omp_wait_policy": _threads.wait_policy,
         "torch": torch.__version__,

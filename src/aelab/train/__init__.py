@@ -55,10 +55,7 @@ def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: s
     if is_writer:
         run_dir.mkdir(parents=True, exist_ok=True)
         if resume is None:
-            for stale in ("summary.json", "model.safetensors", "metrics.csv", "batches.csv", "checkpoint/latest.json"):
-                (run_dir / stale).unlink(missing_ok=True)
-            write_config(run_dir, cfg)
-            write_scaler(run_dir, splits.scaler)
+            start_run_dir(run_dir, cfg, splits)
     log(f"training {cfg.model.name} on {splits.name}: {len(splits.x_train)} train / {len(splits.x_test)} test samples "
         f"shaped {splits.sample_shape}; {sum(p.numel() for p in model.parameters()):,} parameters -> {run_dir}")
 
@@ -68,6 +65,25 @@ def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: s
 
     state = fit(model, splits, cfg, run_dir / "checkpoint" if is_writer or group.world > 1 else None, hooks=hooks,
                 resume=resume is not None, log=log, on_checkpoint=on_checkpoint)
+    run = finish_run(run_dir, cfg, splits, model, state, is_writer=is_writer)
+    distributed.shutdown()
+    sm = run.summary
+    log(f"test {cfg.train.loss} {sm['test_loss']:.4f}  bce {sm['test_bce']:.4f}  mse {sm['test_mse']:.4f}  "
+        f"psnr {sm['test_psnr']:.2f} dB")
+    return run
+
+
+def start_run_dir(run_dir: Path, cfg: Config, splits: Splits) -> None:
+    """A fresh run's folder: what an earlier run left there goes; config.yaml and the scaler are written."""
+    for stale in ("summary.json", "model.safetensors", "metrics.csv", "batches.csv", "checkpoint/latest.json"):
+        (run_dir / stale).unlink(missing_ok=True)
+    write_config(run_dir, cfg)
+    write_scaler(run_dir, splits.scaler)
+
+
+def finish_run(run_dir: Path, cfg: Config, splits: Splits, model: torch.nn.Module, state, *, is_writer: bool = True,
+               extra: dict | None = None) -> Run:
+    """Test metrics, summary.json and the weights of a trained model; ``extra`` joins the summary."""
     model.eval()
     test = evaluate(model, splits.x_test, cfg.train.loss)
     secs = [r["seconds"] for r in state.history]
@@ -102,10 +118,9 @@ def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: s
     summary.update({f"test_{k}": v for k, v in model.extra_metrics(splits.x_test, splits.y_test).items()})
     if state.history:
         summary["final_train_loss"] = state.history[-1]["train_loss"]
+    summary.update(extra or {})
     run = Run(run_dir, cfg, model, summary, splits.scaler)
     if is_writer:
         write_weights(run_dir, model, cfg)
         write_summary(run_dir, summary)  # last: marks the run finished
-    distributed.shutdown()
-    log(f"test {cfg.train.loss} {test['loss']:.4f}  bce {test['bce']:.4f}  mse {test['mse']:.4f}  psnr {test['psnr']:.2f} dB")
     return run

@@ -1,0 +1,104 @@
+"""Stacked training (train/stacked.py): a member equals the same config trained alone, folders as train() writes them."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from aelab import Config
+from aelab.cli import main
+
+# fp32 pinned: bf16 autocast rounds the batched and the single matmuls differently. In fp32 the only
+# difference is the summation order of bmm against mm; after 2 epochs of Adam the weights agree to ~1e-6.
+TOL = 2e-5
+
+
+def _cfg(idx_dir, **train):
+    return Config.from_dict({
+        "data": {"name": "mnist", "path": str(idx_dir), "limit": 256, "test_limit": 64},
+        "model": {"name": "dense", "hidden": [32], "code_dim": 8},
+        "train": {"epochs": 2, "batch_size": 64, "precision": "fp32", "threads": 1, **train},
+    })
+
+
+def _same_run(a, b):
+    wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.allclose(wa[k], wb[k], atol=TOL, rtol=0), (k, (wa[k] - wb[k]).abs().max())
+    sa, sb = json.loads((a / "summary.json").read_text()), json.loads((b / "summary.json").read_text())
+    for k in ("test_loss", "test_mse", "final_train_loss"):
+        assert sa[k] == pytest.approx(sb[k], abs=TOL), k
+    assert (a / "metrics.csv").read_text().count("\n") == (b / "metrics.csv").read_text().count("\n")
+    assert (a / "config.yaml").read_text() == (b / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("vary", ["seed", "lr_noise"])
+def test_a_stacked_member_equals_the_same_config_trained_alone(idx_dir, tmp_path, vary):
+    from aelab.train import train
+    from aelab.train.stacked import train_stacked
+
+    if vary == "seed":
+        cfgs = [_cfg(idx_dir, seed=s) for s in (0, 1, 2)]
+    else:  # a grid that keeps the architecture: own lr, own noise, own schedule
+        cfgs = [_cfg(idx_dir, seed=3, lr=3e-3),
+                _cfg(idx_dir, seed=4, schedule="cosine").replace(["data.noise=[{kind: gaussian, amount: 0.3}]"])]
+    dirs = [tmp_path / f"stack{i}" for i in range(len(cfgs))]
+    runs = train_stacked(cfgs, dirs, log=lambda s: None)
+    assert [r.summary["stacked_members"] for r in runs] == [len(cfgs)] * len(cfgs)
+    for i, cfg in enumerate(cfgs):
+        train(cfg, tmp_path / f"alone{i}", log=lambda s: None)
+        _same_run(dirs[i], tmp_path / f"alone{i}")
+    # different seeds really are different runs
+    w0, w1 = load_file(str(dirs[0] / "model.safetensors")), load_file(str(dirs[1] / "model.safetensors"))
+    assert not torch.allclose(w0["encoder.1.weight"], w1["encoder.1.weight"])
+
+
+def test_early_stopping_member_leaves_the_stack(idx_dir, tmp_path):
+    from aelab.train import train
+    from aelab.train.stacked import train_stacked
+
+    cfgs = [_cfg(idx_dir, seed=0, epochs=4), _cfg(idx_dir, seed=1, epochs=2)]
+    train_stacked(cfgs, [tmp_path / "a", tmp_path / "b"], log=lambda s: None)
+    assert json.loads((tmp_path / "a" / "summary.json").read_text())["epochs"] == 4
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["epochs"] == 2
+    train(cfgs[0], tmp_path / "alone", log=lambda s: None)
+    _same_run(tmp_path / "a", tmp_path / "alone")
+
+
+def test_why_not_stackable_names_the_reason(idx_dir):
+    from aelab.train.stacked import why_not_stackable
+
+    base = _cfg(idx_dir)
+    assert why_not_stackable([base, base.replace(["train.seed=1", "train.lr=0.01"])]) is None
+    assert "differ" in why_not_stackable([base, base.replace(["model.code_dim=4"])])
+    assert "dropout" in why_not_stackable([base.replace(["model.dropout=0.1"])] * 2)
+    assert "model vae-dense" in why_not_stackable([base.replace(["model.name=vae-dense"])] * 2)
+
+
+def test_sweep_seeds_trains_one_stack_and_writes_every_member(idx_dir, tmp_path, capsys):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(f"data: {{name: mnist, path: {idx_dir}, limit: 128, test_limit: 32}}\n"
+                   "model: {name: dense, code_dim: 4}\ntrain: {epochs: 1, batch_size: 32, precision: fp32}\n")
+    out = tmp_path / "sw"
+    assert main(["sweep", str(cfg), "--seeds", "3", "--grid", "train.lr=0.001,0.003", "--out", str(out)]) == 0
+    log = capsys.readouterr().out
+    assert "6 runs as one stack" in log
+    dirs = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert dirs == [f"lr-{lr}_seed-{s}" for lr in ("0.001", "0.003") for s in (0, 1, 2)]
+    for d in dirs:
+        assert (out / d / "summary.json").is_file() and (out / d / "model.safetensors").is_file()
+    html = (out / "compare.html").read_text()
+    assert "95%" in html  # several seeds per setting: mean and interval
+    assert main(["sweep", str(cfg), "--seeds", "3", "--grid", "train.lr=0.001,0.003", "--out", str(out)]) == 0
+    assert "6 finished already, 0 to train" in capsys.readouterr().out
+    # --no-stack trains the same members one by one
+    assert main(["sweep", str(cfg), "--seeds", "2", "--no-stack", "--out", str(tmp_path / "seq")]) == 0
+    assert "as one stack" not in capsys.readouterr().out
+
+
+def test_sweep_needs_a_grid_or_seeds(tmp_path, capsys):
+    assert main(["sweep", "seed004-dense32-adam", "--out", str(tmp_path / "x")]) == 2
+    assert "--grid" in capsys.readouterr().err

@@ -85,7 +85,7 @@ def test_sweep_seeds_trains_one_stack_and_writes_every_member(idx_dir, tmp_path,
     out = tmp_path / "sw"
     assert main(["sweep", str(cfg), "--seeds", "3", "--grid", "train.lr=0.001,0.003", "--out", str(out)]) == 0
     log = capsys.readouterr().out
-    assert "6 runs as one stack" in log
+    assert "stacking 6 runs" in log
     dirs = sorted(p.name for p in out.iterdir() if p.is_dir())
     assert dirs == [f"lr-{lr}_seed-{s}" for lr in ("0.001", "0.003") for s in (0, 1, 2)]
     for d in dirs:
@@ -96,9 +96,19 @@ def test_sweep_seeds_trains_one_stack_and_writes_every_member(idx_dir, tmp_path,
     assert "6 finished already, 0 to train" in capsys.readouterr().out
     # --no-stack trains the same members one by one
     assert main(["sweep", str(cfg), "--seeds", "2", "--no-stack", "--out", str(tmp_path / "seq")]) == 0
-    assert "as one stack" not in capsys.readouterr().out
+    assert "stacking" not in capsys.readouterr().out
 
 
 def test_sweep_needs_a_grid_or_seeds(tmp_path, capsys):
     assert main(["sweep", "seed004-dense32-adam", "--out", str(tmp_path / "x")]) == 2
     assert "--grid" in capsys.readouterr().err
+
+
+def test_seed_groups_and_interval():
+    from aelab.report.seeds import mean_interval, seed_groups
+
+    m, h = mean_interval([1.0, 2.0, 3.0])
+    assert m == 2.0 and h == pytest.approx(4.3027 / 3 ** 0.5, rel=1e-4)  # t(0.975, 2 dof) * sd / sqrt(n)
+    a = {"train": {"seed": 0, "lr": 1e-3}, "name": "x"}
+    cfgs = [a, {**a, "train": {"seed": 1, "lr": 1e-3}}, {**a, "train": {"seed": 0, "lr": 3e-3}}]
+    assert seed_groups(cfgs) == [[0, 1]]

@@ -40,7 +40,7 @@ def _split_values(raw: str) -> list[str]:
     return out
 
 
-def parse_grid(specs: Sequence[str]) -> dict[str, list[str]]:
+def parse_grid(specs: Sequence[str], allow_empty: bool = False) -> dict[str, list[str]]:
     """``["model.code_dim=2,8", "data.name=mnist"]`` -> ``{"model.code_dim": ["2", "8"], "data.name": ["mnist"]}``."""
     grid: dict[str, list[str]] = {}
     for s in specs:
@@ -56,8 +56,8 @@ def parse_grid(specs: Sequence[str]) -> dict[str, list[str]]:
         if len(set(values)) != len(values):
             raise ConfigError(f"--grid {key}: repeats a value ({raw})")
         grid[key] = values
-    if not grid:
-        raise ConfigError("sweep: give at least one --grid KEY=V1,V2,...")
+    if not grid and not allow_empty:
+        raise ConfigError("sweep: give --seeds N or at least one --grid KEY=V1,V2,...")
     return grid
 
 
@@ -132,16 +132,46 @@ def run_state(plan: PlannedRun) -> str:
     return "partial" if (p / "checkpoint" / "latest.json").is_file() else "new"
 
 
-def run_all(plans: Sequence[PlannedRun], *, reports: bool = False, log: Callable[[str], None] = print) -> list[Path]:
-    """Trains what is not finished yet, in order; returns every run's folder."""
+def stack_groups(plans: Sequence[PlannedRun]) -> list[list[PlannedRun]]:
+    """New runs that can train as one stacked model (train/stacked.py), two or more per group."""
+    from .train.stacked import shape_key, why_not_stackable
+
+    groups: dict[tuple, list[PlannedRun]] = {}
+    for p in plans:
+        groups.setdefault(shape_key(p.config), []).append(p)
+    return [g for g in groups.values() if why_not_stackable([p.config for p in g]) is None]
+
+
+def run_all(plans: Sequence[PlannedRun], *, reports: bool = False, stack: bool = True,
+            log: Callable[[str], None] = print) -> list[Path]:
+    """Trains what is not finished yet; returns every run's folder.
+
+    With ``stack``, new runs that share an architecture (seeds, learning rates, noise levels...) train
+    together as one stacked model first; the rest, and runs to resume, train one after another.
+    """
     from .train import train
 
     states = [run_state(p) for p in plans]  # all folders checked before the first run starts
     todo = sum(s != "done" for s in states)
     log(f"{len(plans)} runs: {len(plans) - todo} finished already, {todo} to train")
+    stacked: set[str] = set()
+    if stack:
+        from .train.stacked import train_stacked
+
+        for group in stack_groups([p for p, s in zip(plans, states) if s == "new"]):
+            log(f"stacking {len(group)} runs: {', '.join(p.name for p in group)}")
+            runs = train_stacked([p.config for p in group], [p.path for p in group], log=log)
+            stacked.update(p.name for p in group)
+            if reports:
+                from .report import write_run_report
+
+                for run in runs:
+                    write_run_report(run)
     for i, (plan, state) in enumerate(zip(plans, states), 1):
         if state == "done":
             log(f"[{i}/{len(plans)}] {plan.name}: finished, skipped")
+            continue
+        if plan.name in stacked:
             continue
         log(f"[{i}/{len(plans)}] {plan.name}: {'resuming' if state == 'partial' else 'training'}")
         if state == "partial":
@@ -162,12 +192,22 @@ def compare(paths: Sequence[Path], out_html: Path, title: str, log: Callable[[st
 
 
 def sweep(recipe: str, grid_specs: Sequence[str], out: str | Path | None = None, overrides: Sequence[str] = (),
-          *, reports: bool = False, log: Callable[[str], None] = print) -> Path:
-    """Runs the grid's product over ``recipe``; returns OUT/compare.html."""
-    grid = parse_grid(grid_specs)
+          *, seeds: int | None = None, stack: bool = True, reports: bool = False,
+          log: Callable[[str], None] = print) -> Path:
+    """Runs the grid's product over ``recipe`` (times ``seeds`` seeds from the recipe's own); returns OUT/compare.html."""
+    grid = parse_grid(grid_specs, allow_empty=seeds is not None)
+    if seeds is not None:
+        from .cli import resolve_config
+
+        if seeds < 1:
+            raise ConfigError(f"--seeds: must be >= 1, got {seeds}")
+        if "train.seed" in grid:
+            raise ConfigError("--seeds: the grid sets train.seed already; give one or the other")
+        first = resolve_config(recipe, list(overrides)).train.seed
+        grid["train.seed"] = [str(first + i) for i in range(seeds)]
     out = Path(out) if out else Path("runs") / f"sweep-{_slug(Path(recipe).stem)}"
     plans = plan_sweep(recipe, grid, out, overrides)
-    paths = run_all(plans, reports=reports, log=log)
+    paths = run_all(plans, reports=reports, stack=stack, log=log)
     title = f"sweep of {Path(recipe).stem} over " + ", ".join(f"{k} in {{{', '.join(v)}}}" for k, v in grid.items())
     return compare(paths, out / "compare.html", title, log)
 

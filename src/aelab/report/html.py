@@ -20,6 +20,7 @@ from ..errors import RunError
 from ..evaluate.metrics import entropy_floor
 from . import collect as C
 from . import figures as F
+from .seeds import seed_table
 
 esc = html.escape
 
@@ -500,6 +501,13 @@ def write_comparison(run_paths: Sequence[str | Path], out_html: str | Path, titl
     if any(r.summary.get("test_bce_floor") is not None for r in runs):
         parts.append('<p class="note">BCE floor: the mean entropy of the test pixels, the lowest BCE any model can reach on them; '
                      '"BCE above floor" is what a better model could still gain.</p>')
+    seeds = seed_table(names, [r.config.to_dict() for r in runs], [r.summary for r in runs],
+                       [*METRICS, *((k, k) for k in extra), ("seconds_per_epoch", "s / epoch")])
+    if seeds is not None:
+        parts.append("<h2>Over seeds: mean ± 95% interval</h2>")
+        parts.append(table(*seeds))
+        parts.append('<p class="note">Runs whose configs differ only in train.seed, grouped; ± is the half-width '
+                     "of the Student-t 95% confidence interval of the mean.</p>")
     parts.append("<h2>Configs (keys that differ)</h2>")
     parts.append(table(["run"] + keys, cfg_rows) if keys else '<p class="note">All configs are the same.</p>')
     for sec in ("Learning curves", "Reconstructions"):

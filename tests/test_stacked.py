@@ -112,3 +112,14 @@ def test_seed_groups_and_interval():
     a = {"train": {"seed": 0, "lr": 1e-3}, "name": "x"}
     cfgs = [a, {**a, "train": {"seed": 1, "lr": 1e-3}}, {**a, "train": {"seed": 0, "lr": 3e-3}}]
     assert seed_groups(cfgs) == [[0, 1]]
+
+
+def test_a_stacked_conv_member_equals_the_same_config_trained_alone(idx_dir, tmp_path):
+    """Conv models go through vmap (dense ones through written-out batched GEMMs)."""
+    from aelab.train import train
+    from aelab.train.stacked import train_stacked
+
+    cfgs = [_cfg(idx_dir, seed=s, epochs=1).replace(["model.name=conv", "model.channels=[4,2]"]) for s in (0, 1)]
+    train_stacked(cfgs, [tmp_path / "s0", tmp_path / "s1"], log=lambda s: None)
+    train(cfgs[1], tmp_path / "alone", log=lambda s: None)
+    _same_run(tmp_path / "s1", tmp_path / "alone")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
@@ -101,16 +102,109 @@ class Member:
     done: bool = False
 
 
-class _Loss(nn.Module):
-    """model.compute_loss as a module's forward, so functional_call can swap in stacked parameters."""
+class _Forward(nn.Module):
+    """Code and logits as a module's forward, so functional_call can swap in stacked parameters."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x, target, loss: str, epoch: int):
-        out = self.model.compute_loss(x, target, None, loss, epoch)
-        return out.total, out.parts
+    def forward(self, x):
+        z = self.model.encode(x)
+        return z, self.model.decode_logits(z)
+
+
+def stacked_loss(model: nn.Module, z: torch.Tensor, logits: torch.Tensor, target: torch.Tensor,
+                 loss: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Autoencoder.compute_loss for (members, batch, ...) tensors: one loss per member, mean per value.
+
+    Outside vmap on purpose: vmap has no batching rule for BCE with logits and decomposes it into a
+    dozen element-wise passes; over the stacked tensor it is one kernel.
+    """
+    logits = logits.float()
+    if loss == "bce":
+        per = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    else:
+        out = torch.sigmoid(logits) if model.output_activation == "sigmoid" else logits
+        per = F.mse_loss(out, target, reduction="none")
+    recon = per.flatten(1).mean(1)
+    if not (model.cfg.l1 > 0 or (model.cfg.sparsity_target is not None and model.cfg.sparsity_weight > 0)):
+        return recon, {"recon": recon}
+    pen = vmap(model.code_penalty)(z)
+    return recon + pen, {"recon": recon, "penalty": pen}
+
+
+_ELEMENTWISE = (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.Identity, nn.LeakyReLU, nn.ELU)
+
+
+def _dense_layers(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
+    """The layers of a plain dense autoencoder (Flatten, Linear, element-wise, Unflatten), named; else None."""
+    layers = []
+    for part in ("encoder", "decoder"):
+        seq = getattr(model, part, None)
+        if not isinstance(seq, nn.Sequential):
+            return None
+        for i, m in enumerate(seq):
+            if not isinstance(m, (nn.Flatten, nn.Unflatten, nn.Linear, *_ELEMENTWISE)) or type(m) is not type(m):
+                return None
+            if isinstance(m, nn.Flatten) and (m.start_dim, m.end_dim) != (1, -1):
+                return None
+            layers.append((f"{part}.{i}", m))
+    return layers
+
+
+def _dense_forward(layers, params: dict[str, torch.Tensor], x: torch.Tensor, code_layer: int):
+    """(members, batch, ...) through stacked Linear weights with baddbmm: one batched GEMM per layer, no vmap."""
+    m_, b_ = x.shape[:2]
+    z = None
+    for i, (name, mod) in enumerate(layers):
+        if isinstance(mod, nn.Flatten):
+            x = x.reshape(m_, b_, -1)
+        elif isinstance(mod, nn.Unflatten):
+            x = x.reshape(m_, b_, *mod.unflattened_size)
+        elif isinstance(mod, nn.Linear):
+            w, b = params[f"{name}.weight"], params[f"{name}.bias"]
+            x = torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+        else:
+            x = mod(x)
+        if i == code_layer:
+            z = x
+    return z, x
+
+
+class StackedStep:
+    """One optimizer step of every model at once: stack parameters, vmapped forward, one backward, each optimizer.
+
+    ``models`` share an architecture; returns the detached per-member loss (members,) and its parts.
+    """
+
+    def __init__(self, models: Sequence[nn.Module], opts: Sequence[torch.optim.Optimizer], loss: str,
+                 device: torch.device, precision: str):
+        self.models, self.opts, self.loss, self.device, self.precision = list(models), list(opts), loss, device, precision
+        self.names = [k for k, _ in models[0].named_parameters()]
+        self.plist = [dict(m.named_parameters()) for m in models]
+        self.model = models[0]
+        layers = _dense_layers(self.model)
+        if layers is not None:  # dense: batched GEMMs written out (vmap's linear copies more)
+            code = len(self.model.encoder) - 1
+            self.forward = lambda params, xin: _dense_forward(layers, params, xin, code)
+        else:
+            buffers = dict(models[0].named_buffers())
+            template = _Forward(models[0])
+            self.forward = vmap(lambda params, xin: functional_call(
+                template, {f"model.{k}": v for k, v in {**params, **buffers}.items()}, (xin,)))
+
+    def __call__(self, xin: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        params = {k: torch.stack([p[k] for p in self.plist]) for k in self.names}
+        with autocast_context(self.device, self.precision):
+            z, logits = self.forward(params, xin)
+            total, parts = stacked_loss(self.model, z, logits, target, self.loss)
+        for o in self.opts:
+            o.zero_grad(set_to_none=True)
+        total.sum().backward()  # member m's parameters get the gradient of member m's loss alone
+        for o in self.opts:
+            o.step()
+        return total.detach(), {k: v.detach() for k, v in parts.items()}
 
 
 def fit_stacked(members: Sequence[Member], data: Splits, log: Callable[[str], None] = print) -> list[Member]:
@@ -136,14 +230,7 @@ def fit_stacked(members: Sequence[Member], data: Splits, log: Callable[[str], No
     n = len(x_train)
     if n < 1:
         raise TrainingError("the training split is empty")
-    names = [k for k, _ in members[0].model.named_parameters()]
-    buffers = {f"model.{k}": v for k, v in members[0].model.named_buffers()}
-    template = _Loss(members[0].model)
     bs, loss_name = t.batch_size, t.loss
-
-    def one(params, xin, target, epoch):
-        return functional_call(template, ({**params, **buffers}), (xin, target, loss_name, epoch))
-
     epoch = 0
     while True:
         active = [m for m in members if not m.done and m.error is None and m.state.epoch < m.cfg.train.epochs]
@@ -154,26 +241,18 @@ def fit_stacked(members: Sequence[Member], data: Splits, log: Callable[[str], No
             m.model.train()
         t0 = time.perf_counter()
         perms = [torch.randperm(n, generator=m.gen).to(device) for m in active]
-        batched = vmap(lambda p, xi, xt: one(p, xi, xt, epoch))
         losses: list[torch.Tensor] = []
         parts: dict[str, list[torch.Tensor]] = {}
-        plist = [dict(m.model.named_parameters()) for m in active]
+        step = StackedStep([m.model for m in active], [m.opt for m in active], loss_name, device, precision)
         for i in range(0, n, bs):
             xbs = [x_train[p[i: i + bs]] for p in perms]
             xb = torch.stack(xbs)
             xin = torch.stack([m.noise(x, m.gen if device.type == "cpu" else None) if m.noise else x
                                for m, x in zip(active, xbs)]) if any(m.noise for m in active) else xb
-            params = {f"model.{k}": torch.stack([p[k] for p in plist]) for k in names}
-            with autocast_context(device, precision):
-                total, part = batched(params, xin, xb)
-            for m in active:
-                m.opt.zero_grad(set_to_none=True)
-            total.sum().backward()
-            for m in active:
-                m.opt.step()
-            losses.append(total.detach())
+            total, part = step(xin, xb)
+            losses.append(total)
             for k, v in part.items():
-                parts.setdefault(k, []).append(v.detach())
+                parts.setdefault(k, []).append(v)
         train_seconds = time.perf_counter() - t0
         all_losses = torch.stack(losses).float().cpu()  # (batches, members)
         all_parts = {k: torch.stack(v).float().cpu() for k, v in parts.items()}

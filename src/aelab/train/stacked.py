@@ -240,15 +240,15 @@ def fit_stacked(members: Sequence[Member], data: Splits, log: Callable[[str], No
         for m in active:
             m.model.train()
         t0 = time.perf_counter()
-        perms = [torch.randperm(n, generator=m.gen).to(device) for m in active]
+        perms = torch.stack([torch.randperm(n, generator=m.gen) for m in active]).to(device)
+        noisy = any(m.noise for m in active)
         losses: list[torch.Tensor] = []
         parts: dict[str, list[torch.Tensor]] = {}
         step = StackedStep([m.model for m in active], [m.opt for m in active], loss_name, device, precision)
         for i in range(0, n, bs):
-            xbs = [x_train[p[i: i + bs]] for p in perms]
-            xb = torch.stack(xbs)
+            xb = x_train[perms[:, i: i + bs]]  # (members, batch, ...): one gather
             xin = torch.stack([m.noise(x, m.gen if device.type == "cpu" else None) if m.noise else x
-                               for m, x in zip(active, xbs)]) if any(m.noise for m in active) else xb
+                               for m, x in zip(active, xb)]) if noisy else xb
             total, part = step(xin, xb)
             losses.append(total)
             for k, v in part.items():

@@ -7,7 +7,7 @@
     PROF=1 python benchmarks/step_time.py seed004-conv prec=bf16           # + a torch.profiler table per variant
 
 A variant is comma-separated key=value: prec (auto|fp32|bf16), opt (fused|foreach|loop), cl (1: channels_last
-for conv models, the default; 0: NCHW), compile (1: torch.compile of the loss, inductor, default mode),
+for conv models, the default; 0: NCHW), threads (torch intra-op threads for this variant's blocks), compile (1: torch.compile of the loss, inductor, default mode),
 Each variant gets its own model and optimizer; after a warm-up the variants take turns, one block of
 STEPS steps each, 7 rounds, so load on a shared machine hits them alike. Prints the median ms/step per
 variant and its ratio to the first. Random inputs in [0, 1], not the dataset.
@@ -61,11 +61,13 @@ def make(spec: str):
         out.total.backward()
         opt.step()
 
+    step.threads = int(kv.get("threads", torch.get_num_threads()))
     return step
 
 
 variants = {s: make(s) for s in specs}
 for s, step in variants.items():
+    torch.set_num_threads(step.threads)
     t = time.perf_counter()
     step(0)
     first = time.perf_counter() - t
@@ -75,6 +77,7 @@ for s, step in variants.items():
 times: dict[str, list[float]] = {s: [] for s in specs}
 for r in range(7):
     for s, step in variants.items():
+        torch.set_num_threads(step.threads)
         t = time.perf_counter()
         for i in range(steps):
             step(i)

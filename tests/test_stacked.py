@@ -35,13 +35,15 @@ def _same_run(a, b):
     assert (a / "config.yaml").read_text() == (b / "config.yaml").read_text()
 
 
-@pytest.mark.parametrize("vary", ["seed", "lr_noise"])
+@pytest.mark.parametrize("vary", ["seed", "lr_noise", "l1"])
 def test_a_stacked_member_equals_the_same_config_trained_alone(idx_dir, tmp_path, vary):
     from aelab.train import train
     from aelab.train.stacked import train_stacked
 
     if vary == "seed":
         cfgs = [_cfg(idx_dir, seed=s) for s in (0, 1, 2)]
+    elif vary == "l1":  # a code penalty: per member, vmapped over the stacked codes
+        cfgs = [_cfg(idx_dir, seed=s).replace(["model.l1=0.001"]) for s in (5, 6)]
     else:  # a grid that keeps the architecture: own lr, own noise, own schedule
         cfgs = [_cfg(idx_dir, seed=3, lr=3e-3),
                 _cfg(idx_dir, seed=4, schedule="cosine").replace(["data.noise=[{kind: gaussian, amount: 0.3}]"])]

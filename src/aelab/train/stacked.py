@@ -145,7 +145,7 @@ def _dense_layers(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
         if not isinstance(seq, nn.Sequential):
             return None
         for i, m in enumerate(seq):
-            if not isinstance(m, (nn.Flatten, nn.Unflatten, nn.Linear, *_ELEMENTWISE)) or type(m) is not type(m):
+            if not isinstance(m, (nn.Flatten, nn.Unflatten, nn.Linear, *_ELEMENTWISE)):
                 return None
             if isinstance(m, nn.Flatten) and (m.start_dim, m.end_dim) != (1, -1):
                 return None

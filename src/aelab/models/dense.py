@@ -58,7 +58,7 @@ class DenseAutoencoder(Autoencoder):
         for i, h in enumerate(enc_sizes):
             lin = nn.Linear(prev, h)
             linears.append(lin)
-            enc += [lin, make_activation(acts[i])]
+            enc += [lin, *([nn.BatchNorm1d(h)] if cfg.batch_norm else []), make_activation(acts[i])]
             if drops[i] > 0:
                 enc.append(nn.Dropout(drops[i]))
             prev = h
@@ -68,7 +68,7 @@ class DenseAutoencoder(Autoencoder):
             dec.append(lin)
             k = len(enc_sizes) + j
             if k < n_hidden:
-                dec.append(make_activation(acts[k]))
+                dec += [*([nn.BatchNorm1d(h)] if cfg.batch_norm else []), make_activation(acts[k])]
                 if drops[k] > 0:
                     dec.append(nn.Dropout(drops[k]))
             prev = h

@@ -32,8 +32,8 @@ def add_commands(sub) -> None:
     p.add_argument("-o", "--output", help="CSV to write (index, score, is_outlier); required with INPUT")
     p.add_argument("--metric", choices=["auto", "mse", "bce", "nelbo"], default="auto",
                    help="per-sample score: reconstruction MSE or BCE (mean per value), or a VAE's negative "
-                        "ELBO in nats; auto: nelbo for a VAE, else mse, whatever the training loss: "
-                        "the best-ranking scores measured (docs/ANOMALY.md) (default)")
+                        "ELBO in nats; auto: mse for every model, whatever its training loss: "
+                        "the best-ranking score measured (docs/ANOMALY.md) (default)")
     p.add_argument("--quantile", type=float, default=0.99,
                    help="threshold = this quantile of the training scores; about 1 - QUANTILE of "
                         "training-like data gets flagged (default 0.99)")

@@ -372,7 +372,10 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
     # -- construction ---------------------------------------------------------
     @classmethod
     def from_run(cls, path: str | Path, *, contamination: float = 0.01, metric: str = "auto") -> "AnomalyDetector":
-        """Wraps a finished run; the threshold comes from the run's own training split."""
+        """Wraps a finished run; the threshold comes from the run's own training split.
+
+        The model is the run's; the other parameters keep their defaults, so ``clone`` of such a
+        detector describes a fresh default detector, not the run's architecture."""
         from .run import load_run
 
         det = cls(contamination=contamination, metric=metric)

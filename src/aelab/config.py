@@ -68,12 +68,12 @@ class ModelConfig:
     output_activation: str = "sigmoid"  # sigmoid (data in [0, 1]) | identity
     init: str = "glorot"  # glorot: Keras' default (uniform weights, zero biases); torch
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> "ModelConfig":
+    def __new__(cls, *args: Any, **kwargs: Any) -> ModelConfig:
         if cls is ModelConfig:  # the public name builds the config class the family registered
             cls = model_config_class(kwargs.get("name", args[0] if args else "dense"))
         return object.__new__(cls)
 
-    def validate(self, train: "TrainConfig") -> None:
+    def validate(self, train: TrainConfig) -> None:
         """Checks that need more than one key; a family extends it (calling super) for its own keys.
 
         Shape checks that need the input shape belong in the family's constructor."""
@@ -81,7 +81,7 @@ class ModelConfig:
         check_choice("model.init", self.init, INITS)
         self.check_loss(train)
 
-    def check_loss(self, train: "TrainConfig") -> None:
+    def check_loss(self, train: TrainConfig) -> None:
         """Which train.loss fits this output; a family with its own rule (a VAE's likelihood) overrides it."""
         if train.loss == "bce" and self.output_activation != "sigmoid":
             raise ConfigError(
@@ -152,13 +152,13 @@ class Config:
 
     # -- construction -------------------------------------------------
     @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> "Config":
+    def from_dict(cls, d: dict[str, Any] | None) -> Config:
         cfg = _build(cls, d or {}, "")
         validate(cfg)
         return cfg
 
     @classmethod
-    def from_saved(cls, d: dict[str, Any] | None) -> "Config":
+    def from_saved(cls, d: dict[str, Any] | None) -> Config:
         """A run directory's config.yaml. Runs written before each family had its own keys carry
         every family's keys; those this run's family does not take are dropped (they were unused)."""
         d = dict(d or {})
@@ -170,7 +170,7 @@ class Config:
         return cls.from_dict(d)
 
     @classmethod
-    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "Config":
+    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> Config:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
@@ -191,7 +191,7 @@ class Config:
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
-    def replace(self, overrides: list[str]) -> "Config":
+    def replace(self, overrides: list[str]) -> Config:
         d = self.to_dict()
         apply_overrides(d, overrides)
         name = d.get("model", {}).get("name")

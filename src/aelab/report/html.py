@@ -10,9 +10,10 @@ import base64
 import functools
 import json
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import jinja2
 import numpy as np
@@ -23,6 +24,7 @@ from ..evaluate.metrics import entropy_floor
 from . import collect as C
 from . import figures as F
 from .model_figures import model_figures
+
 
 @dataclass
 class Picture:

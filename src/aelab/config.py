@@ -149,6 +149,8 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"family": True})
     train: TrainConfig = field(default_factory=TrainConfig)
+    # `aelab train --resume RUN --set ...`: what changed, and from which epoch on: [{epoch: 5, set: {train.epochs: 8}}]
+    resumed: list[dict] = field(default_factory=list)
 
     # -- construction -------------------------------------------------
     @classmethod
@@ -201,6 +203,28 @@ class Config:
             named = {o.split("=", 1)[0].strip()[len("model."):] for o in overrides if o.strip().startswith("model.")}
             d["model"] = {k: v for k, v in d["model"].items() if k in own or k in named}
         return Config.from_dict(d)
+
+
+# What `--resume RUN --set KEY=VALUE` may change: they do not touch the model's shape or the data.
+RESUMABLE = ("train.epochs", "train.lr", "train.early_stopping", "train.checkpoint_every")
+
+
+def resume_overrides(cfg: Config, overrides: list[str], epoch: int) -> Config:
+    """``cfg`` with ``overrides`` applied for a resumed run, recorded in ``cfg.resumed`` with the epoch
+    they take effect after; a key outside RESUMABLE is refused, naming it."""
+    for ov in overrides:
+        key = ov.split("=", 1)[0].strip()
+        if "=" not in ov:
+            raise ConfigError(f"--set expects KEY=VALUE (like train.epochs=20), got '{ov}'")
+        if key not in RESUMABLE:
+            raise ConfigError(f"--set {key}: cannot change on a resumed run (the checkpoint fixes the model, data and "
+                              f"the rest of training); keys a resume may change: {', '.join(RESUMABLE)}")
+    new = cfg.replace(list(overrides))
+    old_flat, new_flat = cfg.to_dict()["train"], new.to_dict()["train"]
+    changed = {f"train.{k}": v for k, v in new_flat.items() if old_flat.get(k) != v}
+    if changed:
+        new.resumed = [*cfg.resumed, {"epoch": epoch, "set": changed}]
+    return new
 
 
 def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

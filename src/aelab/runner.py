@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from . import _threads
-from .config import Config
+from .config import Config, resume_overrides
 from .data import Splits, load_data
 from .errors import RunError
 from .evaluate.evaluate import evaluate
@@ -33,6 +33,7 @@ from .run import (
     write_weights,
 )
 from .train import Callback, TrainState, distributed, fit, resolve_device, standard_callbacks
+from .train.checkpoint import checkpoint_epoch
 from .train.precision import resolve_precision
 
 __all__ = ["train"]
@@ -49,6 +50,7 @@ def train(
     overwrite: bool = False,
     log: Callable[[str], None] = print,
     is_writer: bool = True,
+    overrides: Sequence[str] = (),
 ) -> Run:
     """Trains the model ``cfg`` describes and returns the finished Run.
 
@@ -56,6 +58,8 @@ def train(
     config.yaml wins). ``data`` skips loading when the caller has it. ``callbacks``
     (``hooks`` is the older name) run inside the standard ones (train/callbacks.py).
     ``is_writer=False`` trains in memory: nothing is written, ``out`` may be None.
+    ``overrides`` with ``resume`` change what a resume may change (``config.RESUMABLE``: train.epochs,
+    lr, early stopping, checkpoint cadence); config.yaml records them under ``resumed`` with their epoch.
     """
     run_dir: Path | None
     if resume is not None:
@@ -63,6 +67,8 @@ def train(
         cfg = load_config(resumed)
         if not (resumed / "checkpoint" / "latest.json").is_file():
             raise RunError(f"{resumed}: no checkpoint to resume from")
+        if overrides:
+            cfg = resume_overrides(cfg, list(overrides), checkpoint_epoch(resumed / "checkpoint"))
     else:
         if cfg is None:
             raise ValueError("train() needs a config or resume=")
@@ -88,6 +94,8 @@ def train(
                 (run_dir / stale).unlink(missing_ok=True)
             write_config(run_dir, cfg)
             write_scaler(run_dir, splits.scaler)
+        elif overrides:
+            write_config(run_dir, cfg)  # with the changes and the epoch they took effect
     log(
         f"training {cfg.model.name} on {splits.name}: {len(splits.x_train)} train / {len(splits.x_test)} test samples "
         f"shaped {splits.sample_shape}; {sum(p.numel() for p in model.parameters()):,} parameters"

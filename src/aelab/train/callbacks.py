@@ -221,6 +221,12 @@ class Checkpointing(Callback):
             loop.group.barrier()  # every rank has read it before rank 0 may replace it
             loop.saved_epoch = loop.state.epoch
             loop.log(f"resumed after epoch {loop.state.epoch}")
+            changed = loop.cfg.resumed[-1]["set"] if loop.cfg.resumed else {}
+            if changed.get("train.lr") is not None:  # the checkpoint restored the old rate
+                for g in loop.opt.param_groups:
+                    g["lr"] = changed["train.lr"]
+                if loop.sched is not None:
+                    loop.sched.base_lrs = [changed["train.lr"]] * len(loop.opt.param_groups)
 
     def on_epoch_end(self, loop: Loop, row: dict[str, Any]) -> None:
         s, t = loop.state, loop.cfg.train

@@ -95,6 +95,10 @@ def cmd_eval(a: argparse.Namespace) -> int:
         out[f"{a.split}_bce_floor"] = entropy_floor(x)
     y = data.y_test if a.split == "test" else data.y_train
     out.update({f"{a.split}_{k}": v for k, v in run.model.extra_metrics(x, y).items()})  # accuracy, ELBO, ...
+    if a.nll is not None:  # importance-sampled NLL (VAE families), also written to summary.json
+        from .sample_cli import eval_nll
+
+        out.update(eval_nll(run, x, a))
     print(json.dumps(out, indent=2))
     return 0
 
@@ -249,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="metrics of a run on its test split, as JSON")
     e.add_argument("run")
     e.add_argument("--split", choices=["test", "train"], default="test")
+    importlib.import_module("aelab.sample_cli").add_eval_arguments(e)
 
     en = sub.add_parser("encode", help="encode images or arrays to codes (.npy)", description=(
         "Input: .npy/.npz shaped (N,H,W), (N,C,H,W) or (N,D), uint8 (scaled by 1/255) or float in [0,1]; "
@@ -291,6 +296,7 @@ COMMAND_MODULES: list[str] = [
     "aelab.probe_cli",
     "aelab.bench.cli",
     "aelab.recipes_cli",
+    "aelab.sample_cli",
 ]
 
 

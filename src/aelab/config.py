@@ -76,6 +76,7 @@ class ModelConfig:
     kl_warmup_epochs: int = 0  # VAE: ramp beta from 0 over this many epochs
     likelihood: str = "bernoulli"  # VAE decoder: bernoulli | gaussian
     binarize: bool = False  # VAE, bernoulli: redraw every training pixel as 0/1 ~ Bernoulli(intensity) each batch
+    iw_samples: int = 1  # VAE: importance samples per example in the training bound (1: the ELBO; k > 1: IWAE)
     num_classes: int = 10  # classifier autoencoder
     tap: int = 1  # classifier autoencoder: reconstruct from the output of this pooling block
     recon_weight: float = 1.0  # classifier autoencoder: weight of the reconstruction loss
@@ -305,6 +306,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.loss: a VAE with model.likelihood={m.likelihood} trains with "
                           f"{'bce' if m.likelihood == 'bernoulli' else 'mse'}, got '{t.loss}'")
     _positive("model.kl_warmup_epochs", m.kl_warmup_epochs, allow_zero=True)
+    _positive("model.iw_samples", m.iw_samples)
     rates = m.dropout if isinstance(m.dropout, list) else [m.dropout]
     for r in rates:
         if not 0.0 <= r < 1.0:

@@ -12,6 +12,7 @@ from ..config import Config
 from ..data import Splits, load_data
 from ..errors import RunError
 from ..evaluate.evaluate import evaluate
+from ..evaluate.health import latent_health
 from ..evaluate.metrics import entropy_floor
 from ..models import build_model
 from ..run import (Run, default_run_dir, load_config, write_config, write_history, write_scaler, write_summary,
@@ -100,6 +101,7 @@ def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: s
         summary["test_bce_floor"] = floor
         summary["test_bce_above_floor"] = test["bce"] - floor
     summary.update({f"test_{k}": v for k, v in model.extra_metrics(splits.x_test, splits.y_test).items()})
+    summary.update({f"test_{k}": v for k, v in latent_health(model, splits.x_test).items()})  # dead/active units
     if state.history:
         summary["final_train_loss"] = state.history[-1]["train_loss"]
     run = Run(run_dir, cfg, model, summary, splits.scaler)

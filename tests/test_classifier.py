@@ -156,7 +156,9 @@ def test_report_figures(idx_dir):
     cfg = _cfg(idx_dir)
     splits = load_data(cfg.data)
     m = build_model(cfg, splits.sample_shape)
-    figs = m.report_figures(splits)
+    from aelab.report.model_figures import model_figures
+
+    figs = model_figures(m, splits)
     assert [f[0] for f in figs] == ["classifier_taps", "classifier_accuracy"]
     assert all(f[1].axes and f[2] for f in figs)
     assert "block 1" in figs[0][2] and "block 2" in figs[0][2]

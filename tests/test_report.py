@@ -1,7 +1,8 @@
 """Reports: every figure is written as a valid PNG of the size it claims, for dense, conv and denoising runs;
-the comparison page, the extension points (report_figures, probe.json), the hooks and the CLI."""
+the comparison page, the extension points (figure sets, probe.json), the hooks and the CLI."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
@@ -18,7 +19,9 @@ from aelab.data import load_data
 from aelab.report import write_comparison, write_run_report
 from aelab.report import collect as C
 from aelab.report import figures as F
+from aelab.models import _registry
 from aelab.report.hooks import PROGRESS_FILE, ReconstructionProgress, TensorBoardLogger, load_progress, training_hooks
+from aelab.report.model_figures import register_figures
 
 from conftest import make_blobs
 
@@ -30,12 +33,13 @@ KINDS = {
 }
 COMMON = {"reconstructions", "progress", "progress_strip", "best_worst", "learning_curves", "weights_first", "code",
           "code_mean", "latent"}
-# the dense run also carries a model-specific figure (the report_figures contract) and a probe.json
+# the dense run also carries a model-specific figure (a figure set its family declares) and a probe.json
 EXPECTED = {"dense": COMMON | {"weights_last", "prior_samples"}, "conv": COMMON | {"code_maps"},
             "denoise": COMMON | {"code_maps"}}
 
 
-def report_figures(splits):
+@register_figures("test-extension")
+def report_figures(model, splits):
     fig = F.new_figure(4, 3)
     fig.subplots().plot([0, 1], [1, 0])
     return [("prior_samples", fig, "samples from the prior")]
@@ -72,10 +76,16 @@ def runs(base_cfg, tmp_path_factory) -> dict:
         splits = load_data(cfg.data)
         hooks = training_hooks(cfg, root / kind, splits.x_test, splits.y_test)
         run = train(cfg, root / kind, data=splits, hooks=hooks, log=lambda s: None)
+        family = _registry._MODELS["dense"]
         if kind == "dense":
             (run.path / "probe.json").write_text(json.dumps({"probe_accuracy": 0.875, "pixels_accuracy": 0.85}))
-            run.model.report_figures = report_figures
-        out[kind] = (run, splits, write_run_report(run, splits))
+            caps = family.capabilities  # declare the extra set for this report only
+            _registry._MODELS["dense"] = dataclasses.replace(family, capabilities=dataclasses.replace(
+                caps, figures=caps.figures + ("test-extension",)))
+        try:
+            out[kind] = (run, splits, write_run_report(run, splits))
+        finally:
+            _registry._MODELS["dense"] = family
     return out
 
 

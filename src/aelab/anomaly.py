@@ -32,15 +32,20 @@ SCORE_SEED = 0  # the same input always gets the same score
 # -- scores -------------------------------------------------------------------
 
 def resolve_metric(model, metric: str, loss: str) -> str:
-    """'auto' -> a VAE's negative ELBO, else the run's training loss; checks the metric fits the model."""
-    from .models.vae import is_vae
+    """'auto' -> the family's default score (a VAE's negative ELBO), else the run's training loss;
+    checks the metric fits the model (the family's declared ``anomaly_scores``)."""
+    from .models import capabilities, list_models
 
     if metric not in METRICS:
         raise ConfigError(f"metric: must be one of {', '.join(METRICS)}; got '{metric}'")
+    caps = capabilities(model)
     if metric == "auto":
-        return "nelbo" if is_vae(model) else loss
-    if metric == "nelbo" and not is_vae(model):
-        raise ConfigError("metric: nelbo (negative ELBO) needs a VAE run (model.name vae-dense or vae-conv); use mse or bce")
+        return caps.default_anomaly_score or loss
+    if metric not in caps.anomaly_scores:
+        able = " or ".join(n for n in list_models() if metric in capabilities(n).anomaly_scores)
+        what = {"nelbo": "nelbo (negative ELBO) needs a VAE run"}.get(metric, f"{metric} needs a run")
+        use = " or ".join(s for s in caps.anomaly_scores if s != "bce" or model.output_activation == "sigmoid")
+        raise ConfigError(f"metric: {what} (model.name {able}); use {use}")
     if metric == "bce" and model.output_activation != "sigmoid":
         raise ConfigError("metric: bce compares probabilities and this model's output is not a sigmoid; use mse")
     return metric
@@ -283,6 +288,7 @@ class AnomalyDetector:
 
     def _config(self, tabular: bool):
         from .config import Config
+        from .models import capabilities
 
         standard = self.scale == "standard" or (self.scale == "auto" and tabular)
         sigmoid = not standard and not tabular
@@ -291,7 +297,7 @@ class AnomalyDetector:
             "data": {"name": "npy", "path": "<in memory>", "scale": "standard" if standard else "auto"},
             "model": {"name": self.model, "hidden": list(self.hidden), "code_dim": self.code_dim,
                       "output_activation": "sigmoid" if sigmoid else "identity",
-                      **({"likelihood": "bernoulli" if sigmoid else "gaussian"} if self.model.startswith("vae-") else {})},
+                      **({} if sigmoid else dict(capabilities(self.model).real_valued_keys))},
             "train": {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
                       "loss": "bce" if sigmoid else "mse", "seed": self.seed, "threads": self.threads},
         })

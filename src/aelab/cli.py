@@ -83,6 +83,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 @command("eval")
 def cmd_eval(a: argparse.Namespace) -> int:
     from .evaluate.evaluate import evaluate
+    from .evaluate.extra import extra_metrics
     from .evaluate.metrics import entropy_floor
     from .run import load_run
 
@@ -94,7 +95,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
     if run.model.output_activation == "sigmoid" and run.scaler is None:
         out[f"{a.split}_bce_floor"] = entropy_floor(x)
     y = data.y_test if a.split == "test" else data.y_train
-    out.update({f"{a.split}_{k}": v for k, v in run.model.extra_metrics(x, y).items()})  # accuracy, ELBO, ...
+    out.update({f"{a.split}_{k}": v for k, v in extra_metrics(run.model, x, y).items()})  # accuracy, ELBO, ...
     if a.nll is not None:  # importance-sampled NLL (VAE families), also written to summary.json
         from .sample_cli import eval_nll
 

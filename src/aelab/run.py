@@ -28,7 +28,7 @@ from safetensors.torch import load_file, safe_open
 from ._io import read_csv, save_safetensors, write_csv, write_json, write_yaml
 from .config import Config
 from .errors import ConfigError, RunError
-from .models import Autoencoder, build_model
+from .models import Autoencoder, build_model, needs_unit_range
 
 METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "val_bce", "val_mse", "val_psnr", "lr", "seconds"]
 
@@ -61,7 +61,7 @@ class Run:
         """The dataset this run was trained on, loaded as at training time."""
         from .data import load_data
 
-        return load_data(self.config.data, need_unit_range=self.model.output_activation == "sigmoid")
+        return load_data(self.config.data, need_unit_range=needs_unit_range(self.config.model, self.config.train))
 
     def prepare_input(self, x: np.ndarray) -> np.ndarray:
         """Fits a user array to what the model takes: dtype, scale, layout (see `aelab encode`)."""
@@ -75,7 +75,7 @@ class Run:
         if self.scaler is not None:
             x = (x.astype(np.float32).reshape(len(x), -1) - self.scaler["mean"].reshape(1, -1)) / self.scaler["std"].reshape(1, -1)
         else:
-            x = to_unit_float(x, "input", "auto", need_unit_range=self.model.output_activation == "sigmoid")
+            x = to_unit_float(x, "input", "auto", need_unit_range=needs_unit_range(self.config.model, self.config.train))
         if x.ndim == 4 and x.shape[-1] in (1, 3) and tuple(x.shape[1:]) != shape:
             x = x.transpose(0, 3, 1, 2)
         if math.prod(x.shape[1:]) != math.prod(shape):
@@ -128,7 +128,7 @@ def load_config(run_dir: Path) -> Config:
     if not f.is_file():
         raise RunError(f"{run_dir}: not an aelab run (no config.yaml)")
     try:
-        return Config.from_dict(yaml.safe_load(f.read_text()) or {})
+        return Config.from_saved(yaml.safe_load(f.read_text()) or {})
     except ConfigError as e:
         raise RunError(f"{f}: {e}") from None
     except yaml.YAMLError:

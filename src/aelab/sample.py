@@ -14,6 +14,7 @@ import torch
 
 from .errors import ConfigError
 from .evaluate.evaluate import decode_array, encode_array
+from .models import capabilities
 
 GMM_FIT_SAMPLES = 20_000  # enough for a 10-component mixture; fitting all 60k codes is slower for no gain
 
@@ -53,7 +54,7 @@ def sample(model, n: int, x_train=None, source: str = "auto", components: int = 
     """n decoded samples (N, *input_shape); ``source``: auto (prior for VAEs, else gmm), prior, gmm."""
     if n < 1:
         raise ConfigError(f"sample: -n must be >= 1, got {n}")
-    has_prior = callable(getattr(model, "sample", None)) and callable(getattr(model, "encode_stats", None))
+    has_prior = capabilities(model).generative
     if source == "auto":
         source = "prior" if has_prior else "gmm"
     if source == "prior":

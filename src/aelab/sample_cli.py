@@ -37,7 +37,9 @@ def cmd_sample(a: argparse.Namespace) -> int:
 
         raise DataError(f"{out}: output must end in .png (a grid) or .npy")
     x_train = None
-    if a.source != "prior" and not (a.source == "auto" and callable(getattr(run.model, "encode_stats", None))):
+    from .models import capabilities
+
+    if a.source == "gmm" or (a.source == "auto" and not capabilities(run.model).generative):
         x_train = run.load_data().x_train
     x = sample(run.model, a.n, x_train, a.source, a.components, a.seed)
     write_output_array(out, x, run.model.input_shape)

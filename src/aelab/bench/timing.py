@@ -64,7 +64,7 @@ def run_torch_case(config: dict, epochs: int, overrides: list[str], limit: int |
     """Trains the case with aelab's own loop and reports what the parent needs."""
     from ..config import Config
     from ..data import load_data
-    from ..models import build_model
+    from ..models import build_model, needs_unit_range
     from ..train.loop import fit, resolve_device, setup_runtime
     from ..train.precision import resolve_precision
 
@@ -72,7 +72,7 @@ def run_torch_case(config: dict, epochs: int, overrides: list[str], limit: int |
     if limit is not None:
         cfg = cfg.replace([f"data.limit={limit}", f"data.test_limit={max(limit // 6, 1)}"])
     t0 = time.perf_counter()
-    splits = load_data(cfg.data, need_unit_range=cfg.model.output_activation == "sigmoid" and cfg.train.loss == "bce")
+    splits = load_data(cfg.data, need_unit_range=needs_unit_range(cfg.model, cfg.train))
     load_seconds = time.perf_counter() - t0
     setup_runtime(cfg)
     torch.manual_seed(cfg.train.seed)

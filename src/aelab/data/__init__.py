@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..config import DataConfig
+from ..config import DATASETS as DATASET_NAMES, DataConfig
 from ..errors import DataError
 from . import fetch as _fetch
 from .arrays import read_array, to_unit_float
@@ -106,6 +106,9 @@ DATASETS: dict[str, Callable[[DataConfig], Raw]] = {
     "folder": _folder,
     "npy": _npy,
 }
+
+
+assert tuple(DATASETS) == DATASET_NAMES, "config.DATASETS names the loaders here, in this order"
 
 
 def dataset_names() -> list[str]:

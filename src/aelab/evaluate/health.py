@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..models import capabilities
 from .evaluate import encode_array
 
 VAE_ACTIVE_THRESHOLD = 0.01  # Burda et al. 2016, section 5.2
@@ -53,13 +54,10 @@ def latent_health(model, x, batch_size: int = 1024, tol: float = 1e-6) -> dict:
                                     "counts": [int(c) for c in np.histogram(act, bins=10, range=(0, 1))[0]]},
         "code_histogram": code_histogram(codes),
     }
-    if callable(getattr(model, "encode_stats", None)):  # a VAE: encode() is the posterior mean
+    if capabilities(model).generative:  # a VAE: encode() is the posterior mean, the prior N(0, I)
         active = vae_active_units(codes)
         out["active_units"] = int(active.sum())
         out["active_unit_variance"] = [float(v) for v in codes.astype(np.float64).var(0)]
-    usage = getattr(model, "code_usage", None)
-    if callable(usage):  # a VQ-VAE: how often each codebook entry is picked
-        out.update(usage(x))
     return out
 
 

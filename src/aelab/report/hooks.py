@@ -132,9 +132,10 @@ def training_hooks(cfg: Config, run_dir: str | Path, x_test: np.ndarray, y_test:
 def prepare_cli_training(cfg: Config, run_dir: str | Path, *, report: bool, tensorboard: bool, resume: bool):
     """(data, hooks) for `aelab train`: the data is loaded once here and handed to train(data=...)."""
     from ..data import load_data
+    from ..models import needs_unit_range
 
     if not report and not tensorboard:
         return None, []
-    data = load_data(cfg.data, need_unit_range=cfg.model.output_activation == "sigmoid" and cfg.train.loss == "bce")
+    data = load_data(cfg.data, need_unit_range=needs_unit_range(cfg.model, cfg.train))
     return data, training_hooks(cfg, run_dir, data.x_test, data.y_test, progress=report, tensorboard=tensorboard,
                                 resume=resume)

@@ -20,6 +20,7 @@ from ..errors import RunError
 from ..evaluate.metrics import entropy_floor
 from . import collect as C
 from . import figures as F
+from .model_figures import model_figures
 
 esc = html.escape
 
@@ -183,21 +184,13 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def config_facts(cfg, summary: dict[str, Any]) -> list[tuple[str, Any]]:
     m, t, d = cfg.model, cfg.train, cfg.data
     facts = [("model", m.name), ("data", summary.get("data", d.name))]
-    if m.name.startswith(("dense", "vae-dense")) or not m.name.startswith(("conv", "vae-conv")):
-        dec = list(reversed(m.hidden)) if m.decoder_hidden is None else m.decoder_hidden
-        facts.append(("layers", "-".join(map(str, ["in", *m.hidden, m.code_dim, *dec, "out"]))))
-    else:
-        facts.append(("channels", m.channels))
-    facts += [("code shape", summary.get("code_shape")), ("activation", m.activation),
+    facts += m.facts()  # the family's own description: layers or channels, activation, ...
+    facts += [("code shape", summary.get("code_shape")),
               ("output", m.output_activation), ("loss", t.loss), ("optimizer", t.optimizer),
               ("lr", t.lr if t.lr is not None else "default"), ("batch size", t.batch_size),
               ("epochs", summary.get("epochs", t.epochs)), ("parameters", summary.get("parameters"))]
     if d.noise:
         facts.append(("noise", ", ".join(f"{n.kind} {n.amount:g}" for n in d.noise)))
-    for k in ("dropout", "l1", "sparsity_target", "tied", "batch_norm"):
-        v = getattr(m, k, None)
-        if v not in (None, 0, 0.0, False, []):
-            facts.append((k, v))
     if summary.get("seconds_per_epoch") is not None:
         facts.append(("s / epoch", f"{summary['seconds_per_epoch']:.2f} ({summary.get('device', '?')})"))
     return facts
@@ -265,20 +258,8 @@ def run_pictures(run, splits, latent: str = "pca", log: Callable[[str], None] | 
         pics.append(picture("learning_curves", F.learning_curves(run.metrics, run.batches, cfg.train.loss, floor), cap, "Training"))
 
     say("report: weights")
-    if images:
-        if hasattr(model, "first_layer_weights"):
-            w = model.first_layer_weights().float().cpu().numpy()
-            if w.ndim == 4:
-                conv = tuple(w.shape[1:]) != tuple(model.input_shape)
-                cap = ("First conv layer's filters, one tile per filter, one shared colour scale (grey 0 = no effect)."
-                       if conv else "First layer's weights, one tile per unit, reshaped to the image; one colour scale, grey = 0. "
-                       "Stroke- and blob-like tiles are learned features, noise-like tiles are units that learned little.")
-                pics.append(picture("weights_first", F.weight_tiles(w, "first layer weights"), cap, "Weights"))
-        if hasattr(model, "last_layer_weights"):
-            w = model.last_layer_weights().float().cpu().numpy()
-            pics.append(picture("weights_last", F.weight_tiles(w, "last layer weights, transposed"),
-                                "Output layer's weights, transposed: the image each unit before the output adds; same kind of scale.",
-                                "Weights"))
+    for stem, fig, caption in model_figures(model, splits, section="Weights"):
+        pics.append(picture(str(stem), fig, caption, "Weights"))
 
     say("report: codes")
     z_all = C.codes(model, x_test)
@@ -302,10 +283,11 @@ def run_pictures(run, splits, latent: str = "pca", log: Callable[[str], None] | 
                             "Test codes in 2-D, coloured by label: classes the code tells apart form separate clusters.",
                             "Latent space"))
 
-    if hasattr(model, "report_figures"):
+    extra = model_figures(model, splits, section="Model")
+    if extra:
         say("report: model figures")
-        for stem, fig, caption in model.report_figures(splits):
-            pics.append(picture(str(stem), fig, caption, "Model"))
+    for stem, fig, caption in extra:
+        pics.append(picture(str(stem), fig, caption, "Model"))
     return pics, facts
 
 
@@ -409,7 +391,8 @@ SKIP_KEYS = ("description", "published")
 def differing_keys(configs: Sequence[dict[str, Any]]) -> list[str]:
     flat = [flatten({k: v for k, v in c.items() if k not in SKIP_KEYS}) for c in configs]
     keys = sorted({k for f in flat for k in f}, key=lambda k: (k.split(".")[0] != "name", k))
-    return [k for k in keys if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flat}) > 1]
+    # a key only some runs have (another family's) differs when those that have it disagree
+    return [k for k in keys if len({json.dumps(f[k], sort_keys=True, default=str) for f in flat if k in f}) > 1]
 
 
 def _data_key(cfg) -> str:

@@ -13,8 +13,9 @@ from ..data import Splits, load_data
 from ..errors import RunError
 from ..evaluate.evaluate import evaluate
 from ..evaluate.health import latent_health
+from ..evaluate.extra import extra_metrics
 from ..evaluate.metrics import entropy_floor
-from ..models import build_model
+from ..models import build_model, needs_unit_range
 from ..run import (Run, default_run_dir, load_config, write_config, write_history, write_scaler, write_summary,
                    write_weights)
 from . import distributed
@@ -48,11 +49,10 @@ def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: s
     is_writer = is_writer and group.is_writer
     if not group.is_writer:
         log, hooks = (lambda s: None), ()
-    splits = data if data is not None else load_data(cfg.data, need_unit_range=cfg.model.output_activation == "sigmoid" and cfg.train.loss == "bce")
+    splits = data if data is not None else load_data(cfg.data, need_unit_range=needs_unit_range(cfg.model, cfg.train))
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, splits.sample_shape)
-    if hasattr(model, "check_data"):  # e.g. a classifier refuses unlabelled data before anything is written
-        model.check_data(splits)
+    model.check_data(splits)  # e.g. a classifier refuses unlabelled data before anything is written
     if is_writer:
         run_dir.mkdir(parents=True, exist_ok=True)
         if resume is None:
@@ -100,7 +100,7 @@ def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: s
         floor = entropy_floor(splits.x_test)
         summary["test_bce_floor"] = floor
         summary["test_bce_above_floor"] = test["bce"] - floor
-    summary.update({f"test_{k}": v for k, v in model.extra_metrics(splits.x_test, splits.y_test).items()})
+    summary.update({f"test_{k}": v for k, v in extra_metrics(model, splits.x_test, splits.y_test).items()})
     summary.update({f"test_{k}": v for k, v in latent_health(model, splits.x_test).items()})  # dead/active units
     if state.history:
         summary["final_train_loss"] = state.history[-1]["train_loss"]

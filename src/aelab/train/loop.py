@@ -22,7 +22,8 @@ from ..data import Splits
 from ..data.mapped import MappedRows
 from ..data.noise import compose
 from ..errors import TrainingError
-from ..evaluate.evaluate import evaluate
+from ..evaluate.extra import extra_metrics
+from ..models import capabilities
 from .checkpoint import TrainState, load_checkpoint, save_checkpoint
 from .distributed import current as process_group
 from .interrupt import StopRequest
@@ -94,6 +95,7 @@ def fit(model: torch.nn.Module, data: Splits, cfg: Config, checkpoint_dir: Path 
     opt = make_optimizer(model.parameters(), t, device)
     sched = make_scheduler(opt, t)
     scaler = torch.amp.GradScaler("cuda") if (precision == "fp16-mixed" and device.type == "cuda") else None
+    epoch_metrics = capabilities(cfg.model).epoch_metrics  # e.g. the classifier's validation accuracy
     group = process_group()  # one process, or this rank's share under torchrun (distributed.py)
     loss_fn = group.loss_fn(model)
     state = TrainState(epoch=0)
@@ -160,8 +162,8 @@ def fit(model: torch.nn.Module, data: Splits, cfg: Config, checkpoint_dir: Path 
                 "lr": opt.param_groups[0]["lr"],
                 "seconds": train_seconds,
             }
-            if getattr(model, "log_extra_metrics", False):  # e.g. the classifier's validation accuracy
-                row.update({f"val_{k}": v for k, v in model.extra_metrics(x_val, y_val).items()})
+            if epoch_metrics:
+                row.update({f"val_{k}": v for k, v in extra_metrics(model, x_val, y_val).items()})
             if len(parts) > 1:  # e.g. recon + penalty, or a VAE's recon + kl
                 row.update({f"train_{k}": float(group.average(torch.stack(v).float()).mean()) for k, v in parts.items()})
             first_batch = len(state.batches)

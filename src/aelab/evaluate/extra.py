@@ -1,0 +1,107 @@
+"""Model-specific test metrics, as named metric sets a family declares in ``Capabilities.metrics``.
+
+``extra_metrics(model, x, y)`` runs every set the model's family declares and
+merges their results; keys get a ``test_`` prefix in summary.json (``val_``
+when ``Capabilities.epoch_metrics`` logs them every epoch). A set is
+``fn(model, x, y) -> dict[str, float]`` where ``x`` is a float array of samples
+and ``y`` their labels or None.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..models import capabilities
+from .evaluate import batches, eval_mode
+
+MetricSet = Callable[[Any, Any, Any], dict[str, float]]
+_SETS: dict[str, MetricSet] = {}
+
+
+def register_metrics(name: str) -> Callable[[MetricSet], MetricSet]:
+    def deco(fn: MetricSet) -> MetricSet:
+        if name in _SETS:
+            raise ValueError(f"metric set '{name}' is already registered")
+        _SETS[name] = fn
+        return fn
+
+    return deco
+
+
+def metric_sets() -> list[str]:
+    return sorted(_SETS)
+
+
+def extra_metrics(model, x, y) -> dict[str, float]:
+    """Every metric set the model's family declares, merged in the declared order."""
+    out: dict[str, float] = {}
+    for name in capabilities(model).metrics:
+        if name not in _SETS:
+            raise KeyError(f"model '{model.cfg.name}' declares metric set '{name}', which evaluate/extra.py does not have")
+        out.update(_SETS[name](model, x, y))
+    return out
+
+
+# -- the sets -----------------------------------------------------------------
+
+@register_metrics("elbo")
+@torch.no_grad()
+def elbo_metrics(model, x, y) -> dict[str, float]:
+    """Test negative ELBO in nats per image.
+
+    Bernoulli: ``nelbo`` / ``recon_nats`` / ``kl_nats`` on the test set binarised once with
+    seed 0 (pixel ~ Bernoulli(intensity), the literature's protocol), and ``nelbo_grey`` on the
+    grey-level targets themselves. Gaussian: the NLL of the real values under the decoder's density.
+    """
+    gen = torch.Generator().manual_seed(0)
+    sums: dict[str, float] = {}
+    n = 0
+    for b in batches(x, 1024, model.device):
+        b = b.float()
+        if model.likelihood == "bernoulli":
+            grey = model.nelbo_per_sample(b, gen)["nelbo"]
+            sums["nelbo_grey"] = sums.get("nelbo_grey", 0.0) + float(grey.double().sum())
+            b = torch.bernoulli(b.clamp(0, 1).cpu(), generator=gen).to(b.device)
+        res = model.nelbo_per_sample(b, gen)
+        for k, name in (("nelbo", "nelbo"), ("recon", "recon_nats"), ("kl", "kl_nats")):
+            sums[name] = sums.get(name, 0.0) + float(res[k].double().sum())
+        n += len(b)
+    out = {k: v / max(n, 1) for k, v in sums.items()}
+    if model.likelihood == "gaussian":
+        out["sigma"] = float(model.log_sigma.detach().exp())
+    return out
+
+
+@torch.no_grad()
+def predict_classes(model, x, batch_size: int = 1024) -> np.ndarray:
+    """Predicted class of every sample (a model with ``classify``; eval mode, in batches)."""
+    with eval_mode(model):
+        return torch.cat([model.classify(b).argmax(1).cpu() for b in batches(x, batch_size, model.device)]).numpy()
+
+
+@torch.no_grad()
+def tap_reconstructions(model, x, batch_size: int = 1024) -> dict[int, np.ndarray]:
+    """Reconstructions (after the output activation) from every tap depth of a model with ``tap_logits``."""
+    out: dict[int, list[torch.Tensor]] = {}
+    act = torch.sigmoid if model.output_activation == "sigmoid" else (lambda t: t)
+    with eval_mode(model):
+        for b in batches(x, batch_size, model.device):
+            for k, logits in model.tap_logits(b).items():
+                out.setdefault(k, []).append(act(logits.float()).cpu())
+    return {k: torch.cat(v).numpy() for k, v in out.items()}
+
+
+@register_metrics("classifier")
+def classifier_metrics(model, x, y) -> dict[str, float]:
+    """Accuracy (when labels are given) and the MSE of each probe's reconstruction."""
+    res: dict[str, float] = {}
+    if y is not None and len(y):
+        res["accuracy"] = float((predict_classes(model, x) == np.asarray(y)).mean())
+    if model.probe_taps:
+        recs = tap_reconstructions(model, x)
+        xs = np.asarray(x, dtype=np.float32)
+        for k in model.probe_taps:
+            res[f"mse_tap{k}"] = float(((recs[k] - xs) ** 2).mean())
+    return res

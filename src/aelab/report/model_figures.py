@@ -125,3 +125,6 @@ def _class_accuracy_figure(model, splits) -> tuple[str, Any, str]:
     ax.axhline(float((pred == y).mean()), color="k", lw=0.8, ls="--")
     fig.tight_layout()
     return ("classifier_accuracy", fig, f"Test accuracy per class (dashed: overall {float((pred == y).mean()):.4f}).")
+
+
+from . import vqvae_figures as _vqvae_figures  # noqa: F401,E402  (registers the "vq-vae" set)

@@ -18,6 +18,7 @@ from . import conv as _conv  # noqa: F401,E402
 from . import vae as _vae  # noqa: F401,E402
 from . import classifier as _classifier  # noqa: F401,E402
 from . import vqvae as _vqvae  # noqa: F401,E402
+from . import sae as _sae  # noqa: F401,E402
 
 KNOWN_SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 

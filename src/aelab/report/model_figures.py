@@ -128,3 +128,4 @@ def _class_accuracy_figure(model, splits) -> tuple[str, Any, str]:
 
 
 from . import vqvae_figures as _vqvae_figures  # noqa: F401,E402  (registers the "vq-vae" set)
+from . import sae_figures as _sae_figures  # noqa: F401,E402  (registers the "sae" set)

@@ -45,11 +45,11 @@ def test_latent_health_of_a_relu_code_and_a_vae():
         lin = ae.encoder[3]
         lin.weight[:3] = 0
         lin.bias[:3] = -1
-    h = latent_health(ae, x)
+    h, d = latent_health(ae, x)
     assert h["code_units"] == 8 and h["dead_units"] >= 3 and "active_units" not in h
-    assert sum(h["unit_activity_histogram"]["counts"]) == 8
-    v = latent_health(_model("vae-dense"), x)
-    assert "active_units" in v and 0 <= v["active_units"] <= 8 and len(v["active_unit_variance"]) == 8
+    assert sum(d["unit_activity_histogram"]["counts"]) == 8
+    v, d = latent_health(_model("vae-dense"), x)
+    assert 0 <= v["active_units"] <= 8 and len(d["posterior_mean_variance"]) == 8
 
 
 def test_sampler_prior_for_vae_and_gmm_for_others():
@@ -78,7 +78,7 @@ def test_cli_sample_and_eval_nll(tmp_path, idx_dir):
                             "train": {"epochs": 1, "batch_size": 64, "loss": "bce"}})
     run = train(cfg, tmp_path / "run", log=lambda s: None)
     s = json.loads((run.path / "summary.json").read_text())
-    assert "test_active_units" in s and "test_dead_units" in s
+    assert "test_active_units" in s and "test_dead_units" in s and "code_histogram" in s["latent_health"]
     assert main(["sample", str(run.path), "-n", "12", "-o", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["sample", str(run.path), "-n", "6", "--from", "gmm", "--components", "2",

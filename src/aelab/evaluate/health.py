@@ -40,26 +40,26 @@ def code_histogram(codes: np.ndarray, bins: int = 40) -> dict:
     return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}
 
 
-def latent_health(model, x, batch_size: int = 1024, tol: float = 1e-6) -> dict:
-    """Health of ``model``'s code on ``x`` (flattened per sample), as summary.json keys (no test_ prefix)."""
+def latent_health(model, x, batch_size: int = 1024, tol: float = 1e-6) -> tuple[dict, dict]:
+    """Health of ``model``'s code on ``x`` (flattened per sample): (scalars, details).
+
+    The scalars go to summary.json as ``test_<key>`` (code_units, dead_units, dead_fraction,
+    mean_unit_activity, and active_units for VAEs); the details (histograms, per-unit numbers)
+    under ``latent_health``, for the report's figure.
+    """
     codes = encode_array(model, x, batch_size).reshape(len(x), -1)
     act = unit_activity(codes, tol)
     dead = dead_units(codes, tol)
-    out = {
-        "code_units": int(codes.shape[1]),
-        "dead_units": int(dead.sum()),
-        "dead_fraction": float(dead.mean()),
-        "mean_unit_activity": float(act.mean()),
-        "unit_activity_histogram": {"edges": [i / 10 for i in range(11)],
-                                    "counts": [int(c) for c in np.histogram(act, bins=10, range=(0, 1))[0]]},
-        "code_histogram": code_histogram(codes),
-    }
+    scalars = {"code_units": int(codes.shape[1]), "dead_units": int(dead.sum()), "dead_fraction": float(dead.mean()),
+               "mean_unit_activity": float(act.mean())}
+    details = {"unit_activity_histogram": {"edges": [i / 10 for i in range(11)],
+                                           "counts": [int(c) for c in np.histogram(act, bins=10, range=(0, 1))[0]]},
+               "code_histogram": code_histogram(codes)}
     if capabilities(model).generative:  # a VAE: encode() is the posterior mean, the prior N(0, I)
-        active = vae_active_units(codes)
-        out["active_units"] = int(active.sum())
-        out["active_unit_variance"] = [float(v) for v in codes.astype(np.float64).var(0)]
-    return out
+        var = codes.astype(np.float64).var(0)
+        scalars["active_units"] = int((var > VAE_ACTIVE_THRESHOLD).sum())
+        details["posterior_mean_variance"] = [float(v) for v in var]
+    return scalars, details
 
 
-HEALTH_KEYS = ("code_units", "dead_units", "dead_fraction", "mean_unit_activity", "active_units")
 

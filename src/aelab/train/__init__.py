@@ -101,7 +101,9 @@ def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: s
         summary["test_bce_floor"] = floor
         summary["test_bce_above_floor"] = test["bce"] - floor
     summary.update({f"test_{k}": v for k, v in extra_metrics(model, splits.x_test, splits.y_test).items()})
-    summary.update({f"test_{k}": v for k, v in latent_health(model, splits.x_test).items()})  # dead/active units
+    health, health_details = latent_health(model, splits.x_test)  # dead units; a VAE's active units
+    summary.update({f"test_{k}": v for k, v in health.items()})
+    summary["latent_health"] = health_details
     if state.history:
         summary["final_train_loss"] = state.history[-1]["train_loss"]
     run = Run(run_dir, cfg, model, summary, splits.scaler)

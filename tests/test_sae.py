@@ -110,5 +110,7 @@ def test_trains_on_an_npy_array_saves_loads_and_round_trips(tmp_path):
     x = torch.as_tensor(np.load(tmp_path / "emb.npy")[:5])
     with torch.no_grad():
         torch.testing.assert_close(again.model.decode(again.model.encode(x)), run.model.eval()(x))
+    assert main(["export", str(run.path), "--format", "onnx", "-o", str(tmp_path / "onnx")]) == 0  # onnxruntime agrees
+    assert json.loads((tmp_path / "onnx" / "export.json").read_text())["model"] == cfg.model.name
     assert main(["report", str(run.path)]) == 0
     assert (run.path / "figures" / "sae_feature_density.png").is_file()

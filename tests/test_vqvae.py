@@ -92,6 +92,8 @@ def test_trains_saves_loads_and_round_trips(tmp_path, idx_dir):
         torch.testing.assert_close(again.model(x), run.model.eval()(x))
     assert main(["sample", str(run.path), "-n", "4", "--components", "2", "-o", str(tmp_path / "s.npy")]) == 0
     assert np.load(tmp_path / "s.npy").shape == (4, 1, 28, 28)
+    assert main(["export", str(run.path), "--format", "onnx", "-o", str(tmp_path / "onnx")]) == 0  # onnxruntime agrees
+    assert json.loads((tmp_path / "onnx" / "export.json").read_text())["model"] == cfg.model.name
     assert main(["report", str(run.path)]) == 0
     assert {"vq_codebook_usage.png", "vq_reconstructions.png", "vq_single_codes.png"} <= {
         p.name for p in (run.path / "figures").iterdir()}

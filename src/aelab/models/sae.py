@@ -119,7 +119,7 @@ class TopKSAE(Autoencoder):
         return self.activate(self.pre_activations(x))
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
-        return F.linear(z, self.W_dec, self.b_pre).view(len(z), *self.input_shape)
+        return F.linear(z, self.W_dec, self.b_pre).unflatten(1, self.input_shape)  # no len(z): exports keep a dynamic batch
 
     # -- training -------------------------------------------------------------------
     def dead_mask(self) -> torch.Tensor:

@@ -53,7 +53,7 @@ def test_latent_health_of_a_relu_code_and_a_vae():
 
 
 def test_sampler_prior_for_vae_and_gmm_for_others():
-    from aelab.sample import sample
+    from aelab.evaluate.sampling import sample
 
     x = np.random.default_rng(0).random((200, 1, 8, 8)).astype(np.float32)
     vae = _model("vae-dense")
@@ -69,9 +69,8 @@ def test_sampler_prior_for_vae_and_gmm_for_others():
 
 
 def test_cli_sample_and_eval_nll(tmp_path, idx_dir):
-    from aelab import Config
+    from aelab import Config, train
     from aelab.cli import main
-    from aelab.train import train
 
     cfg = Config.from_dict({"data": {"name": "mnist", "path": str(idx_dir)},
                             "model": {"name": "vae-dense", "hidden": [32], "code_dim": 4, "binarize": True},

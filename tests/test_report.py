@@ -209,14 +209,14 @@ def test_progress_hook_resumes_where_the_checkpoint_left(tmp_path, base_cfg):
     x = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
     h = ReconstructionProgress(tmp_path, x)
     for e in (1, 2, 3):
-        h.on_epoch_end(e, {}, model)
+        h.record(e, model)
     h2 = ReconstructionProgress(tmp_path, x, resume=True)  # the checkpoint held epoch 2: epoch 3 is redone
-    h2.on_epoch_end(3, {}, model)
-    h2.on_epoch_end(4, {}, model)
+    h2.record(3, model)
+    h2.record(4, model)
     p = load_progress(tmp_path / PROGRESS_FILE)
     assert p["epochs"].tolist() == [1, 2, 3, 4] and p["frames"].shape == (4, 4, 1, 28, 28)
     fresh = ReconstructionProgress(tmp_path, x)  # a new run in the same folder starts over
-    fresh.on_epoch_end(1, {}, model)
+    fresh.record(1, model)
     assert load_progress(tmp_path / PROGRESS_FILE)["epochs"].tolist() == [1]
 
 

@@ -92,9 +92,9 @@ def test_config_errors_name_the_key():
 
 
 def test_trains_on_an_npy_array_saves_loads_and_round_trips(tmp_path):
+    from aelab import train
     from aelab.cli import main
     from aelab.run import load_run
-    from aelab.train import train
 
     rng = np.random.default_rng(0)
     atoms = rng.normal(size=(12, 16)).astype(np.float32)

@@ -71,9 +71,9 @@ def test_config_keys_are_checked():
 
 
 def test_trains_saves_loads_and_round_trips(tmp_path, idx_dir):
+    from aelab import train
     from aelab.cli import main
     from aelab.run import load_run
-    from aelab.train import train
 
     cfg = Config.from_dict({"data": {"name": "mnist", "path": str(idx_dir)},
                             "model": {"name": "vq-vae", "hidden": [8, 16], "code_dim": 4, "codebook_size": 16},

@@ -14,7 +14,6 @@ import hashlib
 import io
 import json
 import math
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -306,7 +305,7 @@ class AnomalyDetector:
     def fit(self, X, y=None) -> "AnomalyDetector":
         """Trains on X (unlabelled; ``y`` is ignored, as in PyOD) and sets threshold_."""
         from .data import Splits
-        from .train import train
+        from .runner import train
 
         self._check_params()
         x = np.asarray(X)
@@ -320,8 +319,7 @@ class AnomalyDetector:
         if self.out is not None:
             self.run_ = train(cfg, self.out, data=splits, log=log, overwrite=True)
         else:
-            with tempfile.TemporaryDirectory() as tmp:  # nothing is written: is_writer=False
-                self.run_ = train(cfg, Path(tmp) / "run", data=splits, log=log, is_writer=False)
+            self.run_ = train(cfg, data=splits, log=log, is_writer=False)  # in memory: nothing is written
         self.run_.model.eval()
         self.metric_ = resolve_metric(self.run_.model, self.metric, cfg.train.loss)
         self.decision_scores_ = score_array(self.run_.model, splits.x_train, self.metric_)

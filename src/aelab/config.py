@@ -285,7 +285,7 @@ def _coerce(tp: Any, v: Any, key: str) -> Any:
         if not isinstance(v, (list, tuple)):
             raise ConfigError(f"{key}: must be a list of {_type_name(inner)}, got {v!r}")
         return [_coerce(inner, x, f"{key}[{i}]") for i, x in enumerate(v)]
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, v, key + ".")
     if v is None:
         raise ConfigError(f"{key}: must be {_type_name(tp)}, got null")

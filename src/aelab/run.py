@@ -35,32 +35,36 @@ METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "val_bce", "val_mse", "val_
 
 @dataclass
 class Run:
-    path: Path
+    path: Path | None  # None: trained in memory, nothing written
     config: Config
     model: Autoencoder
     summary: dict[str, Any] = field(default_factory=dict)
     scaler: dict[str, np.ndarray] | None = None
+    history: list[dict[str, Any]] | None = field(default=None, repr=False)  # a run trained in this process
+    splits: Any = field(default=None, repr=False, compare=False)  # the data it was trained on, when in memory
 
     @property
     def metrics(self) -> list[dict[str, float]]:
-        f = self.path / "metrics.csv"
-        if not f.is_file():
-            return []
+        f = self.path / "metrics.csv" if self.path is not None else None
+        if f is None or not f.is_file():
+            return list(self.history or [])
         return [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in read_csv(f)]
 
     @property
     def batches(self) -> list[dict[str, float]]:
-        f = self.path / "batches.csv"
-        return [{k: float(v) for k, v in r.items()} for r in read_csv(f)] if f.is_file() else []
+        f = self.path / "batches.csv" if self.path is not None else None
+        return [{k: float(v) for k, v in r.items()} for r in read_csv(f)] if f is not None and f.is_file() else []
 
     @property
     def finished(self) -> bool:
-        return (self.path / "summary.json").is_file()
+        return self.path is not None and (self.path / "summary.json").is_file()
 
     def load_data(self):
-        """The dataset this run was trained on, loaded as at training time."""
+        """The dataset this run was trained on, loaded as at training time (kept from training when it has it)."""
         from .data import load_data
 
+        if self.splits is not None:
+            return self.splits
         return load_data(self.config.data, need_unit_range=needs_unit_range(self.config.model, self.config.train))
 
     def prepare_input(self, x: np.ndarray) -> np.ndarray:
@@ -117,6 +121,21 @@ def write_scaler(run_dir: Path, scaler: dict[str, np.ndarray] | None) -> None:
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
     write_json(run_dir / "summary.json", summary)
+
+
+def record_nll(run: "Run", x, k: int, seed: int = 0, limit: int | None = None, split: str = "test") -> dict[str, Any]:
+    """`aelab eval --nll K`: the importance-sampled NLL of x as test_nll* keys, also added to summary.json."""
+    from .evaluate.likelihood import importance_weighted_nll
+
+    if split != "test":
+        raise ConfigError("--nll: estimated on the test split only")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--nll-limit: must be >= 1, got {limit}")
+    res = {f"test_{key}": v for key, v in importance_weighted_nll(run.model, x, k, seed, limit=limit).items()}
+    f = run.path / "summary.json"
+    if f.is_file():
+        write_summary(run.path, {**json.loads(f.read_text()), **res})
+    return res
 
 
 # -- loading -------------------------------------------------------------

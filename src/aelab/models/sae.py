@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from ..config import ModelConfig, TrainConfig, check_positive
 from ..errors import ConfigError

@@ -16,7 +16,9 @@ from ..evaluate.extra import predict_classes, tap_reconstructions
 from ..models import capabilities
 from . import figures as F
 from .images import grid
+from .sae_figures import sae_figures
 from .vae_figures import vae_figures
+from .vqvae_figures import vqvae_figures
 
 FigureSet = Callable[[Any, Any], list[tuple[str, Any, str]]]
 _SETS: dict[str, tuple[FigureSet, str]] = {}
@@ -127,5 +129,5 @@ def _class_accuracy_figure(model, splits) -> tuple[str, Any, str]:
     return ("classifier_accuracy", fig, f"Test accuracy per class (dashed: overall {float((pred == y).mean()):.4f}).")
 
 
-from . import vqvae_figures as _vqvae_figures  # noqa: F401,E402  (registers the "vq-vae" set)
-from . import sae_figures as _sae_figures  # noqa: F401,E402  (registers the "sae" set)
+register_figures("vq-vae")(vqvae_figures)
+register_figures("sae")(sae_figures)

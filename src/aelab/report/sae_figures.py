@@ -8,10 +8,8 @@ from matplotlib.figure import Figure
 
 from ..evaluate.extra import latent_frequencies
 from . import figures as F
-from .model_figures import register_figures
 
 
-@register_figures("sae")
 def sae_figures(model, splits) -> list[tuple[str, Any, str]]:
     freq, l0, fvu = latent_frequencies(model, splits.x_test)
     dead = int((freq == 0).sum())

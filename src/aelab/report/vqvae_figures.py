@@ -10,7 +10,6 @@ from matplotlib.figure import Figure
 from ..evaluate.evaluate import reconstruct
 from ..evaluate.extra import codebook_counts
 from .images import grid
-from .model_figures import register_figures
 
 
 def _images(ax, imgs: np.ndarray, ncols: int, label: str | None = None) -> None:
@@ -37,7 +36,6 @@ def single_code_images(model, codes: np.ndarray) -> np.ndarray:
     return out.cpu().numpy()
 
 
-@register_figures("vq-vae")
 def vqvae_figures(model, splits, n: int = 10) -> list[tuple[str, Any, str]]:
     counts = codebook_counts(model, splits.x_test)
     order = np.argsort(-counts, kind="stable")

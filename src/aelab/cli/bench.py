@@ -5,11 +5,10 @@ import argparse
 import json
 import sys
 
-from ..cli import command
+NAME = "bench"
 
-
-def add_commands(sub) -> None:
-    from .cases import CASES, default_cases
+def add_parser(sub) -> argparse.ArgumentParser:
+    from ..bench.cases import CASES, default_cases
 
     import textwrap
 
@@ -32,12 +31,11 @@ def add_commands(sub) -> None:
     b.add_argument("--limit", type=int, help="train on the first N samples only (smoke tests)")
     b.add_argument("--json", action="store_true", help="print the full results as JSON instead of a table")
     b.add_argument("--out", metavar="FILE", help="also save the JSON results to FILE")
+    return b
 
-
-@command("bench")
-def cmd_bench(a: argparse.Namespace) -> int:
+def run(a: argparse.Namespace) -> int:
     from .._io import write_json
-    from . import format_table, run_bench
+    from ..bench import format_table, run_bench
 
     def log(s: str) -> None:
         print(s, file=sys.stderr, flush=True)

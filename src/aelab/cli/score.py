@@ -5,8 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
-from .cli import command
-from .errors import ConfigError
+from ..errors import ConfigError
+from ._common import read_input_array
 
 DESCRIPTION = """\
 Score samples by how badly the run reconstructs them (higher = more unusual) and flag
@@ -23,7 +23,10 @@ run's training data was (uint8 / 255, or the run's standard scaler for tabular d
 """
 
 
-def add_commands(sub) -> None:
+NAME = "score"
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("score", help="anomaly scores and outlier flags from a trained run",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="a finished run directory")
@@ -36,14 +39,13 @@ def add_commands(sub) -> None:
     p.add_argument("--quantile", type=float, default=0.99,
                    help="threshold = this quantile of the training scores; about 1 - QUANTILE of "
                         "training-like data gets flagged (default 0.99)")
+    return p
 
 
-@command("score")
-def cmd_score(a: argparse.Namespace) -> int:
-    from .anomaly import (check_quantile, held_out_evaluation, prepare, resolve_metric, run_train_scores,
+def run(a: argparse.Namespace) -> int:
+    from ..anomaly import (check_quantile, held_out_evaluation, prepare, resolve_metric, run_train_scores,
                           score_array, threshold_at, write_scores_csv)
-    from .cli import read_input_array
-    from .run import load_run
+    from ..run import load_run
 
     check_quantile(a.quantile, "--quantile")
     if a.input is not None and not a.output:

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import ConfigError
-from .evaluate.evaluate import decode_array, encode_array
-from .models import capabilities
+from ..errors import ConfigError
+from ..models import capabilities
+from .evaluate import decode_array, encode_array
 
 GMM_FIT_SAMPLES = 20_000  # enough for a 10-component mixture; fitting all 60k codes is slower for no gain
 

@@ -132,9 +132,8 @@ def record_nll(run: "Run", x, k: int, seed: int = 0, limit: int | None = None, s
     if limit is not None and limit < 1:
         raise ConfigError(f"--nll-limit: must be >= 1, got {limit}")
     res = {f"test_{key}": v for key, v in importance_weighted_nll(run.model, x, k, seed, limit=limit).items()}
-    f = run.path / "summary.json"
-    if f.is_file():
-        write_summary(run.path, {**json.loads(f.read_text()), **res})
+    if run.path is not None and (run.path / "summary.json").is_file():
+        write_summary(run.path, {**json.loads((run.path / "summary.json").read_text()), **res})
     return res
 
 

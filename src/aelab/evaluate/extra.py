@@ -131,7 +131,7 @@ def codebook_metrics(model, x, y) -> dict[str, float]:
 @torch.no_grad()
 def latent_frequencies(model, x, batch_size: int = 1024) -> tuple[np.ndarray, float, float]:
     """A sparse autoencoder over x: how often each latent fires (latents,), mean L0, FVU."""
-    fires = None
+    fires = torch.zeros(model.n_latents)
     l0 = sq_err = 0.0
     n = 0
     xs = []
@@ -139,7 +139,7 @@ def latent_frequencies(model, x, batch_size: int = 1024) -> tuple[np.ndarray, fl
         for b in batches(x, batch_size, model.device):
             z = model.encode(b)
             active = (z > 0).float()
-            fires = active.sum(0) if fires is None else fires + active.sum(0)
+            fires += active.sum(0).cpu()
             l0 += float(active.sum())
             flat = b.float().flatten(1)
             sq_err += float((model.decode(z).float().flatten(1) - flat).pow(2).double().sum())

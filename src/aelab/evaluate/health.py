@@ -9,6 +9,8 @@
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..models import capabilities
@@ -52,7 +54,7 @@ def latent_health(model, x, batch_size: int = 1024, tol: float = 1e-6) -> tuple[
     dead = dead_units(codes, tol)
     scalars = {"code_units": int(codes.shape[1]), "dead_units": int(dead.sum()), "dead_fraction": float(dead.mean()),
                "mean_unit_activity": float(act.mean())}
-    details = {"unit_activity_histogram": {"edges": [i / 10 for i in range(11)],
+    details: dict[str, Any] = {"unit_activity_histogram": {"edges": [i / 10 for i in range(11)],
                                            "counts": [int(c) for c in np.histogram(act, bins=10, range=(0, 1))[0]]},
                "code_histogram": code_histogram(codes)}
     if capabilities(model).generative:  # a VAE: encode() is the posterior mean, the prior N(0, I)

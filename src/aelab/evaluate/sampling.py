@@ -8,6 +8,7 @@ of real images fill a region a mixture can describe.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ GMM_FIT_SAMPLES = 20_000  # enough for a 10-component mixture; fitting all 60k c
 class CodeSampler:
     """A fitted Gaussian mixture over flattened codes, reshaped to the model's code shape on draw."""
 
-    gmm: object
+    gmm: Any  # sklearn.mixture.GaussianMixture
     code_shape: tuple[int, ...]
 
     def draw(self, n: int, seed: int = 0) -> np.ndarray:

@@ -64,6 +64,11 @@ def topk_mask(pre: torch.Tensor, k: int) -> torch.Tensor:
 
 
 class TopKSAE(Autoencoder):
+    cfg: TopKSAEConfig
+    b_pre_initted: torch.Tensor
+    samples_since_fired: torch.Tensor
+    threshold: torch.Tensor
+
     def __init__(self, cfg: TopKSAEConfig, input_shape: tuple[int, ...]):
         super().__init__(cfg, input_shape)
         d = math.prod(input_shape)

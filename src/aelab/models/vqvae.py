@@ -85,6 +85,11 @@ def perplexity(counts: torch.Tensor) -> torch.Tensor:
 
 
 class VectorQuantizer(nn.Module):
+    codebook: torch.Tensor  # a buffer under EMA updates, else a Parameter
+    embed_avg: torch.Tensor
+    cluster_size: torch.Tensor
+    initted: torch.Tensor
+
     def __init__(self, num_codes: int, dim: int, commitment: float = 0.25, ema: bool = True, decay: float = 0.99,
                  kmeans_init: bool = True, kmeans_iters: int = 10, dead_code_threshold: float = 1.0, eps: float = 1e-5):
         super().__init__()
@@ -162,6 +167,8 @@ class VectorQuantizer(nn.Module):
 
 class VQVAE(Autoencoder):
     """Conv encoder -> vector quantiser -> conv decoder. Images (C, H, W); H and W divisible by 2**len(hidden)."""
+
+    cfg: VQVAEConfig
 
     def __init__(self, cfg: VQVAEConfig, input_shape: tuple[int, ...]):
         super().__init__(cfg, input_shape)

@@ -26,16 +26,23 @@ def supports_nll(model) -> bool:
 
 @torch.no_grad()
 def log_likelihood_per_sample(model, x: torch.Tensor, k: int, chunk: int = 500,
-                              generator: torch.Generator | None = None) -> torch.Tensor:
-    """log p(x) estimated with k importance samples for every row of x (one batch), float64, (N,)."""
+                              generator: torch.Generator | None = None, with_elbo: bool = False):
+    """log p(x) estimated with k importance samples for every row of x (one batch), float64, (N,).
+
+    ``with_elbo``: also the mean of the k log-weights, the ELBO of the same rows (its Monte-Carlo
+    error shrinks with k), as a second (N,) tensor.
+    """
     acc = torch.full((len(x),), -math.inf, dtype=torch.float64)
+    total = torch.zeros(len(x), dtype=torch.float64)
     done = 0
     while done < k:
         n = min(chunk, k - done)
         lw = model.log_importance_weights(x, n, generator).double().cpu()
         acc = torch.logaddexp(acc, torch.logsumexp(lw, 0))
+        total += lw.sum(0)
         done += n
-    return acc - math.log(k)
+    logp = acc - math.log(k)
+    return (logp, total / k) if with_elbo else logp
 
 
 def binarize_once(x: np.ndarray | torch.Tensor, seed: int = 0, batch_size: int = 1024) -> torch.Tensor:
@@ -66,12 +73,14 @@ def importance_weighted_nll(model, x, k: int = 5000, seed: int = 0, binarize: bo
         chunk = max(1, min(k, 40_000_000 // max(1, batch_size * int(np.prod(xs.shape[1:])))))
     gen = torch.Generator().manual_seed(seed + 1)
     t0 = time.perf_counter()
-    logp = []
+    logp, elbo = [], []
     with eval_mode(model):
         for b in batches(xs, batch_size, model.device):
-            logp.append(log_likelihood_per_sample(model, b, k, chunk, gen))
-    lp = torch.cat(logp)
-    nll = -lp
+            lp_b, elbo_b = log_likelihood_per_sample(model, b, k, chunk, gen, with_elbo=True)
+            logp.append(lp_b)
+            elbo.append(elbo_b)
+    nll = -torch.cat(logp)
     return {"nll": float(nll.mean()), "nll_sem": float(nll.std() / math.sqrt(len(nll))) if len(nll) > 1 else 0.0,
+            "nll_nelbo": float(-torch.cat(elbo).mean()),  # -ELBO of the same images, averaged over the k draws
             "nll_k": int(k), "nll_samples": int(len(nll)), "nll_seed": int(seed), "nll_binarized": bool(binarize),
             "nll_seconds": time.perf_counter() - t0}

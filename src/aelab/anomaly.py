@@ -329,18 +329,14 @@ class AnomalyDetector:
         return self
 
     def _prepare_training(self, x: np.ndarray, scale: str, tabular: bool):
-        from .data.arrays import to_unit_float
+        from .data.preprocess import Preprocessor
 
         if x.ndim == 3:
             x = x[:, None]
-        self._scaler = None
-        if scale == "standard":
-            xf = to_unit_float(x, "X", "none", need_unit_range=False)
-            mean, std = xf.mean(axis=0), xf.std(axis=0)
-            std = np.where(std > 1e-8, std, 1.0).astype(np.float32)  # as load_data does for data.scale=standard
-            self._scaler = {"mean": mean.astype(np.float32), "std": std}
-            return ((xf - mean) / std).astype(np.float32)
-        return to_unit_float(x, "X", "auto", need_unit_range=not tabular)
+        prep = Preprocessor(scale, unit_range=not tabular)  # the one preprocessor load_data uses for data.scale
+        xt = prep.fit_transform(x, "X")
+        self._scaler = prep.state()
+        return xt
 
     def _set_threshold(self) -> None:
         self.threshold_ = threshold_at(self.decision_scores_, 1.0 - self.contamination)

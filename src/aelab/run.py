@@ -28,6 +28,7 @@ from safetensors.torch import load_file, safe_open
 from ._io import read_csv, save_safetensors, write_csv, write_json, write_yaml
 from .config import Config
 from .errors import ConfigError, RunError
+from .data.preprocess import Preprocessor
 from .models import Autoencoder, build_model, needs_unit_range
 
 METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "val_bce", "val_mse", "val_psnr", "lr", "seconds"]
@@ -59,6 +60,12 @@ class Run:
     def finished(self) -> bool:
         return self.path is not None and (self.path / "summary.json").is_file()
 
+    @property
+    def preprocessor(self) -> Preprocessor:
+        """How raw input becomes model input for this run: its fitted scaler, else the unit-range rule
+        (uint8 / 255; floats must lie in [0, 1] when the model needs it)."""
+        return Preprocessor.from_state(self.scaler, unit_range=needs_unit_range(self.config.model, self.config.train))
+
     def load_data(self):
         """The dataset this run was trained on, loaded as at training time (kept from training when it has it)."""
         from .data import load_data
@@ -69,17 +76,13 @@ class Run:
 
     def prepare_input(self, x: np.ndarray) -> np.ndarray:
         """Fits a user array to what the model takes: dtype, scale, layout (see `aelab encode`)."""
-        from .data.arrays import to_unit_float
         from .errors import DataError
 
         x = np.asarray(x)
         shape = self.model.input_shape
         if tuple(x.shape) == shape or (x.ndim == 2 and len(shape) == 3 and x.shape == shape[1:]):
             x = x[None]  # one sample
-        if self.scaler is not None:
-            x = (x.astype(np.float32).reshape(len(x), -1) - self.scaler["mean"].reshape(1, -1)) / self.scaler["std"].reshape(1, -1)
-        else:
-            x = to_unit_float(x, "input", "auto", need_unit_range=needs_unit_range(self.config.model, self.config.train))
+        x = self.preprocessor.transform(x.reshape(len(x), -1) if self.scaler is not None else x, "input")
         if x.ndim == 4 and x.shape[-1] in (1, 3) and tuple(x.shape[1:]) != shape:
             x = x.transpose(0, 3, 1, 2)
         if math.prod(x.shape[1:]) != math.prod(shape):
@@ -115,8 +118,9 @@ def write_weights(run_dir: Path, model: Autoencoder, cfg: Config) -> None:
 
 
 def write_scaler(run_dir: Path, scaler: dict[str, np.ndarray] | None) -> None:
+    """The fitted preprocessor (``Splits.scaler``: its state) as scaler.safetensors."""
     if scaler is not None:
-        save_safetensors(run_dir / "scaler.safetensors", {k: torch.from_numpy(np.asarray(v)) for k, v in scaler.items()})
+        Preprocessor.from_state(scaler).save(run_dir / "scaler.safetensors")
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
@@ -183,7 +187,7 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
     scaler = None
     if (run_dir / "scaler.safetensors").is_file():
         try:
-            scaler = {k: v.numpy() for k, v in load_file(run_dir / "scaler.safetensors").items()}
+            scaler = Preprocessor.load(run_dir / "scaler.safetensors").state()
         except (SafetensorError, OSError, ValueError) as e:
             raise RunError(f"{run_dir / 'scaler.safetensors'}: not a readable safetensors file ({e})") from None
     return Run(run_dir, cfg, model, summary, scaler)

@@ -163,19 +163,15 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     def fit(self, X, y=None):
         """Trains the autoencoder on ``X`` (n_samples, n_features); ``y`` is ignored."""
         from .data import Splits
+        from .data.preprocess import Preprocessor
         from .runner import train
 
         self._check_params()
         X = validate_data(self, X, dtype=[np.float64, np.float32])
-        X = X.astype(np.float64, copy=False)
-        if self.scale == "minmax":
-            offset, span = X.min(axis=0), X.max(axis=0) - X.min(axis=0)
-        elif self.scale == "standard":
-            offset, span = X.mean(axis=0), X.std(axis=0)
-        else:
-            offset, span = np.zeros(X.shape[1]), np.ones(X.shape[1])
-        span = np.where(span > 1e-12, span, 1.0)  # constant features stay constant instead of dividing by 0
-        Xs = np.ascontiguousarray((X - offset) / span, dtype=np.float32)
+        # per feature, in float64; constant features stay constant instead of dividing by 0
+        prep = Preprocessor(self.scale, per_feature=True, eps=1e-12, dtype=np.float64).fit(X)
+        offset, span = prep.offset, prep.span
+        Xs = np.ascontiguousarray(prep.transform(X), dtype=np.float32)
 
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         cfg = self._config(seed)

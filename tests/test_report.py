@@ -32,7 +32,7 @@ KINDS = {
     "denoise": ["model.name=conv", "model.channels=[4]", "data.noise=[{kind: gaussian, amount: 0.5}]"],
 }
 COMMON = {"reconstructions", "progress", "progress_strip", "best_worst", "learning_curves", "weights_first", "code",
-          "code_mean", "latent"}
+          "code_mean", "latent_health", "latent"}
 # the dense run also carries a model-specific figure (a figure set its family declares) and a probe.json
 EXPECTED = {"dense": COMMON | {"weights_last", "prior_samples"}, "conv": COMMON | {"code_maps"},
             "denoise": COMMON | {"code_maps"}}

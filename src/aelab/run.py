@@ -127,6 +127,20 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
     write_json(run_dir / "summary.json", summary)
 
 
+def record_nll(run: "Run", x, k: int, seed: int = 0, limit: int | None = None, split: str = "test") -> dict[str, Any]:
+    """`aelab eval --nll K`: the importance-sampled NLL of x as test_nll* keys, also added to summary.json."""
+    from .evaluate.likelihood import importance_weighted_nll
+
+    if split != "test":
+        raise ConfigError("--nll: estimated on the test split only")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--nll-limit: must be >= 1, got {limit}")
+    res = {f"test_{key}": v for key, v in importance_weighted_nll(run.model, x, k, seed, limit=limit).items()}
+    if run.path is not None and (run.path / "summary.json").is_file():
+        write_summary(run.path, {**json.loads((run.path / "summary.json").read_text()), **res})
+    return res
+
+
 # -- loading -------------------------------------------------------------
 
 def load_config(run_dir: Path) -> Config:

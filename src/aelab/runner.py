@@ -20,6 +20,7 @@ from .data import Splits, load_data
 from .errors import RunError
 from .evaluate.evaluate import evaluate
 from .evaluate.extra import extra_metrics
+from .evaluate.health import latent_health
 from .evaluate.metrics import entropy_floor
 from .models import build_model, needs_unit_range
 from .run import (
@@ -158,6 +159,9 @@ def _summary(cfg: Config, model, splits: Splits, state: TrainState) -> dict[str,
         summary["test_bce_floor"] = floor
         summary["test_bce_above_floor"] = test["bce"] - floor
     summary.update({f"test_{k}": v for k, v in extra_metrics(model, splits.x_test, splits.y_test).items()})
+    health, health_details = latent_health(model, splits.x_test)  # dead units; a VAE's active units
+    summary.update({f"test_{k}": v for k, v in health.items()})
+    summary["latent_health"] = health_details
     if state.history:
         summary["final_train_loss"] = state.history[-1]["train_loss"]
     return summary

@@ -27,6 +27,7 @@ from . import (
     probe,
     recipes,
     report,
+    sample,
     score,
     summary,
     sweep,
@@ -51,6 +52,7 @@ SUBCOMMANDS: list[ModuleType] = [
     recipes,
     sweep,
     explain_identity,
+    sample,
 ]
 
 

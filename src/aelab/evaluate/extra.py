@@ -110,3 +110,58 @@ def classifier_metrics(model, x, y) -> dict[str, float]:
         for k in model.probe_taps:
             res[f"mse_tap{k}"] = float(((recs[k] - xs) ** 2).mean())
     return res
+
+
+@torch.no_grad()
+def codebook_counts(model, x, batch_size: int = 1024) -> np.ndarray:
+    """How often each codebook entry of a VQ-VAE is picked over x, (codebook_size,)."""
+    k = model.cfg.codebook_size
+    counts = torch.zeros(k, dtype=torch.long)
+    with eval_mode(model):
+        for b in batches(x, batch_size, model.device):
+            counts += torch.bincount(model.encode_indices(b).flatten().cpu(), minlength=k)
+    return counts.numpy()
+
+
+@register_metrics("codebook")
+def codebook_metrics(model, x, y) -> dict[str, float]:
+    """Codebook perplexity (exp of the entropy of code use; K when all K are used evenly) and codes used."""
+    c = codebook_counts(model, x).astype(np.float64)
+    p = c / max(c.sum(), 1.0)
+    nz = p[p > 0]
+    return {"perplexity": float(np.exp(-(nz * np.log(nz)).sum())), "codes_used": float((c > 0).sum()),
+            "codes_used_fraction": float((c > 0).mean())}
+
+
+@torch.no_grad()
+def latent_frequencies(model, x, batch_size: int = 1024) -> tuple[np.ndarray, float, float]:
+    """A sparse autoencoder over x: how often each latent fires (latents,), mean L0, FVU."""
+    fires = torch.zeros(model.n_latents)
+    l0 = sq_err = 0.0
+    n = 0
+    xs = []
+    with eval_mode(model):
+        for b in batches(x, batch_size, model.device):
+            z = model.encode(b)
+            active = (z > 0).float()
+            fires += active.sum(0).cpu()
+            l0 += float(active.sum())
+            flat = b.float().flatten(1)
+            sq_err += float((model.decode(z).float().flatten(1) - flat).pow(2).double().sum())
+            xs.append(flat.double().sum(0))
+            n += len(b)
+    mean = torch.stack(xs).sum(0) / max(n, 1)
+    total_var = 0.0
+    for b in batches(x, batch_size, torch.device("cpu")):
+        total_var += float((b.double().flatten(1) - mean).pow(2).sum())
+    return (fires.cpu().numpy() / max(n, 1)), l0 / max(n, 1), sq_err / max(total_var, 1e-12)
+
+
+@register_metrics("sae")
+def sae_metrics(model, x, y) -> dict[str, float]:
+    """L0 (active latents per sample), fraction of variance unexplained, and dead latents: never firing
+    on x (``dead_fraction``), and no firing in the last ``model.dead_samples`` training samples
+    (``dead_fraction_train``)."""
+    freq, l0, fvu = latent_frequencies(model, x)
+    return {"l0": l0, "fvu": fvu, "dead_fraction": float((freq == 0).mean()),
+            "dead_fraction_train": float(model.dead_mask().float().mean())}

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from ..config import Config, ModelConfig
 from ..errors import ConfigError
-from . import classifier as _classifier  # noqa: F401,E402
-from . import conv as _conv  # noqa: F401,E402
 
 # importing the families registers them (add a new family's module here)
-from . import dense as _dense  # noqa: F401,E402
-from . import vae as _vae  # noqa: F401,E402
+from . import classifier as _classifier  # noqa: F401
+from . import conv as _conv  # noqa: F401
+from . import dense as _dense  # noqa: F401
+from . import sae as _sae  # noqa: F401
+from . import vae as _vae  # noqa: F401
+from . import vqvae as _vqvae  # noqa: F401
 from ._registry import (
     Capabilities,
     Family,

@@ -49,6 +49,7 @@ class VAEConfig(ModelConfig):
     kl_warmup_epochs: int = 0  # ramp beta from 0 over this many epochs
     likelihood: str = "bernoulli"  # decoder: bernoulli | gaussian
     binarize: bool = False  # bernoulli: redraw every training pixel as 0/1 ~ Bernoulli(intensity) each batch
+    iw_samples: int = 1  # importance samples per example in the training bound (1: the ELBO; k > 1: IWAE, Burda et al. 2016)
 
     def validate(self, train: TrainConfig) -> None:
         super().validate(train)
@@ -68,6 +69,7 @@ class VAEConfig(ModelConfig):
         check_kernel(self.kernel_size)
         check_positive("model.beta", self.beta, allow_zero=True)
         check_positive("model.kl_warmup_epochs", self.kl_warmup_epochs, allow_zero=True)
+        check_positive("model.iw_samples", self.iw_samples)
 
     def check_loss(self, train: TrainConfig) -> None:
         check_choice("model.likelihood", self.likelihood, LIKELIHOODS)
@@ -126,6 +128,7 @@ class VAEMixin:
         self.beta = cfg.beta
         self.kl_warmup_epochs = cfg.kl_warmup_epochs
         self.binarize = cfg.binarize
+        self.iw_samples = cfg.iw_samples
         self.code_dim = cfg.code_dim
         self.mu_head = nn.Linear(features, cfg.code_dim)
         self.logvar_head = nn.Linear(features, cfg.code_dim)
@@ -173,14 +176,42 @@ class VAEMixin:
             b = torch.bernoulli(target.float().clamp(0, 1))
             x = b if x is target else x  # without input noise the encoder sees the same 0/1 image
             target = b
+        beta = self.beta * warmup_factor(epoch, self.kl_warmup_epochs)
+        values = math.prod(self.input_shape)
+        if self.iw_samples > 1:
+            # IWAE (Burda et al. 2016): -log mean_k w_k, w_k = p(x|z_k) p(z_k)^beta / q(z_k|x)^beta
+            log_px, log_pz, log_qz = self.log_weight_terms(x, self.iw_samples, target=target)
+            log_w = log_px + beta * (log_pz - log_qz)
+            bound = torch.logsumexp(log_w, 0) - math.log(self.iw_samples)
+            return LossOutput(-bound.mean() / values, {"iwae": -bound.mean(), "recon": -log_px.mean(),
+                                                       "kl": (log_qz - log_pz).mean()})
         mu, logvar = self.encode_stats(x)
         z = self.reparameterize(mu, logvar)
         recon = self.recon_nll(self.decode_logits(z), target)
         kl = kl_to_standard_normal(mu, logvar)
-        beta = self.beta * warmup_factor(epoch, self.kl_warmup_epochs)
-        values = math.prod(self.input_shape)
         total = (recon + beta * kl).mean() / values
         return LossOutput(total, {"recon": recon.mean(), "kl": kl.mean()})
+
+    def log_weight_terms(self, x: torch.Tensor, n: int, generator: torch.Generator | None = None,
+                         target: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """log p(x|z), log p(z), log q(z|x) for n draws z ~ q(z|x) per sample, each (n, N), in nats."""
+        target = x if target is None else target
+        mu, logvar = self.encode_stats(x)
+        mu, logvar = mu.float(), logvar.float()
+        eps = torch.randn((n, *mu.shape), generator=generator).to(mu.device) if generator is not None \
+            else torch.randn((n, *mu.shape), device=mu.device)
+        z = mu + torch.exp(0.5 * logvar) * eps  # (n, N, D)
+        logits = self.decode_logits(z.reshape(-1, mu.shape[1]))
+        tgt = target.unsqueeze(0).expand(n, *target.shape).reshape(-1, *target.shape[1:])
+        log_px = -self.recon_nll(logits, tgt).view(n, -1)
+        log_pz = (-0.5 * z.pow(2) - HALF_LOG_2PI).sum(-1)
+        log_qz = (-0.5 * eps.pow(2) - 0.5 * logvar - HALF_LOG_2PI).sum(-1)
+        return log_px, log_pz, log_qz
+
+    def log_importance_weights(self, x: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """log p(x, z) - log q(z|x) for n draws z ~ q(z|x) per sample: (n, N), what the NLL estimator averages."""
+        log_px, log_pz, log_qz = self.log_weight_terms(x, n, generator)
+        return log_px + log_pz - log_qz
 
     @torch.no_grad()
     def nelbo_per_sample(self, x: torch.Tensor, generator: torch.Generator | None = None,

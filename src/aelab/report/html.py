@@ -23,6 +23,8 @@ from ..errors import RunError
 from ..evaluate.metrics import entropy_floor
 from . import collect as C
 from . import figures as F
+from ..models import capabilities
+from .health_figures import latent_health_figure
 from .model_figures import model_figures
 
 
@@ -94,7 +96,9 @@ def fmt(v: Any) -> str:
 
 # (summary key, label): BCE is always followed by its floor and the distance to it, then MSE and PSNR
 METRICS = [("test_loss", "test loss"), ("test_bce", "test BCE"), ("test_bce_floor", "BCE floor"),
-           ("test_bce_above_floor", "BCE above floor"), ("test_mse", "test MSE"), ("test_psnr", "test PSNR (dB)")]
+           ("test_bce_above_floor", "BCE above floor"), ("test_mse", "test MSE"), ("test_psnr", "test PSNR (dB)"),
+           ("test_nelbo", "test -ELBO (nats)"), ("test_nll", "test NLL (nats)"), ("test_dead_units", "dead code units"),
+           ("test_active_units", "VAE active units")]
 
 
 def read_probe(run_dir: Path) -> dict[str, Any]:
@@ -223,6 +227,8 @@ def run_pictures(run, splits, latent: str = "pca", log: Callable[[str], None] | 
     pics.append(picture("code_mean", F.code_mean(z_all),
                         "Mean activation of each code unit over the test set, and overall; a sparsity penalty pushes it down.",
                         "Codes"))
+    fig, cap = latent_health_figure(z_all, capabilities(model).generative)
+    pics.append(picture("latent_health", fig, cap, "Codes"))
     if len(z_all) >= 3:
         say(f"report: latent space ({latent})")
         pts, used, note = C.project_2d(z_all, latent)

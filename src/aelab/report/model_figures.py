@@ -18,7 +18,9 @@ from ..evaluate.extra import predict_classes, tap_reconstructions
 from ..models import capabilities
 from . import figures as F
 from .images import grid
+from .sae_figures import sae_figures
 from .vae_figures import vae_figures
+from .vqvae_figures import vqvae_figures
 
 FigureSet = Callable[[Any, Any], list[tuple[str, Any, str]]]
 _SETS: dict[str, tuple[FigureSet, str]] = {}
@@ -142,3 +144,7 @@ def _class_accuracy_figure(model, splits) -> tuple[str, Any, str]:
     ax.axhline(float((pred == y).mean()), color="k", lw=0.8, ls="--")
     fig.tight_layout()
     return ("classifier_accuracy", fig, f"Test accuracy per class (dashed: overall {float((pred == y).mean()):.4f}).")
+
+
+register_figures("vq-vae")(vqvae_figures)
+register_figures("sae")(sae_figures)

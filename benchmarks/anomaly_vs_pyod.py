@@ -115,7 +115,7 @@ def aelab_scores(kwargs: dict, x: np.ndarray, xt: np.ndarray, seed: int) -> tupl
     """Default score under the variant's name, then every other score its model allows as [score]."""
     from aelab import AnomalyDetector
     from aelab.anomaly import prepare, score_array
-    from aelab.models.vae import is_vae
+    from aelab.models import capabilities
 
     t = time.perf_counter()
     det = AnomalyDetector(seed=seed, threads=1, **kwargs).fit(x)
@@ -123,7 +123,8 @@ def aelab_scores(kwargs: dict, x: np.ndarray, xt: np.ndarray, seed: int) -> tupl
     out = {"": det.decision_function(xt)}
     xp = prepare(det.run_, xt, "X")
     model = det.run_.model
-    others = ["mse"] + (["bce"] if model.output_activation == "sigmoid" else []) + (["nelbo"] if is_vae(model) else [])
+    allowed = capabilities(model).anomaly_scores  # the scores the family declares (mse, bce; nelbo for a VAE)
+    others = [m for m in ("mse", "bce", "nelbo") if m in allowed and (m != "bce" or model.output_activation == "sigmoid")]
     for m in others:
         out[f"[{m}]"] = score_array(model, xp, m)
     out["default_metric"] = det.metric_

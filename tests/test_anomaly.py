@@ -91,8 +91,8 @@ def test_detector_on_images_and_saved_run(tmp_path):
 
 @pytest.fixture(scope="module")
 def dense_run(tmp_path_factory):
-    from conftest import make_blobs
     from aelab.data.idx import write_idx
+    from conftest import make_blobs
 
     d = tmp_path_factory.mktemp("idx")
     for stem, (x, y) in {"train": make_blobs(600, 0), "t10k": make_blobs(100, 1)}.items():
@@ -316,8 +316,9 @@ def test_load_refuses_foreign_and_damaged_files(tmp_path, detector):
 
     (tmp_path / "p.safetensors").write_bytes(pickle.dumps({"a": 1}))
     (tmp_path / "cut.safetensors").write_bytes(detector.save(tmp_path / "ok.safetensors").read_bytes()[:100])
-    from aelab._io import save_safetensors
     import torch
+
+    from aelab._io import save_safetensors
 
     save_safetensors(tmp_path / "other.safetensors", {"w": torch.zeros(2)})
     for name, msg in [("p", "not a readable safetensors file"), ("cut", "not a readable safetensors file"),
@@ -333,3 +334,43 @@ def test_wrong_feature_count_and_nan_are_value_errors(detector):
     bad[1, 2] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         detector.predict(bad)
+
+
+# -- the score choice is the families' declared capabilities ---------------------------------
+
+def test_auto_is_each_familys_declared_default(monkeypatch):
+    import aelab.models
+    from aelab.anomaly import resolve_metric
+    from aelab.models import capabilities, list_models
+    from aelab.models._registry import Capabilities
+
+    for name in list_models():
+        caps = capabilities(name)
+        assert caps.default_anomaly_score == "mse" and "mse" in caps.anomaly_scores, name  # measured best
+        assert resolve_metric(Config.from_dict({"model": {"name": name}}).model, "auto", "bce") == "mse"
+    assert "nelbo" in capabilities("vae-dense").anomaly_scores and "nelbo" not in capabilities("vq-vae").anomaly_scores
+    # a family declaring no default is scored by its run's training loss
+    monkeypatch.setattr(aelab.models, "capabilities", lambda m: Capabilities(default_anomaly_score=None))
+    assert resolve_metric(Config.from_dict({}).model, "auto", "bce") == "bce"
+
+
+def test_score_cli_on_a_topk_sae_run(tmp_path, capsys):
+    """A family from the plug-in registry: `aelab score` takes its declared scores, refuses the others."""
+    rng = np.random.default_rng(0)
+    atoms = rng.normal(size=(12, 16)).astype(np.float32)
+    emb = ((rng.random((300, 12)) * (rng.random((300, 12)) < 0.2)) @ atoms).astype(np.float32)
+    np.save(tmp_path / "emb.npy", emb)
+    cfg = Config.from_dict({"data": {"name": "npy", "path": str(tmp_path / "emb.npy"), "scale": "none"},
+                            "model": {"name": "topk-sae", "output_activation": "identity", "expansion": 2, "k": 4},
+                            "train": {"epochs": 1, "batch_size": 64, "loss": "mse", "precision": "fp32", "threads": 1}})
+    train(cfg, tmp_path / "run", **quiet)
+    np.save(tmp_path / "new.npy", np.concatenate([emb[:10], 5 * rng.normal(size=(10, 16)).astype(np.float32)]))
+    assert main(["score", str(tmp_path / "run"), str(tmp_path / "new.npy"), "-o", str(tmp_path / "s.csv")]) == 0
+    assert "(mse)" in capsys.readouterr().out
+    scores = np.array([float(r["score"]) for r in read_rows(tmp_path / "s.csv")])
+    assert len(scores) == 20 and scores[10:].mean() > scores[:10].mean()
+    for metric, msg in (("nelbo", "nelbo (negative ELBO) needs a VAE run"), ("bce", "use mse")):
+        assert main(["score", str(tmp_path / "run"), str(tmp_path / "new.npy"), "-o", str(tmp_path / "t.csv"),
+                     "--metric", metric]) == 2
+        assert msg in capsys.readouterr().err
+    assert not (tmp_path / "t.csv").exists()

@@ -15,9 +15,8 @@ import io
 import json
 import math
 import numbers
-import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -29,25 +28,26 @@ from .errors import ConfigError, DataError, RunError
 METRICS = ("auto", "mse", "bce", "nelbo")
 NELBO_SAMPLES = 4  # z draws averaged per sample: a steadier VAE score than one draw
 SCORE_SEED = 0  # the same input always gets the same score
-# What 'auto' scores with, chosen by measurement: mean ROC-AUC and AP over the ten Fashion-MNIST
-# held-out-class tasks (benchmarks/anomaly-vs-pyod.json, docs/ANOMALY.md). BCE ranks grey images by
-# how grey they are (its floor is the pixels' entropy), MSE by how badly they are drawn; a VAE's
-# Bernoulli negative ELBO inherits BCE's bias, so a VAE is scored by MSE too.
-AUTO_METRIC = "mse"
 
 
 # -- scores -------------------------------------------------------------------
 
 def resolve_metric(model, metric: str, loss: str) -> str:
-    """'auto' -> the score measured best (module constants above); checks the metric fits the model."""
-    from .models.vae import is_vae
+    """'auto' -> the family's declared default score (``Capabilities.default_anomaly_score``: MSE,
+    measured best, for every family shipped; None there means the run's training loss); checks the
+    metric fits the model (the family's declared ``anomaly_scores``)."""
+    from .models import capabilities, list_models
 
     if metric not in METRICS:
         raise ConfigError(f"metric: must be one of {', '.join(METRICS)}; got '{metric}'")
+    caps = capabilities(model)
     if metric == "auto":
-        return AUTO_METRIC
-    if metric == "nelbo" and not is_vae(model):
-        raise ConfigError("metric: nelbo (negative ELBO) needs a VAE run (model.name vae-dense or vae-conv); use mse or bce")
+        return caps.default_anomaly_score or loss
+    if metric not in caps.anomaly_scores:
+        able = " or ".join(n for n in list_models() if metric in capabilities(n).anomaly_scores)
+        what = {"nelbo": "nelbo (negative ELBO) needs a VAE run"}.get(metric, f"{metric} needs a run")
+        use = " or ".join(s for s in caps.anomaly_scores if s != "bce" or model.output_activation == "sigmoid")
+        raise ConfigError(f"metric: {what} (model.name {able}); use {use}")
     if metric == "bce" and model.output_activation != "sigmoid":
         raise ConfigError("metric: bce compares probabilities and this model's output is not a sigmoid; use mse")
     return metric
@@ -319,8 +319,9 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         Share of the training data expected to be outliers: threshold_ is the
         (1 - contamination) quantile of the training scores (PyOD's definition).
     metric : {'auto', 'mse', 'bce', 'nelbo'}, default='auto'
-        The score. 'auto' is the per-sample MSE (for a VAE too): the best-ranking score
-        measured over the ten Fashion-MNIST held-out-class tasks (docs/ANOMALY.md).
+        The score. 'auto' is the model family's declared default (``Capabilities.default_anomaly_score``):
+        the per-sample MSE for every family, a VAE too, the best-ranking score measured over the ten
+        Fashion-MNIST held-out-class tasks (docs/ANOMALY.md).
     scale : {'auto', 'standard', 'none'}, default='auto' (standard for tables)
     precision : {'fp32', 'auto', 'bf16-mixed'}, default='fp32'
         Training precision. fp32 by default so that a fit gives the same model on every CPU
@@ -371,7 +372,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
 
     # -- construction ---------------------------------------------------------
     @classmethod
-    def from_run(cls, path: str | Path, *, contamination: float = 0.01, metric: str = "auto") -> "AnomalyDetector":
+    def from_run(cls, path: str | Path, *, contamination: float = 0.01, metric: str = "auto") -> AnomalyDetector:
         """Wraps a finished run; the threshold comes from the run's own training split.
 
         The model is the run's; the other parameters keep their defaults, so ``clone`` of such a
@@ -389,6 +390,8 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
 
     def _check_params(self) -> None:
         """Errors name the parameter, the allowed values and what was given (scikit-learn's wording)."""
+        from .models import capabilities
+
         _among("model", self.model, MODELS)
         hidden = self.hidden
         if not isinstance(hidden, (list, tuple)) or not all(
@@ -418,11 +421,14 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         if self.batch_norm and self.model != "dense":
             raise _param_error("batch_norm", "False with model='vae-dense' (batch norm is built into 'dense' only)",
                                self.batch_norm)
-        if self.model == "vae-dense" and self.metric == "bce" and self.loss == "mse":
-            raise _param_error("metric", "'mse' or 'nelbo' for a VAE trained with loss='mse'", self.metric)
+        caps = capabilities(self.model)
+        if self.metric == "bce" and self.loss == "mse" and caps.real_valued_keys:  # loss='mse' makes it decode real values
+            scores = " or ".join(repr(s) for s in caps.anomaly_scores if s != "bce")
+            raise _param_error("metric", f"{scores} for model={self.model!r} trained with loss='mse'", self.metric)
 
     def _config(self, tabular: bool):
         from .config import Config
+        from .models import capabilities
 
         standard = self.scale == "standard" or (self.scale == "auto" and tabular)
         sigmoid = not standard and not tabular
@@ -436,7 +442,8 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
             "model": {"name": self.model, "hidden": [int(h) for h in self.hidden], "code_dim": int(self.code_dim),
                       "output_activation": "sigmoid" if sigmoid else "identity",
                       "dropout": float(self.dropout), **({"batch_norm": True} if self.batch_norm else {}),
-                      **({"likelihood": "bernoulli" if loss == "bce" else "gaussian"} if self.model.startswith("vae-") else {})},
+                      # trained with MSE, a family that can decodes real values (a VAE: a Gaussian likelihood)
+                      **(dict(capabilities(self.model).real_valued_keys) if loss == "mse" else {})},
             "train": {"epochs": int(self.epochs), "batch_size": int(self.batch_size),
                       "lr": None if self.lr is None else float(self.lr), "weight_decay": float(self.weight_decay),
                       "loss": loss, "seed": int(self.seed), "threads": self.threads, "precision": self.precision},
@@ -462,10 +469,10 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         return x
 
     # -- the estimator ----------------------------------------------------------
-    def fit(self, X, y=None) -> "AnomalyDetector":
+    def fit(self, X, y=None) -> AnomalyDetector:
         """Trains on X (unlabelled; ``y`` is ignored, as in PyOD) and sets threshold_."""
         from .data import Splits
-        from .train import train
+        from .runner import train
 
         self._check_params()
         x = np.asarray(self._validate(X, reset=True))
@@ -480,8 +487,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         if self.out is not None:
             self.run_ = train(cfg, self.out, data=splits, log=log, overwrite=True)
         else:
-            with tempfile.TemporaryDirectory() as tmp:  # nothing is written: is_writer=False
-                self.run_ = train(cfg, Path(tmp) / "run", data=splits, log=log, is_writer=False)
+            self.run_ = train(cfg, data=splits, log=log, is_writer=False)  # in memory: nothing is written
         self.run_.model.eval()
         self.metric_ = self._resolve_metric(self.run_.model, cfg.train.loss)
         self.decision_scores_ = score_array64(self.run_.model, splits.x_train, self.metric_)
@@ -491,18 +497,14 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         return self
 
     def _prepare_training(self, x: np.ndarray, scale: str, tabular: bool):
-        from .data.arrays import to_unit_float
+        from .data.preprocess import Preprocessor
 
         if x.ndim == 3:
             x = x[:, None]
-        self._scaler = None
-        if scale == "standard":
-            xf = to_unit_float(x, "X", "none", need_unit_range=False)
-            mean, std = xf.mean(axis=0), xf.std(axis=0)
-            std = np.where(std > 1e-8, std, 1.0).astype(np.float32)  # as load_data does for data.scale=standard
-            self._scaler = {"mean": mean.astype(np.float32), "std": std}
-            return ((xf - mean) / std).astype(np.float32)
-        return to_unit_float(x, "X", "auto", need_unit_range=not tabular)
+        prep = Preprocessor(scale, unit_range=not tabular)  # the one preprocessor load_data uses for data.scale
+        xt = prep.fit_transform(x, "X")
+        self._scaler = prep.state()
+        return xt
 
     def _set_threshold(self) -> None:
         """PyOD's _process_decision_scores: threshold_, labels_, and the mean/spread that 'unify' needs."""
@@ -602,7 +604,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         return save_safetensors(path, tensors, metadata={"aelab": json.dumps(meta)})
 
     @classmethod
-    def load(cls, path: str | Path) -> "AnomalyDetector":
+    def load(cls, path: str | Path) -> AnomalyDetector:
         """The detector ``save`` wrote; a damaged or foreign file is one RunError naming it."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file, safe_open

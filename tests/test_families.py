@@ -1,5 +1,6 @@
 """The family contract, run over the registry: every registered model name gets these checks,
 so a new family module is tested the moment it registers (docs/ARCHITECTURE.md)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,7 +37,9 @@ def test_config_is_the_family_dataclass(name):
 
 @pytest.mark.parametrize("name", list_models())
 def test_unknown_key_is_refused_naming_it(name):
-    with pytest.raises(ConfigError, match=rf"unknown config key 'model.no_such_key'; model.name '{name}' takes: name, "):
+    with pytest.raises(
+        ConfigError, match=rf"unknown config key 'model.no_such_key'; model.name '{name}' takes: name, "
+    ):
         Config.from_dict({"model": {"name": name, "no_such_key": 1}})
 
 
@@ -84,16 +87,23 @@ def test_declared_sets_exist_and_deliver(name):
 @pytest.mark.parametrize("name", [n for n in list_models() if capabilities(n).real_valued_keys])
 def test_real_valued_keys_make_a_valid_identity_model(name):
     keys = dict(capabilities(name).real_valued_keys)
-    cfg = Config.from_dict({"model": {"name": name, "output_activation": "identity", **keys},
-                            "train": {"loss": "mse"}})
+    cfg = Config.from_dict({"model": {"name": name, "output_activation": "identity", **keys}, "train": {"loss": "mse"}})
     assert not needs_unit_range(cfg.model, cfg.train)
     build_model(cfg, (10,) if name.endswith("dense") else SHAPE)
 
 
 def test_saved_configs_of_older_runs_still_load():
     """Runs written when every family shared one flat model section carry the other families' keys."""
-    old = {"name": "conv", "hidden": [], "code_dim": 32, "channels": [4, 4], "beta": 1.0, "likelihood": "bernoulli",
-           "num_classes": 10, "tied": False}
+    old = {
+        "name": "conv",
+        "hidden": [],
+        "code_dim": 32,
+        "channels": [4, 4],
+        "beta": 1.0,
+        "likelihood": "bernoulli",
+        "num_classes": 10,
+        "tied": False,
+    }
     cfg = Config.from_saved({"model": old})
     assert cfg.model.name == "conv" and cfg.model.channels == [4, 4]
     with pytest.raises(ConfigError, match="unknown config key 'model.hidden'; model.name 'conv' takes"):

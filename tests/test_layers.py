@@ -2,6 +2,7 @@
 only and never run) has no cycle, and no library
 module imports the command line. The layer order itself is import-linter's contract
 (pyproject.toml, `make lint`); this test keeps the cycle check in the suite."""
+
 from __future__ import annotations
 
 import pytest
@@ -62,5 +63,6 @@ def test_no_import_cycles():
 def test_no_library_module_imports_the_command_line():
     graph = grimp.build_graph("aelab", cache_dir=None, exclude_type_checking_imports=True)
     importers = {m for m in graph.find_modules_that_directly_import("aelab.cli")} | {
-        m for c in graph.find_children("aelab.cli") for m in graph.find_modules_that_directly_import(c)}
+        m for c in graph.find_children("aelab.cli") for m in graph.find_modules_that_directly_import(c)
+    }
     assert {m for m in importers if not m.startswith("aelab.cli") and m != "aelab.__main__"} == set()

@@ -68,12 +68,12 @@ class ModelConfig:
     output_activation: str = "sigmoid"  # sigmoid (data in [0, 1]) | identity
     init: str = "glorot"  # glorot: Keras' default (uniform weights, zero biases); torch
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> "ModelConfig":
+    def __new__(cls, *args: Any, **kwargs: Any) -> ModelConfig:
         if cls is ModelConfig:  # the public name builds the config class the family registered
             cls = model_config_class(kwargs.get("name", args[0] if args else "dense"))
         return object.__new__(cls)
 
-    def validate(self, train: "TrainConfig") -> None:
+    def validate(self, train: TrainConfig) -> None:
         """Checks that need more than one key; a family extends it (calling super) for its own keys.
 
         Shape checks that need the input shape belong in the family's constructor."""
@@ -81,7 +81,7 @@ class ModelConfig:
         check_choice("model.init", self.init, INITS)
         self.check_loss(train)
 
-    def check_loss(self, train: "TrainConfig") -> None:
+    def check_loss(self, train: TrainConfig) -> None:
         """Which train.loss fits this output; a family with its own rule (a VAE's likelihood) overrides it."""
         if train.loss == "bce" and self.output_activation != "sigmoid":
             raise ConfigError(
@@ -149,16 +149,18 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"family": True})
     train: TrainConfig = field(default_factory=TrainConfig)
+    # `aelab train --resume RUN --set ...`: what changed, and from which epoch on: [{epoch: 5, set: {train.epochs: 8}}]
+    resumed: list[dict] = field(default_factory=list)
 
     # -- construction -------------------------------------------------
     @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> "Config":
+    def from_dict(cls, d: dict[str, Any] | None) -> Config:
         cfg = _build(cls, d or {}, "")
         validate(cfg)
         return cfg
 
     @classmethod
-    def from_saved(cls, d: dict[str, Any] | None) -> "Config":
+    def from_saved(cls, d: dict[str, Any] | None) -> Config:
         """A run directory's config.yaml. Runs written before each family had its own keys carry
         every family's keys; those this run's family does not take are dropped (they were unused)."""
         d = dict(d or {})
@@ -170,7 +172,7 @@ class Config:
         return cls.from_dict(d)
 
     @classmethod
-    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "Config":
+    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> Config:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
@@ -191,7 +193,7 @@ class Config:
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
-    def replace(self, overrides: list[str]) -> "Config":
+    def replace(self, overrides: list[str]) -> Config:
         d = self.to_dict()
         apply_overrides(d, overrides)
         name = d.get("model", {}).get("name")
@@ -201,6 +203,28 @@ class Config:
             named = {o.split("=", 1)[0].strip()[len("model."):] for o in overrides if o.strip().startswith("model.")}
             d["model"] = {k: v for k, v in d["model"].items() if k in own or k in named}
         return Config.from_dict(d)
+
+
+# What `--resume RUN --set KEY=VALUE` may change: they do not touch the model's shape or the data.
+RESUMABLE = ("train.epochs", "train.lr", "train.early_stopping", "train.checkpoint_every")
+
+
+def resume_overrides(cfg: Config, overrides: list[str], epoch: int) -> Config:
+    """``cfg`` with ``overrides`` applied for a resumed run, recorded in ``cfg.resumed`` with the epoch
+    they take effect after; a key outside RESUMABLE is refused, naming it."""
+    for ov in overrides:
+        key = ov.split("=", 1)[0].strip()
+        if "=" not in ov:
+            raise ConfigError(f"--set expects KEY=VALUE (like train.epochs=20), got '{ov}'")
+        if key not in RESUMABLE:
+            raise ConfigError(f"--set {key}: cannot change on a resumed run (the checkpoint fixes the model, data and "
+                              f"the rest of training); keys a resume may change: {', '.join(RESUMABLE)}")
+    new = cfg.replace(list(overrides))
+    old_flat, new_flat = cfg.to_dict()["train"], new.to_dict()["train"]
+    changed = {f"train.{k}": v for k, v in new_flat.items() if old_flat.get(k) != v}
+    if changed:
+        new.resumed = [*cfg.resumed, {"epoch": epoch, "set": changed}]
+    return new
 
 
 def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

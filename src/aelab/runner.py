@@ -4,16 +4,18 @@ Data is loaded once (or handed over), the model built, the standard callbacks
 assembled around the caller's, ``train.fit`` run, the model evaluated, and the
 run directory written (unless ``is_writer=False``: then nothing touches the disk).
 """
+
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
 from . import _threads
-from .config import Config
+from .config import Config, resume_overrides
 from .data import Splits, load_data
 from .errors import RunError
 from .evaluate.evaluate import evaluate
@@ -21,23 +23,44 @@ from .evaluate.extra import extra_metrics
 from .evaluate.health import latent_health
 from .evaluate.metrics import entropy_floor
 from .models import build_model, needs_unit_range
-from .run import (Run, default_run_dir, load_config, write_config, write_history, write_scaler, write_summary,
-                  write_weights)
+from .run import (
+    Run,
+    default_run_dir,
+    load_config,
+    write_config,
+    write_history,
+    write_scaler,
+    write_summary,
+    write_weights,
+)
 from .train import Callback, TrainState, distributed, fit, resolve_device, standard_callbacks
+from .train.checkpoint import checkpoint_epoch
 from .train.precision import resolve_precision
 
 __all__ = ["train"]
 
 
-def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: str | Path | None = None,
-          data: Splits | None = None, callbacks: Sequence[Callback] = (), hooks: Sequence[Callback] = (),
-          overwrite: bool = False, log: Callable[[str], None] = print, is_writer: bool = True) -> Run:
+def train(
+    cfg: Config | None = None,
+    out: str | Path | None = None,
+    *,
+    resume: str | Path | None = None,
+    data: Splits | None = None,
+    callbacks: Sequence[Callback] = (),
+    hooks: Sequence[Callback] = (),
+    overwrite: bool = False,
+    log: Callable[[str], None] = print,
+    is_writer: bool = True,
+    overrides: Sequence[str] = (),
+) -> Run:
     """Trains the model ``cfg`` describes and returns the finished Run.
 
     ``resume`` continues the run in that folder from its last checkpoint (its own
     config.yaml wins). ``data`` skips loading when the caller has it. ``callbacks``
     (``hooks`` is the older name) run inside the standard ones (train/callbacks.py).
     ``is_writer=False`` trains in memory: nothing is written, ``out`` may be None.
+    ``overrides`` with ``resume`` change what a resume may change (``config.RESUMABLE``: train.epochs,
+    lr, early stopping, checkpoint cadence); config.yaml records them under ``resumed`` with their epoch.
     """
     run_dir: Path | None
     if resume is not None:
@@ -45,6 +68,8 @@ def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: s
         cfg = load_config(resumed)
         if not (resumed / "checkpoint" / "latest.json").is_file():
             raise RunError(f"{resumed}: no checkpoint to resume from")
+        if overrides:
+            cfg = resume_overrides(cfg, list(overrides), checkpoint_epoch(resumed / "checkpoint"))
     else:
         if cfg is None:
             raise ValueError("train() needs a config or resume=")
@@ -70,9 +95,13 @@ def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: s
                 (run_dir / stale).unlink(missing_ok=True)
             write_config(run_dir, cfg)
             write_scaler(run_dir, splits.scaler)
-    log(f"training {cfg.model.name} on {splits.name}: {len(splits.x_train)} train / {len(splits.x_test)} test samples "
+        elif overrides:
+            write_config(run_dir, cfg)  # with the changes and the epoch they took effect
+    log(
+        f"training {cfg.model.name} on {splits.name}: {len(splits.x_train)} train / {len(splits.x_test)} test samples "
         f"shaped {splits.sample_shape}; {sum(p.numel() for p in model.parameters()):,} parameters"
-        + (f" -> {run_dir}" if run_dir is not None else ""))
+        + (f" -> {run_dir}" if run_dir is not None else "")
+    )
 
     def on_state(state: TrainState) -> None:
         if writes:
@@ -90,8 +119,10 @@ def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: s
         write_weights(run_dir, model, cfg)
         write_summary(run_dir, summary)  # last: marks the run finished
     distributed.shutdown()
-    log(f"test {cfg.train.loss} {summary['test_loss']:.4f}  bce {summary['test_bce']:.4f}  "
-        f"mse {summary['test_mse']:.4f}  psnr {summary['test_psnr']:.2f} dB")
+    log(
+        f"test {cfg.train.loss} {summary['test_loss']:.4f}  bce {summary['test_bce']:.4f}  "
+        f"mse {summary['test_mse']:.4f}  psnr {summary['test_psnr']:.2f} dB"
+    )
     return run
 
 

@@ -7,6 +7,7 @@ that turns errors into exit codes: every AelabError ends as one line on stderr a
 its exit code (2 for bad input, 130 for an interrupted training). No library module
 imports this package (import-linter holds that).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,13 +16,44 @@ import sys
 from types import ModuleType
 
 from ..errors import AelabError
-from . import bench, data, decode, encode, explain_identity, export, models, probe, recipes, report, sample, score, summary, sweep
+from . import (
+    bench,
+    data,
+    decode,
+    encode,
+    explain_identity,
+    export,
+    models,
+    probe,
+    recipes,
+    report,
+    sample,
+    score,
+    summary,
+    sweep,
+)
 from . import eval as eval_cmd
 from . import train as train_cmd
 
 # the order of `aelab --help`
-SUBCOMMANDS: list[ModuleType] = [train_cmd, eval_cmd, encode, decode, data, models, summary, report, score, export,
-                                 probe, bench, recipes, sweep, explain_identity, sample]
+SUBCOMMANDS: list[ModuleType] = [
+    train_cmd,
+    eval_cmd,
+    encode,
+    decode,
+    data,
+    models,
+    summary,
+    report,
+    score,
+    export,
+    probe,
+    bench,
+    recipes,
+    sweep,
+    explain_identity,
+    sample,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

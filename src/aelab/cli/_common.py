@@ -1,4 +1,5 @@
 """Helpers the sub-commands share: reading input arrays and writing output arrays."""
+
 from __future__ import annotations
 
 import io
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ..errors import DataError
 
 
 def read_input_array(path: Path) -> np.ndarray:

@@ -1,4 +1,5 @@
 """`aelab data list|fetch|info`."""
+
 from __future__ import annotations
 
 import argparse

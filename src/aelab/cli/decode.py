@@ -1,4 +1,5 @@
 """`aelab decode`: arrays or an image grid from codes under a trained run."""
+
 from __future__ import annotations
 
 import argparse
@@ -31,7 +32,9 @@ def run(a: argparse.Namespace) -> int:
     if z.ndim == 1 and z.size == n_code:
         z = z[None]
     if int(np.prod(z.shape[1:])) != n_code:
-        raise DataError(f"{a.codes}: codes shaped {tuple(z.shape[1:])} but this run's code is {code_shape} ({n_code} values)")
+        raise DataError(
+            f"{a.codes}: codes shaped {tuple(z.shape[1:])} but this run's code is {code_shape} ({n_code} values)"
+        )
     if not np.isfinite(z).all():
         raise DataError(f"{a.codes}: holds NaN or inf")
     x = decode_array(run.model, z.reshape(len(z), *code_shape))

@@ -1,4 +1,5 @@
 """`aelab encode`: codes of images or arrays under a trained run."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,9 +13,14 @@ NAME = "encode"
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    en = sub.add_parser("encode", help="encode images or arrays to codes (.npy)", description=(
-        "Input: .npy/.npz shaped (N,H,W), (N,C,H,W) or (N,D), uint8 (scaled by 1/255) or float in [0,1]; "
-        "a PNG/JPEG file; or a folder of images. Output: (N, code size) float32 .npy."))
+    en = sub.add_parser(
+        "encode",
+        help="encode images or arrays to codes (.npy)",
+        description=(
+            "Input: .npy/.npz shaped (N,H,W), (N,C,H,W) or (N,D), uint8 (scaled by 1/255) or float in [0,1]; "
+            "a PNG/JPEG file; or a folder of images. Output: (N, code size) float32 .npy."
+        ),
+    )
     en.add_argument("run")
     en.add_argument("input")
     en.add_argument("-o", "--output", required=True)

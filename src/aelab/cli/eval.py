@@ -1,4 +1,5 @@
 """`aelab eval`: test (or train) metrics of a run, as JSON."""
+
 from __future__ import annotations
 
 import argparse
@@ -28,7 +29,12 @@ def run(a: argparse.Namespace) -> int:
     data = run.load_data()
     x = data.x_test if a.split == "test" else data.x_train
     res = evaluate(run.model, x, run.config.train.loss)
-    out = {"run": str(run.path), "split": a.split, "samples": int(len(x)), **{f"{a.split}_{k}": v for k, v in res.items()}}
+    out = {
+        "run": str(run.path),
+        "split": a.split,
+        "samples": int(len(x)),
+        **{f"{a.split}_{k}": v for k, v in res.items()},
+    }
     if run.model.output_activation == "sigmoid" and run.scaler is None:
         out[f"{a.split}_bce_floor"] = entropy_floor(x)
     y = data.y_test if a.split == "test" else data.y_train

@@ -1,4 +1,5 @@
 """`aelab models`: the registered model families."""
+
 from __future__ import annotations
 
 import argparse

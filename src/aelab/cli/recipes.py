@@ -1,4 +1,5 @@
 """`aelab recipes`: the built-in recipes; and suites for `aelab train SUITE`."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,9 +8,12 @@ NAME = "recipes"
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    r = sub.add_parser("recipes", help="list the built-in recipes (the seed experiments) with one-line descriptions",
-                       description="List every recipe shipped with aelab. `aelab train NAME` runs one; a suite "
-                                   "(marked [suite]) runs all its members and writes compare.html.")
+    r = sub.add_parser(
+        "recipes",
+        help="list the built-in recipes (the seed experiments) with one-line descriptions",
+        description="List every recipe shipped with aelab. `aelab train NAME` runs one; a suite "
+        "(marked [suite]) runs all its members and writes compare.html.",
+    )
     r.add_argument("name", nargs="?", help="print this recipe's YAML (or a suite's members) instead of the list")
     return r
 
@@ -44,7 +48,9 @@ def train_suite(a: argparse.Namespace) -> int:
     from ..sweep import run_suite
 
     if a.overwrite:
-        raise ConfigError("train --overwrite: not for a suite; finished members are skipped, so delete a member's folder to redo it")
+        raise ConfigError(
+            "train --overwrite: not for a suite; finished members are skipped, so delete a member's folder to redo it"
+        )
     html = run_suite(a.config, a.out, a.set, reports=not getattr(a, "no_report", False))
     print(f"comparison written to {html}")
     return 0

@@ -1,4 +1,5 @@
 """`aelab summary`: a Keras-style layer table of a config, recipe or run."""
+
 from __future__ import annotations
 
 import argparse

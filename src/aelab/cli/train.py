@@ -1,4 +1,5 @@
 """`aelab train`: one run from a config file or recipe (or every member of a suite), or --resume."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,16 +12,36 @@ NAME = "train"
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    t = sub.add_parser("train", help="train a model from a config file or recipe", description=(
-        "Train from a YAML config or a recipe name. Writes a run directory with config.yaml, metrics.csv, "
-        "batches.csv, model.safetensors, summary.json, checkpoint/."))
+    t = sub.add_parser(
+        "train",
+        help="train a model from a config file or recipe",
+        description=(
+            "Train from a YAML config or a recipe name. Writes a run directory with config.yaml, metrics.csv, "
+            "batches.csv, model.safetensors, summary.json, checkpoint/."
+        ),
+    )
     t.add_argument("config", nargs="?", help="YAML config file or recipe name")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. model.code_dim=64 (repeatable)")
+    t.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. model.code_dim=64 (repeatable)",
+    )
     t.add_argument("--out", help="run directory (default runs/NAME-TIMESTAMP)")
-    t.add_argument("--resume", metavar="RUN", help="continue the run in RUN from its last checkpoint")
+    t.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue the run in RUN from its last checkpoint (--set may change train.epochs, train.lr, "
+        "train.early_stopping and train.checkpoint_every)",
+    )
     t.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    t.add_argument("--no-report", action="store_true", help="skip RUN/report.html and the reconstructions-per-epoch animation")
-    t.add_argument("--tensorboard", action="store_true", help="also log per-epoch scalars and reconstructions to RUN/tensorboard")
+    t.add_argument(
+        "--no-report", action="store_true", help="skip RUN/report.html and the reconstructions-per-epoch animation"
+    )
+    t.add_argument(
+        "--tensorboard", action="store_true", help="also log per-epoch scalars and reconstructions to RUN/tensorboard"
+    )
     return t
 
 
@@ -35,7 +56,7 @@ def run(a: argparse.Namespace) -> int:
     report, tb = report and rank0, tb and rank0
     if a.resume:
         hooks = training_hooks(load_config(Path(a.resume)), a.resume, progress=report, tensorboard=tb, resume=True)
-        run = train(resume=a.resume, callbacks=hooks)
+        run = train(resume=a.resume, callbacks=hooks, overrides=a.set)
     else:
         if not a.config:
             raise ConfigError("train: give a config file or recipe name, or --resume RUN")

@@ -18,6 +18,7 @@ Scales:
 
 Only fitted scales have state; ``save`` writes it with safetensors (never pickle).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,8 +32,15 @@ SCALES = ("auto", "none", "minmax", "standard")
 
 
 class Preprocessor:
-    def __init__(self, scale: str = "auto", *, unit_range: bool = True, per_feature: bool = False,
-                 eps: float = 1e-8, dtype: type = np.float32):
+    def __init__(
+        self,
+        scale: str = "auto",
+        *,
+        unit_range: bool = True,
+        per_feature: bool = False,
+        eps: float = 1e-8,
+        dtype: type = np.float32,
+    ):
         if scale not in SCALES:
             raise DataError(f"scale: must be one of {', '.join(SCALES)}; got '{scale}'")
         self.scale, self.unit_range, self.per_feature, self.eps, self.dtype = scale, unit_range, per_feature, eps, dtype
@@ -86,7 +94,9 @@ class Preprocessor:
         bad = ~np.isfinite(xf)
         if bad.any():
             i = int(np.argwhere(bad)[0][0])
-            raise DataError(f"{where}: holds NaN or inf ({int(bad.sum())} values, first in sample {i}); clean the data first")
+            raise DataError(
+                f"{where}: holds NaN or inf ({int(bad.sum())} values, first in sample {i}); clean the data first"
+            )
         return xf
 
     # -- what a run keeps ------------------------------------------------------------
@@ -106,12 +116,16 @@ class Preprocessor:
         st = self.state()
         if st is None:
             raise DataError(f"{path}: a '{self.scale}' preprocessor has nothing fitted to save")
-        save_safetensors(Path(path), {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in st.items()},
-                         metadata={"scale": self.scale})
+        save_safetensors(
+            Path(path),
+            {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in st.items()},
+            metadata={"scale": self.scale},
+        )
 
     @classmethod
-    def from_state(cls, state: dict[str, np.ndarray] | None, scale: str = "auto", unit_range: bool = True
-                   ) -> Preprocessor:
+    def from_state(
+        cls, state: dict[str, np.ndarray] | None, scale: str = "auto", unit_range: bool = True
+    ) -> Preprocessor:
         """The preprocessor a run recorded: its fitted arrays (``state``), else its ``data.scale``."""
         if state is not None and "mean" in state:
             p = cls("standard", unit_range=False)
@@ -133,6 +147,10 @@ class Preprocessor:
         """What a program outside aelab must do to raw data (export.json)."""
         st = self.state()
         if self.scale == "standard" and st is not None:
-            return {"kind": "standard", "formula": "(x - mean) / std, per feature, on flattened samples",
-                    "mean": np.asarray(st["mean"]).ravel().tolist(), "std": np.asarray(st["std"]).ravel().tolist()}
+            return {
+                "kind": "standard",
+                "formula": "(x - mean) / std, per feature, on flattened samples",
+                "mean": np.asarray(st["mean"]).ravel().tolist(),
+                "std": np.asarray(st["std"]).ravel().tolist(),
+            }
         return {"kind": "unit", "formula": "uint8 images / 255 (float32 in [0, 1])"}

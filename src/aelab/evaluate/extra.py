@@ -6,9 +6,11 @@ when ``Capabilities.epoch_metrics`` logs them every epoch). A set is
 ``fn(model, x, y) -> dict[str, float]`` where ``x`` is a float array of samples
 and ``y`` their labels or None.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,12 +41,15 @@ def extra_metrics(model, x, y) -> dict[str, float]:
     out: dict[str, float] = {}
     for name in capabilities(model).metrics:
         if name not in _SETS:
-            raise KeyError(f"model '{model.cfg.name}' declares metric set '{name}', which evaluate/extra.py does not have")
+            raise KeyError(
+                f"model '{model.cfg.name}' declares metric set '{name}', which evaluate/extra.py does not have"
+            )
         out.update(_SETS[name](model, x, y))
     return out
 
 
 # -- the sets -----------------------------------------------------------------
+
 
 @register_metrics("elbo")
 @torch.no_grad()

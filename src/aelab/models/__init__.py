@@ -7,18 +7,27 @@ from __future__ import annotations
 
 from ..config import Config, ModelConfig
 from ..errors import ConfigError
-from ._registry import (Capabilities, Family, capabilities, family, get_builder, list_models, model_description,
-                        needs_unit_range, register_model)
-from .base import Autoencoder, CodePenaltyKeys, LossOutput, reconstruction_loss
-from .summary import summarize, summary_table
+from . import classifier as _classifier  # noqa: F401,E402
+from . import conv as _conv  # noqa: F401,E402
 
 # importing the families registers them (add a new family's module here)
 from . import dense as _dense  # noqa: F401,E402
-from . import conv as _conv  # noqa: F401,E402
-from . import vae as _vae  # noqa: F401,E402
-from . import classifier as _classifier  # noqa: F401,E402
-from . import vqvae as _vqvae  # noqa: F401,E402
 from . import sae as _sae  # noqa: F401,E402
+from . import vae as _vae  # noqa: F401,E402
+from . import vqvae as _vqvae  # noqa: F401,E402
+from ._registry import (
+    Capabilities,
+    Family,
+    capabilities,
+    family,
+    get_builder,
+    list_models,
+    model_description,
+    needs_unit_range,
+    register_model,
+)
+from .base import Autoencoder, CodePenaltyKeys, LossOutput, reconstruction_loss
+from .summary import summarize, summary_table
 
 KNOWN_SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 

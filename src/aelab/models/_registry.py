@@ -10,9 +10,10 @@ A duplicate name is an error, an unknown one lists the valid names and the close
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..config import ModelConfig, TrainConfig, model_config_class, register_model_config
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from ..config import ACTIVATIONS, ModelConfig, check_choice, check_positive
 from ..errors import ConfigError, DataError

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from ..config import ModelConfig, TrainConfig, check_positive
 from ..errors import ConfigError, DataError

@@ -15,8 +15,16 @@ from torch import nn
 from ..config import ModelConfig, TrainConfig, check_positive
 from ..errors import ConfigError
 from ._registry import Capabilities, register_model
-from .base import (CodePenaltyKeys, PenalizedAutoencoder, check_activations, check_kernel, check_rates, check_sparsity,
-                   glorot_init, make_activation)
+from .base import (
+    CodePenaltyKeys,
+    PenalizedAutoencoder,
+    check_activations,
+    check_kernel,
+    check_rates,
+    check_sparsity,
+    glorot_init,
+    make_activation,
+)
 
 
 @dataclass

@@ -6,14 +6,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from ..config import ModelConfig, TrainConfig, check_positive
 from ..errors import ConfigError
 from ._registry import Capabilities, register_model
-from .base import (CodePenaltyKeys, PenalizedAutoencoder, check_activations, check_rates, check_sparsity, glorot_init,
-                   make_activation)
+from .base import (
+    CodePenaltyKeys,
+    PenalizedAutoencoder,
+    check_activations,
+    check_rates,
+    check_sparsity,
+    glorot_init,
+    make_activation,
+)
 
 
 @dataclass

@@ -18,8 +18,8 @@ from types import MappingProxyType
 from typing import Any
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from ..config import ModelConfig, TrainConfig, check_choice, check_positive
 from ..errors import ConfigError

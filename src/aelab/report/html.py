@@ -10,9 +10,10 @@ import base64
 import functools
 import json
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import jinja2
 import numpy as np
@@ -25,6 +26,7 @@ from . import figures as F
 from ..models import capabilities
 from .health_figures import latent_health_figure
 from .model_figures import model_figures
+
 
 @dataclass
 class Picture:

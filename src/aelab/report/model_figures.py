@@ -5,9 +5,11 @@ registered with ``@register_figures(name, section)``; the run report draws the
 sets of the "Weights" section beside the weights and the others under "Model".
 No file I/O here: the report saves and shows what the sets return.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -43,7 +45,9 @@ def model_figures(model, splits, section: str | None = None) -> list[tuple[str, 
     out: list[tuple[str, Any, str]] = []
     for name in capabilities(model).figures:
         if name not in _SETS:
-            raise KeyError(f"model '{model.cfg.name}' declares figure set '{name}', which report/model_figures.py does not have")
+            raise KeyError(
+                f"model '{model.cfg.name}' declares figure set '{name}', which report/model_figures.py does not have"
+            )
         fn, sec = _SETS[name]
         if section is None or sec == section:
             out += fn(model, splits)
@@ -51,6 +55,7 @@ def model_figures(model, splits, section: str | None = None) -> list[tuple[str, 
 
 
 # -- the sets -------------------------------------------------------------------
+
 
 @register_figures("weights_first", "Weights")
 def first_layer_figure(model, splits) -> list[tuple[str, Any, str]]:
@@ -61,9 +66,12 @@ def first_layer_figure(model, splits) -> list[tuple[str, Any, str]]:
     if w.ndim != 4:
         return []
     conv = tuple(w.shape[1:]) != tuple(model.input_shape)
-    cap = ("First conv layer's filters, one tile per filter, one shared colour scale (grey 0 = no effect)."
-           if conv else "First layer's weights, one tile per unit, reshaped to the image; one colour scale, grey = 0. "
-           "Stroke- and blob-like tiles are learned features, noise-like tiles are units that learned little.")
+    cap = (
+        "First conv layer's filters, one tile per filter, one shared colour scale (grey 0 = no effect)."
+        if conv
+        else "First layer's weights, one tile per unit, reshaped to the image; one colour scale, grey = 0. "
+        "Stroke- and blob-like tiles are learned features, noise-like tiles are units that learned little."
+    )
     return [("weights_first", F.weight_tiles(w, "first layer weights"), cap)]
 
 
@@ -73,8 +81,13 @@ def last_layer_figure(model, splits) -> list[tuple[str, Any, str]]:
     if not F.is_image_shape(model.input_shape):
         return []
     w = model.last_layer_weights().float().cpu().numpy()
-    return [("weights_last", F.weight_tiles(w, "last layer weights, transposed"),
-             "Output layer's weights, transposed: the image each unit before the output adds; same kind of scale.")]
+    return [
+        (
+            "weights_last",
+            F.weight_tiles(w, "last layer weights, transposed"),
+            "Output layer's weights, transposed: the image each unit before the output adds; same kind of scale.",
+        )
+    ]
 
 
 @register_figures("vae")
@@ -103,9 +116,13 @@ def classifier_figures(model, splits, n: int = 10) -> list[tuple[str, Any, str]]
     fig.tight_layout()
     shapes = ", ".join(f"block {k}: {'x'.join(map(str, model.tap_shape(k)))}" for k in depths)
     figs: list[tuple[str, Any, str]] = [
-        ("classifier_taps", fig,
-         f"Test images reconstructed from the feature maps after pooling blocks {', '.join(map(str, depths))} "
-         f"({shapes}); the tap head is trained with the classifier, probe heads on frozen features.")]
+        (
+            "classifier_taps",
+            fig,
+            f"Test images reconstructed from the feature maps after pooling blocks {', '.join(map(str, depths))} "
+            f"({shapes}); the tap head is trained with the classifier, probe heads on frozen features.",
+        )
+    ]
     if splits.y_test is not None:
         figs.append(_class_accuracy_figure(model, splits))
     return figs

@@ -5,8 +5,19 @@ model, assembles the callbacks and writes the run directory around ``fit``.
 """
 from __future__ import annotations
 
-from .callbacks import (Callback, CallbackList, Checkpointing, EarlyStopping, EpochLog, NaNGuard, OnState, ProgressBar,
-                        StopOnCtrlC, TrainingInterrupted, standard_callbacks)
+from .callbacks import (
+                        Callback,
+                        CallbackList,
+                        Checkpointing,
+                        EarlyStopping,
+                        EpochLog,
+                        NaNGuard,
+                        OnState,
+                        ProgressBar,
+                        StopOnCtrlC,
+                        TrainingInterrupted,
+                        standard_callbacks,
+)
 from .checkpoint import TrainState
 from .loop import Loop, fit, resolve_device, setup_runtime
 

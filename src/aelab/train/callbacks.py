@@ -16,12 +16,14 @@ callbacks of that epoch, then stops. Callbacks run in the order given, so the
 standard list (``standard_callbacks``) puts the NaN guard first and checkpointing
 after every callback that may stop training.
 """
+
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..errors import TrainingError
 from .checkpoint import TrainState, load_checkpoint, save_checkpoint
@@ -88,6 +90,7 @@ class CallbackList:
 
 # -- the standard callbacks ----------------------------------------------------------
 
+
 class NaNGuard(Callback):
     """Stops with one line when a batch loss is not finite, before anything of that epoch is saved.
 
@@ -100,8 +103,10 @@ class NaNGuard(Callback):
             j = int(bad[0])
             saved = loop.saved_epoch
             kept = f"the checkpoint of epoch {saved} is kept" if saved else "no checkpoint was written"
-            raise TrainingError(f"loss became {loop.batch_losses[j].item()} at epoch {row['epoch']}, batch {j + 1}; "
-                                f"training stopped and {kept}; try a lower train.lr")
+            raise TrainingError(
+                f"loss became {loop.batch_losses[j].item()} at epoch {row['epoch']}, batch {j + 1}; "
+                f"training stopped and {kept}; try a lower train.lr"
+            )
 
 
 class EpochLog(Callback):
@@ -109,8 +114,10 @@ class EpochLog(Callback):
 
     def on_epoch_end(self, loop: Loop, row: dict[str, Any]) -> None:
         t = loop.cfg.train
-        loop.log(f"epoch {row['epoch']}/{t.epochs}  train {row['train_loss']:.4f}  val {t.loss} {row['val_loss']:.4f}  "
-                 f"mse {row['val_mse']:.4f}  psnr {row['val_psnr']:.2f} dB  {row['seconds']:.2f}s")
+        loop.log(
+            f"epoch {row['epoch']}/{t.epochs}  train {row['train_loss']:.4f}  val {t.loss} {row['val_loss']:.4f}  "
+            f"mse {row['val_mse']:.4f}  psnr {row['val_psnr']:.2f} dB  {row['seconds']:.2f}s"
+        )
 
 
 class ProgressBar(Callback):
@@ -123,8 +130,13 @@ class ProgressBar(Callback):
         if sys.stderr.isatty() and not os.environ.get("AELAB_NO_PROGRESS"):
             from tqdm import tqdm
 
-            self.bar = tqdm(total=loop.batches_per_epoch, desc=f"epoch {epoch + 1}/{loop.cfg.train.epochs}",
-                            leave=False, unit="batch", dynamic_ncols=True)
+            self.bar = tqdm(
+                total=loop.batches_per_epoch,
+                desc=f"epoch {epoch + 1}/{loop.cfg.train.epochs}",
+                leave=False,
+                unit="batch",
+                dynamic_ncols=True,
+            )
 
     def on_batch_end(self, loop: Loop) -> None:
         if self.bar is not None:
@@ -184,8 +196,10 @@ class StopOnCtrlC(Callback):
 
     def on_train_end(self, loop: Loop) -> None:
         if loop.stop_reason == "interrupt" and loop.state.epoch < loop.cfg.train.epochs:
-            raise TrainingInterrupted(f"stopped by Ctrl-C after epoch {loop.state.epoch}; the checkpoint holds epoch "
-                                      f"{loop.saved_epoch}{loop.resume_hint()}")
+            raise TrainingInterrupted(
+                f"stopped by Ctrl-C after epoch {loop.state.epoch}; the checkpoint holds epoch "
+                f"{loop.saved_epoch}{loop.resume_hint()}"
+            )
 
     def teardown(self, loop: Loop) -> None:
         if self.request is not None:
@@ -207,11 +221,21 @@ class Checkpointing(Callback):
             loop.group.barrier()  # every rank has read it before rank 0 may replace it
             loop.saved_epoch = loop.state.epoch
             loop.log(f"resumed after epoch {loop.state.epoch}")
+            changed = loop.cfg.resumed[-1]["set"] if loop.cfg.resumed else {}
+            if changed.get("train.lr") is not None:  # the checkpoint restored the old rate
+                for g in loop.opt.param_groups:
+                    g["lr"] = changed["train.lr"]
+                if loop.sched is not None:
+                    loop.sched.base_lrs = [changed["train.lr"]] * len(loop.opt.param_groups)
 
     def on_epoch_end(self, loop: Loop, row: dict[str, Any]) -> None:
         s, t = loop.state, loop.cfg.train
-        if self.folder is not None and self.writes and loop.group.is_writer and (
-                s.epoch % t.checkpoint_every == 0 or s.epoch == t.epochs or loop.stop_reason is not None):
+        if (
+            self.folder is not None
+            and self.writes
+            and loop.group.is_writer
+            and (s.epoch % t.checkpoint_every == 0 or s.epoch == t.epochs or loop.stop_reason is not None)
+        ):
             save_checkpoint(self.folder, loop.model, loop.opt, loop.sched, loop.gen, s)
             loop.saved_epoch = s.epoch
 
@@ -230,9 +254,15 @@ class OnState(Callback):
         self.fn(loop.state)
 
 
-def standard_callbacks(cfg, checkpoint_dir: Path | None = None, *, resume: bool = False, writes: bool = True,
-                       user: Sequence[Callback] = (), on_state: Callable[[TrainState], None] | None = None
-                       ) -> list[Callback]:
+def standard_callbacks(
+    cfg,
+    checkpoint_dir: Path | None = None,
+    *,
+    resume: bool = False,
+    writes: bool = True,
+    user: Sequence[Callback] = (),
+    on_state: Callable[[TrainState], None] | None = None,
+) -> list[Callback]:
     """The callbacks every training gets, in their order, with the caller's (``user``) in the middle:
     NaN guard, epoch log, progress bar, user callbacks, early stopping, Ctrl-C, checkpointing, ``on_state``."""
     cbs: list[Callback] = [NaNGuard(), EpochLog(), ProgressBar(), *user]

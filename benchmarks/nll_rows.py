@@ -3,6 +3,7 @@
 
     .venv/bin/python benchmarks/nll_rows.py RUN A B K
 """
+
 import json
 import sys
 

@@ -1,7 +1,8 @@
 """Spread of the K-sample NLL across importance-draw seeds 0..4 on the first N test images (binarised once, seed 0).
 
-    .venv/bin/python benchmarks/nll_seed_spread.py RUN N K
+.venv/bin/python benchmarks/nll_seed_spread.py RUN N K
 """
+
 import json
 import sys
 

@@ -1,4 +1,5 @@
 """Latent health (dead units, VAE active units, histograms) and `aelab sample`."""
+
 from __future__ import annotations
 
 import json
@@ -72,16 +73,22 @@ def test_cli_sample_and_eval_nll(tmp_path, idx_dir):
     from aelab import Config, train
     from aelab.cli import main
 
-    cfg = Config.from_dict({"data": {"name": "mnist", "path": str(idx_dir)},
-                            "model": {"name": "vae-dense", "hidden": [32], "code_dim": 4, "binarize": True},
-                            "train": {"epochs": 1, "batch_size": 64, "loss": "bce"}})
+    cfg = Config.from_dict(
+        {
+            "data": {"name": "mnist", "path": str(idx_dir)},
+            "model": {"name": "vae-dense", "hidden": [32], "code_dim": 4, "binarize": True},
+            "train": {"epochs": 1, "batch_size": 64, "loss": "bce"},
+        }
+    )
     run = train(cfg, tmp_path / "run", log=lambda s: None)
     s = json.loads((run.path / "summary.json").read_text())
     assert "test_active_units" in s and "test_dead_units" in s and "code_histogram" in s["latent_health"]
     assert main(["sample", str(run.path), "-n", "12", "-o", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
-    assert main(["sample", str(run.path), "-n", "6", "--from", "gmm", "--components", "2",
-                 "-o", str(tmp_path / "s.npy")]) == 0
+    assert (
+        main(["sample", str(run.path), "-n", "6", "--from", "gmm", "--components", "2", "-o", str(tmp_path / "s.npy")])
+        == 0
+    )
     assert np.load(tmp_path / "s.npy").shape == (6, 1, 28, 28)
     assert main(["eval", str(run.path), "--nll", "20", "--nll-limit", "10"]) == 0
     s = json.loads((run.path / "summary.json").read_text())

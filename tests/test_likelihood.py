@@ -1,4 +1,5 @@
 """The importance-weighted NLL estimator against a model whose log p(x) is known in closed form, and the IWAE bound."""
+
 from __future__ import annotations
 
 import math
@@ -30,14 +31,14 @@ class LinearGaussian(torch.nn.Module):
         self.exact_posterior()
 
     def exact_posterior(self) -> None:
-        prec = torch.eye(self.W.shape[1], dtype=torch.float64) + self.W.T @ self.W / self.s ** 2
+        prec = torch.eye(self.W.shape[1], dtype=torch.float64) + self.W.T @ self.W / self.s**2
         cov = torch.linalg.inv(prec)
-        self.A = cov @ self.W.T / self.s ** 2
+        self.A = cov @ self.W.T / self.s**2
         self.c = -self.A @ self.b
         self.v = torch.diagonal(cov).clone()
 
     def log_px(self, x: torch.Tensor) -> torch.Tensor:
-        cov = self.W @ self.W.T + self.s ** 2 * torch.eye(self.W.shape[0], dtype=torch.float64)
+        cov = self.W @ self.W.T + self.s**2 * torch.eye(self.W.shape[0], dtype=torch.float64)
         return torch.distributions.MultivariateNormal(self.b, cov).log_prob(x.double())
 
     def log_importance_weights(self, x, n, generator=None):
@@ -47,8 +48,8 @@ class LinearGaussian(torch.nn.Module):
         z = mu + self.v.sqrt() * eps
         mean = z @ self.W.T + self.b
         log_pxz = (-0.5 * ((x - mean) / self.s) ** 2 - math.log(self.s) - 0.5 * LOG_2PI).sum(-1)
-        log_pz = (-0.5 * z ** 2 - 0.5 * LOG_2PI).sum(-1)
-        log_qz = (-0.5 * eps ** 2 - 0.5 * self.v.log() - 0.5 * LOG_2PI).sum(-1)
+        log_pz = (-0.5 * z**2 - 0.5 * LOG_2PI).sum(-1)
+        log_qz = (-0.5 * eps**2 - 0.5 * self.v.log() - 0.5 * LOG_2PI).sum(-1)
         return log_pxz + log_pz - log_qz
 
 
@@ -88,7 +89,7 @@ def test_chunks_fold_into_the_same_log_mean_exp():
         pos = 0
 
         def log_importance_weights(self, x, n, generator=None):
-            out = lw[self.pos: self.pos + n]
+            out = lw[self.pos : self.pos + n]
             self.pos += n
             return out
 
@@ -100,9 +101,13 @@ def _tiny_vae(iw: int = 1, binarize: bool = True):
     from aelab import Config
     from aelab.models import build_model
 
-    cfg = Config.from_dict({"data": {"name": "mnist"}, "model": {
-        "name": "vae-dense", "hidden": [32], "code_dim": 4, "binarize": binarize, "iw_samples": iw},
-        "train": {"loss": "bce"}})
+    cfg = Config.from_dict(
+        {
+            "data": {"name": "mnist"},
+            "model": {"name": "vae-dense", "hidden": [32], "code_dim": 4, "binarize": binarize, "iw_samples": iw},
+            "train": {"loss": "bce"},
+        }
+    )
     torch.manual_seed(0)
     return build_model(cfg, (1, 8, 8))
 

@@ -1,4 +1,5 @@
 """TopK sparse autoencoder: TopK / BatchTopK, unit-norm decoder, AuxK, metrics, and a run on (N, D) data."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,12 @@ from aelab.models.sae import topk_mask
 
 
 def _sae(shape=(20,), **kw):
-    cfg = Config.from_dict({"model": {"name": "topk-sae", "output_activation": "identity", "expansion": 4, "k": 3, **kw},
-                            "train": {"loss": "mse"}})
+    cfg = Config.from_dict(
+        {
+            "model": {"name": "topk-sae", "output_activation": "identity", "expansion": 4, "k": 3, **kw},
+            "train": {"loss": "mse"},
+        }
+    )
     torch.manual_seed(0)
     return build_model(cfg, shape)
 
@@ -100,9 +105,13 @@ def test_trains_on_an_npy_array_saves_loads_and_round_trips(tmp_path):
     atoms = rng.normal(size=(12, 16)).astype(np.float32)
     codes = rng.random((600, 12)) * (rng.random((600, 12)) < 0.2)
     np.save(tmp_path / "emb.npy", (codes @ atoms).astype(np.float32))
-    cfg = Config.from_dict({"data": {"name": "npy", "path": str(tmp_path / "emb.npy"), "scale": "none"},
-                            "model": {"name": "topk-sae", "output_activation": "identity", "expansion": 2, "k": 4},
-                            "train": {"epochs": 3, "batch_size": 64, "loss": "mse", "precision": "fp32"}})
+    cfg = Config.from_dict(
+        {
+            "data": {"name": "npy", "path": str(tmp_path / "emb.npy"), "scale": "none"},
+            "model": {"name": "topk-sae", "output_activation": "identity", "expansion": 2, "k": 4},
+            "train": {"epochs": 3, "batch_size": 64, "loss": "mse", "precision": "fp32"},
+        }
+    )
     run = train(cfg, tmp_path / "run", log=lambda s: None)
     s = json.loads((run.path / "summary.json").read_text())
     assert s["test_l0"] <= 4 and 0 < s["test_fvu"] < 1 and "test_dead_units" in s

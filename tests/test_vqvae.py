@@ -1,4 +1,5 @@
 """VQ-VAE: the quantiser by hand, its codebook upkeep, and a short run through the registry."""
+
 from __future__ import annotations
 
 import json
@@ -75,9 +76,13 @@ def test_trains_saves_loads_and_round_trips(tmp_path, idx_dir):
     from aelab.cli import main
     from aelab.run import load_run
 
-    cfg = Config.from_dict({"data": {"name": "mnist", "path": str(idx_dir)},
-                            "model": {"name": "vq-vae", "hidden": [8, 16], "code_dim": 4, "codebook_size": 16},
-                            "train": {"epochs": 2, "batch_size": 64, "loss": "mse", "precision": "fp32"}})
+    cfg = Config.from_dict(
+        {
+            "data": {"name": "mnist", "path": str(idx_dir)},
+            "model": {"name": "vq-vae", "hidden": [8, 16], "code_dim": 4, "codebook_size": 16},
+            "train": {"epochs": 2, "batch_size": 64, "loss": "mse", "precision": "fp32"},
+        }
+    )
     run = train(cfg, tmp_path / "run", log=lambda s: None)
     rows = run.metrics if isinstance(run.metrics, list) else run.metrics()
     assert {"train_perplexity", "train_codes_used", "val_perplexity", "val_codes_used"} <= set(rows[-1])
@@ -96,4 +101,5 @@ def test_trains_saves_loads_and_round_trips(tmp_path, idx_dir):
     assert json.loads((tmp_path / "onnx" / "export.json").read_text())["model"] == cfg.model.name
     assert main(["report", str(run.path)]) == 0
     assert {"vq_codebook_usage.png", "vq_reconstructions.png", "vq_single_codes.png"} <= {
-        p.name for p in (run.path / "figures").iterdir()}
+        p.name for p in (run.path / "figures").iterdir()
+    }

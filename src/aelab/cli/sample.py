@@ -1,4 +1,5 @@
 """`aelab sample RUN -n 64 -o samples.png`: decode codes drawn from a VAE's prior or a mixture fitted on training codes."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,15 +9,21 @@ NAME = "sample"
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    s = sub.add_parser("sample", help="generate samples: decode codes drawn from a VAE's prior or a mixture fitted on training codes",
-                       description=("Draws N codes and decodes them. VAEs draw from their prior N(0, I); other models from "
-                                    "a Gaussian mixture fitted on the codes of (up to 20,000) training samples. "
-                                    "Output: a .png grid of images or a .npy array."))
+    s = sub.add_parser(
+        "sample",
+        help="generate samples: decode codes drawn from a VAE's prior or a mixture fitted on training codes",
+        description=(
+            "Draws N codes and decodes them. VAEs draw from their prior N(0, I); other models from "
+            "a Gaussian mixture fitted on the codes of (up to 20,000) training samples. "
+            "Output: a .png grid of images or a .npy array."
+        ),
+    )
     s.add_argument("run")
     s.add_argument("-n", type=int, default=64, help="how many samples (default 64)")
     s.add_argument("-o", "--output", required=True, help="samples.png (a grid) or samples.npy")
-    s.add_argument("--from", dest="source", choices=["auto", "prior", "gmm"], default="auto",
-                   help="auto: prior for VAEs, else gmm")
+    s.add_argument(
+        "--from", dest="source", choices=["auto", "prior", "gmm"], default="auto", help="auto: prior for VAEs, else gmm"
+    )
     s.add_argument("--components", type=int, default=10, help="mixture components (default 10)")
     s.add_argument("--seed", type=int, default=0)
     return s

@@ -7,6 +7,7 @@
   Cov_x(E_q[z_u | x]) > 0.01, i.e. the mean code varies with the input; others collapsed to the prior.
 - a histogram of all code values and of the per-unit activity, for the report.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -52,16 +53,21 @@ def latent_health(model, x, batch_size: int = 1024, tol: float = 1e-6) -> tuple[
     codes = encode_array(model, x, batch_size).reshape(len(x), -1)
     act = unit_activity(codes, tol)
     dead = dead_units(codes, tol)
-    scalars = {"code_units": int(codes.shape[1]), "dead_units": int(dead.sum()), "dead_fraction": float(dead.mean()),
-               "mean_unit_activity": float(act.mean())}
-    details: dict[str, Any] = {"unit_activity_histogram": {"edges": [i / 10 for i in range(11)],
-                                           "counts": [int(c) for c in np.histogram(act, bins=10, range=(0, 1))[0]]},
-               "code_histogram": code_histogram(codes)}
+    scalars = {
+        "code_units": int(codes.shape[1]),
+        "dead_units": int(dead.sum()),
+        "dead_fraction": float(dead.mean()),
+        "mean_unit_activity": float(act.mean()),
+    }
+    details: dict[str, Any] = {
+        "unit_activity_histogram": {
+            "edges": [i / 10 for i in range(11)],
+            "counts": [int(c) for c in np.histogram(act, bins=10, range=(0, 1))[0]],
+        },
+        "code_histogram": code_histogram(codes),
+    }
     if capabilities(model).generative:  # a VAE: encode() is the posterior mean, the prior N(0, I)
         var = codes.astype(np.float64).var(0)
         scalars["active_units"] = int((var > VAE_ACTIVE_THRESHOLD).sum())
         details["posterior_mean_variance"] = [float(v) for v in var]
     return scalars, details
-
-
-

@@ -8,6 +8,7 @@ whatever K is.
 A model takes part by having ``log_importance_weights(x, n, generator) -> (n, N)``:
 log p(x, z) - log q(z|x) for n draws per sample, in nats.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,9 @@ def supports_nll(model) -> bool:
 
 
 @torch.no_grad()
-def log_likelihood_per_sample(model, x: torch.Tensor, k: int, chunk: int = 500,
-                              generator: torch.Generator | None = None, with_elbo: bool = False):
+def log_likelihood_per_sample(
+    model, x: torch.Tensor, k: int, chunk: int = 500, generator: torch.Generator | None = None, with_elbo: bool = False
+):
     """log p(x) estimated with k importance samples for every row of x (one batch), float64, (N,).
 
     ``with_elbo``: also the mean of the k log-weights, the ELBO of the same rows (its Monte-Carlo
@@ -53,8 +55,16 @@ def binarize_once(x: np.ndarray | torch.Tensor, seed: int = 0, batch_size: int =
     return torch.cat(out)
 
 
-def importance_weighted_nll(model, x, k: int = 5000, seed: int = 0, binarize: bool | None = None,
-                            batch_size: int = 100, chunk: int | None = None, limit: int | None = None) -> dict:
+def importance_weighted_nll(
+    model,
+    x,
+    k: int = 5000,
+    seed: int = 0,
+    binarize: bool | None = None,
+    batch_size: int = 100,
+    chunk: int | None = None,
+    limit: int | None = None,
+) -> dict:
     """Test NLL in nats per sample: mean over x of -log p(x), each from k importance samples.
 
     ``binarize`` (default: the model's own ``binarize`` setting) binarises x once with ``seed``;
@@ -62,7 +72,9 @@ def importance_weighted_nll(model, x, k: int = 5000, seed: int = 0, binarize: bo
     the first ``limit`` rows (for quick estimates; the literature's numbers use the whole test set).
     """
     if not supports_nll(model):
-        raise ConfigError(f"--nll: {type(model).__name__} has no likelihood (only VAE families define log p(x, z) - log q(z|x))")
+        raise ConfigError(
+            f"--nll: {type(model).__name__} has no likelihood (only VAE families define log p(x, z) - log q(z|x))"
+        )
     if k < 1:
         raise ConfigError(f"--nll: needs K >= 1 importance samples, got {k}")
     if limit is not None:
@@ -80,7 +92,13 @@ def importance_weighted_nll(model, x, k: int = 5000, seed: int = 0, binarize: bo
             logp.append(lp_b)
             elbo.append(elbo_b)
     nll = -torch.cat(logp)
-    return {"nll": float(nll.mean()), "nll_sem": float(nll.std() / math.sqrt(len(nll))) if len(nll) > 1 else 0.0,
-            "nll_nelbo": float(-torch.cat(elbo).mean()),  # -ELBO of the same images, averaged over the k draws
-            "nll_k": int(k), "nll_samples": int(len(nll)), "nll_seed": int(seed), "nll_binarized": bool(binarize),
-            "nll_seconds": time.perf_counter() - t0}
+    return {
+        "nll": float(nll.mean()),
+        "nll_sem": float(nll.std() / math.sqrt(len(nll))) if len(nll) > 1 else 0.0,
+        "nll_nelbo": float(-torch.cat(elbo).mean()),  # -ELBO of the same images, averaged over the k draws
+        "nll_k": int(k),
+        "nll_samples": int(len(nll)),
+        "nll_seed": int(seed),
+        "nll_binarized": bool(binarize),
+        "nll_seconds": time.perf_counter() - t0,
+    }

@@ -5,6 +5,7 @@ A VAE draws from its prior N(0, I) by default. Any other model (and a VAE with
 as Pythae's GaussianMixtureSampler does: a plain autoencoder has no prior, but its codes
 of real images fill a region a mixture can describe.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,13 +35,15 @@ class CodeSampler:
         return z.astype(np.float32).reshape(n, *self.code_shape)
 
 
-def fit_code_sampler(model, x_train, components: int = 10, seed: int = 0,
-                     max_samples: int = GMM_FIT_SAMPLES) -> CodeSampler:
+def fit_code_sampler(
+    model, x_train, components: int = 10, seed: int = 0, max_samples: int = GMM_FIT_SAMPLES
+) -> CodeSampler:
     from sklearn.mixture import GaussianMixture
 
     if len(x_train) < components:
-        raise ConfigError(f"sample: a {components}-component mixture needs at least {components} training samples, "
-                          f"got {len(x_train)}")
+        raise ConfigError(
+            f"sample: a {components}-component mixture needs at least {components} training samples, got {len(x_train)}"
+        )
     idx = np.random.default_rng(seed).permutation(len(x_train))[:max_samples]
     idx.sort()  # memory-mapped data reads faster in order
     codes = encode_array(model, x_train[idx]).astype(np.float64)

@@ -14,6 +14,7 @@ then ReLU), so L0 <= k by construction: no L1 penalty, no shrinkage.
 - Dead latents (no activation in the last ``dead_samples`` training samples) get the AuxK loss:
   the top ``aux_k`` dead latents reconstruct the residual x - x_hat, weighted by ``aux_coef``.
 """
+
 from __future__ import annotations
 
 import math
@@ -53,8 +54,12 @@ class TopKSAEConfig(ModelConfig):
 
     def facts(self) -> list[tuple[str, Any]]:
         size = self.latents if self.latents else f"{self.expansion} x input"
-        return [("latents", size), ("k", self.k), ("activation", "BatchTopK" if self.batch_topk else "TopK"),
-                ("AuxK", f"{self.aux_coef:g}")]
+        return [
+            ("latents", size),
+            ("k", self.k),
+            ("activation", "BatchTopK" if self.batch_topk else "TopK"),
+            ("AuxK", f"{self.aux_coef:g}"),
+        ]
 
 
 def topk_mask(pre: torch.Tensor, k: int) -> torch.Tensor:
@@ -124,7 +129,9 @@ class TopKSAE(Autoencoder):
         return self.activate(self.pre_activations(x))
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
-        return F.linear(z, self.W_dec, self.b_pre).unflatten(1, self.input_shape)  # no len(z): exports keep a dynamic batch
+        return F.linear(z, self.W_dec, self.b_pre).unflatten(
+            1, self.input_shape
+        )  # no len(z): exports keep a dynamic batch
 
     # -- training -------------------------------------------------------------------
     def dead_mask(self) -> torch.Tensor:
@@ -151,8 +158,12 @@ class TopKSAE(Autoencoder):
             self.samples_since_fired[fired] = 0
         dead = self.dead_mask()
         n_dead = int(dead.sum())
-        parts = {"recon": recon, "fvu": fvu.detach(), "l0": (z > 0).float().sum(1).mean(),
-                 "dead_fraction": dead.float().mean()}
+        parts = {
+            "recon": recon,
+            "fvu": fvu.detach(),
+            "l0": (z > 0).float().sum(1).mean(),
+            "dead_fraction": dead.float().mean(),
+        }
         total = recon
         if n_dead and self.cfg.aux_coef > 0:
             # AuxK: the top-k_aux dead latents explain the residual the live ones leave
@@ -162,14 +173,19 @@ class TopKSAE(Autoencoder):
             z_aux = torch.zeros_like(pre).scatter_(-1, idx, F.relu(vals))
             e_hat = F.linear(z_aux, self.W_dec).float()
             e = err.detach()
-            aux = min(n_dead / self.aux_k, 1.0) * (e_hat - e).pow(2).sum() / (e - e.mean(0)).pow(2).sum().clamp(min=1e-12)
+            aux = (
+                min(n_dead / self.aux_k, 1.0) * (e_hat - e).pow(2).sum() / (e - e.mean(0)).pow(2).sum().clamp(min=1e-12)
+            )
             total = total + self.cfg.aux_coef * aux
             parts["auxk"] = aux.detach()
         return LossOutput(total, parts)
 
 
-@register_model("topk-sae", "TopK sparse autoencoder (Gao et al. 2024) on any (N, D) data: overcomplete code, TopK or BatchTopK, AuxK",
-                config=TopKSAEConfig,
-                capabilities=Capabilities(metrics=("sae",), epoch_metrics=True, figures=("sae",)))
+@register_model(
+    "topk-sae",
+    "TopK sparse autoencoder (Gao et al. 2024) on any (N, D) data: overcomplete code, TopK or BatchTopK, AuxK",
+    config=TopKSAEConfig,
+    capabilities=Capabilities(metrics=("sae",), epoch_metrics=True, figures=("sae",)),
+)
 def build_topk_sae(cfg: TopKSAEConfig, input_shape: tuple[int, ...]) -> TopKSAE:
     return TopKSAE(cfg, input_shape)

@@ -15,6 +15,7 @@ Keeping the codebook alive, as vector-quantize-pytorch does:
 ``encode`` returns the quantised map z_q (N, D, h, w), so decode(encode(x)) is the reconstruction;
 ``decode`` snaps any input to the codebook first, so codes from elsewhere (a sampler) decode too.
 """
+
 from __future__ import annotations
 
 import math
@@ -60,8 +61,12 @@ class VQVAEConfig(ModelConfig):
             raise ConfigError(f"model.ema_decay: must be in (0, 1), got {self.ema_decay}")
 
     def facts(self) -> list[tuple[str, Any]]:
-        return [("channels", self.hidden), ("codebook", f"{self.codebook_size} x {self.code_dim}"),
-                ("codebook update", "EMA" if self.ema else "gradient"), ("commitment", self.commitment)]
+        return [
+            ("channels", self.hidden),
+            ("codebook", f"{self.codebook_size} x {self.code_dim}"),
+            ("codebook update", "EMA" if self.ema else "gradient"),
+            ("commitment", self.commitment),
+        ]
 
 
 def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -90,8 +95,18 @@ class VectorQuantizer(nn.Module):
     cluster_size: torch.Tensor
     initted: torch.Tensor
 
-    def __init__(self, num_codes: int, dim: int, commitment: float = 0.25, ema: bool = True, decay: float = 0.99,
-                 kmeans_init: bool = True, kmeans_iters: int = 10, dead_code_threshold: float = 1.0, eps: float = 1e-5):
+    def __init__(
+        self,
+        num_codes: int,
+        dim: int,
+        commitment: float = 0.25,
+        ema: bool = True,
+        decay: float = 0.99,
+        kmeans_init: bool = True,
+        kmeans_iters: int = 10,
+        dead_code_threshold: float = 1.0,
+        eps: float = 1e-5,
+    ):
         super().__init__()
         self.num_codes, self.dim, self.commitment = num_codes, dim, commitment
         self.ema, self.decay, self.eps = ema, decay, eps
@@ -160,8 +175,11 @@ class VectorQuantizer(nn.Module):
         z_q = flat + (z_q - flat).detach()  # straight-through
         z_q = z_q.view(n, h, w, d).permute(0, 3, 1, 2).contiguous()
         counts = torch.bincount(idx, minlength=self.num_codes)
-        metrics = {"commit": commit.detach(), "perplexity": perplexity(counts),
-                   "codes_used": (counts > 0).float().mean()}
+        metrics = {
+            "commit": commit.detach(),
+            "perplexity": perplexity(counts),
+            "codes_used": (counts > 0).float().mean(),
+        }
         return z_q, loss, idx.view(n, h, w), metrics
 
 
@@ -173,11 +191,15 @@ class VQVAE(Autoencoder):
     def __init__(self, cfg: VQVAEConfig, input_shape: tuple[int, ...]):
         super().__init__(cfg, input_shape)
         if len(input_shape) != 3:
-            raise ConfigError(f"model.name: a VQ-VAE needs images shaped (C, H, W), got samples shaped {tuple(input_shape)}")
+            raise ConfigError(
+                f"model.name: a VQ-VAE needs images shaped (C, H, W), got samples shaped {tuple(input_shape)}"
+            )
         c, hh, ww = input_shape
         f = 2 ** len(cfg.hidden)
         if hh % f or ww % f:
-            raise ConfigError(f"model.hidden: {len(cfg.hidden)} stride-2 blocks need H and W divisible by {f}, got {hh}x{ww}")
+            raise ConfigError(
+                f"model.hidden: {len(cfg.hidden)} stride-2 blocks need H and W divisible by {f}, got {hh}x{ww}"
+            )
         enc: list[nn.Module] = []
         prev = c
         for ch in cfg.hidden:
@@ -192,8 +214,16 @@ class VQVAE(Autoencoder):
                 dec.append(nn.ReLU())
             prev = ch
         self.decoder = nn.Sequential(*dec)
-        self.quantizer = VectorQuantizer(cfg.codebook_size, cfg.code_dim, cfg.commitment, cfg.ema, cfg.ema_decay,
-                                         cfg.kmeans_init, cfg.kmeans_iters, cfg.dead_code_threshold)
+        self.quantizer = VectorQuantizer(
+            cfg.codebook_size,
+            cfg.code_dim,
+            cfg.commitment,
+            cfg.ema,
+            cfg.ema_decay,
+            cfg.kmeans_init,
+            cfg.kmeans_iters,
+            cfg.dead_code_threshold,
+        )
 
     @property
     def code_shape(self) -> tuple[int, ...]:
@@ -229,7 +259,11 @@ class VQVAE(Autoencoder):
         return LossOutput(recon + vq_loss, {"recon": recon, **m})
 
 
-@register_model("vq-vae", "vector-quantised (VQ-VAE): conv encoder, codebook (EMA, k-means init, dead-code restart), conv decoder",
-                config=VQVAEConfig, capabilities=Capabilities(metrics=("codebook",), epoch_metrics=True, figures=("vq-vae",)))
+@register_model(
+    "vq-vae",
+    "vector-quantised (VQ-VAE): conv encoder, codebook (EMA, k-means init, dead-code restart), conv decoder",
+    config=VQVAEConfig,
+    capabilities=Capabilities(metrics=("codebook",), epoch_metrics=True, figures=("vq-vae",)),
+)
 def build_vqvae(cfg: VQVAEConfig, input_shape: tuple[int, ...]) -> VQVAE:
     return VQVAE(cfg, input_shape)

@@ -1,4 +1,5 @@
 """Latent health for every model's report: how the code's units are used on the test set."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -22,8 +23,10 @@ def latent_health_figure(z_all: np.ndarray, vae: bool) -> tuple[Any, str]:
         a1.set_xlabel("code unit, by variance")
         a1.set_ylabel("Var_x of E[z|x]")
         active = int((var > VAE_ACTIVE_THRESHOLD).sum())
-        left = (f"{active} of {len(var)} units are active (the variance of their posterior mean over the test set "
-                f"exceeds {VAE_ACTIVE_THRESHOLD}, dashed; Burda et al. 2016); the others carry nothing.")
+        left = (
+            f"{active} of {len(var)} units are active (the variance of their posterior mean over the test set "
+            f"exceeds {VAE_ACTIVE_THRESHOLD}, dashed; Burda et al. 2016); the others carry nothing."
+        )
     else:
         act = unit_activity(z)
         a1.hist(act, bins=20, range=(0, 1), color="tab:blue")

@@ -1,4 +1,5 @@
 """The sparse autoencoder's report figures: the feature-density histogram and its dictionary."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -22,13 +23,22 @@ def sae_figures(model, splits) -> list[tuple[str, Any, str]]:
     ax.set_ylabel("latents")
     fig.tight_layout()
     figs: list[tuple[str, Any, str]] = [
-        ("sae_feature_density", fig,
-         f"Feature density: how often each of the {len(freq)} latents fires on the test set "
-         f"(L0 {l0:.1f}, FVU {fvu:.4f}); {dead} latents never fire and are not drawn.")]
+        (
+            "sae_feature_density",
+            fig,
+            f"Feature density: how often each of the {len(freq)} latents fires on the test set "
+            f"(L0 {l0:.1f}, FVU {fvu:.4f}); {dead} latents never fire and are not drawn.",
+        )
+    ]
     if F.is_image_shape(model.input_shape) and len(live):
         top = np.argsort(-freq, kind="stable")[:64]
         w = model.W_dec.detach().float().cpu().numpy()[:, top].T.reshape(-1, *model.input_shape)
-        figs.append(("sae_dictionary", F.weight_tiles(w, "decoder columns of the 64 most frequent latents"),
-                     "Decoder columns (unit norm) of the 64 most frequently firing latents, most frequent first; "
-                     "one colour scale, grey = 0."))
+        figs.append(
+            (
+                "sae_dictionary",
+                F.weight_tiles(w, "decoder columns of the 64 most frequent latents"),
+                "Decoder columns (unit norm) of the 64 most frequently firing latents, most frequent first; "
+                "one colour scale, grey = 0.",
+            )
+        )
     return figs

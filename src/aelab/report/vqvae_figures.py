@@ -1,4 +1,5 @@
 """The VQ-VAE's report figures: codebook usage, reconstructions, and the image of each single code."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -47,9 +48,14 @@ def vqvae_figures(model, splits, n: int = 10) -> list[tuple[str, Any, str]]:
     ax.set_ylabel("share of positions")
     ax.set_yscale("log")
     fig.tight_layout()
-    figs: list[tuple[str, Any, str]] = [("vq_codebook_usage", fig,
-                                         f"How often each of the {len(counts)} codebook entries is picked over the test set "
-                                         f"(every position of every code map); {used} entries are used at least once.")]
+    figs: list[tuple[str, Any, str]] = [
+        (
+            "vq_codebook_usage",
+            fig,
+            f"How often each of the {len(counts)} codebook entries is picked over the test set "
+            f"(every position of every code map); {used} entries are used at least once.",
+        )
+    ]
     x = splits.x_test[:n]
     rec = reconstruct(model, x)
     fig = Figure(figsize=(n * 0.9 + 1.2, 2.2))
@@ -66,6 +72,12 @@ def vqvae_figures(model, splits, n: int = 10) -> list[tuple[str, Any, str]]:
         _images(ax, imgs, 8)
         ax.set_title(f"the {len(top)} most used codes, each decoded from a map of that code alone", fontsize=9)
         fig.tight_layout()
-        figs.append(("vq_single_codes", fig, "Images decoded from single codes: every position of the code map set to "
-                                             "the same entry, most used entries first."))
+        figs.append(
+            (
+                "vq_single_codes",
+                fig,
+                "Images decoded from single codes: every position of the code map set to "
+                "the same entry, most used entries first.",
+            )
+        )
     return figs

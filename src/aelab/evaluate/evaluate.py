@@ -76,3 +76,34 @@ def encode_array(model, x, batch_size: int = 4096) -> np.ndarray:
 
 def decode_array(model, z, batch_size: int = 4096) -> np.ndarray:
     return _map_batches(model.decode, model, z, batch_size)
+
+
+def data_metrics(model, x, loss: str = "bce", scaler: dict | None = None, batch_size: int = 1024) -> dict:
+    """The test metrics that fit the data, keyed without the ``test_`` prefix (summary.json, `aelab eval`).
+
+    Targets in [0, 1]: loss, bce, bce_floor, bce_above_floor, mse, psnr (peak 1).
+    Standardised data (a scaler): loss, mse, rmse, r2, rmse_per_feature (in the data's own units).
+    Other real-valued data: the same, plus psnr with the test values' range as peak (psnr_peak).
+    """
+    per = per_sample_errors(model, x, loss, batch_size)
+    lo, hi = M.value_range(x)
+    mean = {k: float(v.double().mean()) for k, v in per.items()}
+    if scaler is None and M.in_unit_range(lo, hi):
+        floor = M.entropy_floor(x)
+        return {"loss": mean["loss"], "bce": mean["bce"], "bce_floor": floor, "bce_above_floor": mean["bce"] - floor,
+                "mse": mean["mse"], "psnr": mean["psnr"]}
+    out: dict = {"loss": mean["loss"], "mse": mean["mse"]}
+    stats = M.RegressionStats()
+    with eval_mode(model), torch.no_grad():
+        for b in batches(x, batch_size, model.device):
+            stats.update(model.reconstruct(b).float(), b)
+    rmse = stats.rmse_per_feature()
+    if scaler is not None:  # back to the data's own units, where an RMSE can be read
+        rmse = rmse * np.asarray(scaler["std"], dtype=np.float64).reshape(-1)
+    out["rmse"] = float(np.sqrt(out["mse"]))
+    out["r2"] = stats.r2()
+    out["rmse_per_feature"] = [float(v) for v in rmse]
+    if scaler is None and hi > lo:
+        out["psnr"] = float(M.psnr(per["mse"], hi - lo).double().mean())
+        out["psnr_peak"] = hi - lo
+    return out

@@ -143,9 +143,12 @@ def card(label: str, value: Any, note: str = "") -> str:
 
 # -- metrics shown in headers and tables -------------------------------------
 
-# (summary key, label): BCE is always followed by its floor and the distance to it, then MSE and PSNR
+# (summary key, label): BCE is always followed by its floor and the distance to it, then MSE and PSNR; a run
+# shows only those its summary has (evaluate.data_metrics: no BCE/PSNR on standardised data, R^2 and RMSE there)
 METRICS = [("test_loss", "test loss"), ("test_bce", "test BCE"), ("test_bce_floor", "BCE floor"),
-           ("test_bce_above_floor", "BCE above floor"), ("test_mse", "test MSE"), ("test_psnr", "test PSNR (dB)")]
+           ("test_bce_above_floor", "BCE above floor"), ("test_mse", "test MSE"), ("test_rmse", "test RMSE"),
+           ("test_r2", "test R²"), ("test_psnr", "test PSNR (dB)"), ("test_psnr_peak", "PSNR peak")]
+PER_FEATURE = "test_rmse_per_feature"  # a list: shown as its own line, not a card or a table column
 
 
 def read_probe(run_dir: Path) -> dict[str, Any]:
@@ -350,7 +353,12 @@ def render_run(run, pics: list[Picture], facts: dict) -> str:
     parts.append("<nav>" + "".join(f'<a href="#s-{i}">{esc(sec)}</a>' for i, sec in enumerate(sections))
                  + '<a href="#s-model">Model</a><a href="#s-config">Config</a></nav>')
     parts.append(facts_grid(config_facts(cfg, s)))
-    other = [(k, v) for k, v in s.items() if k.startswith("test_") and k not in dict(METRICS) and k != "test_size"]
+    if s.get(PER_FEATURE):
+        vals = s[PER_FEATURE]
+        shown = ", ".join(f"{v:.4g}" for v in vals[:20]) + (f", ... ({len(vals)} features)" if len(vals) > 20 else "")
+        parts.append(f'<p class="note">RMSE per feature, in the data\'s own units: {esc(shown)}</p>')
+    other = [(k, v) for k, v in s.items()
+             if k.startswith("test_") and k not in dict(METRICS) and k not in ("test_size", PER_FEATURE)]
     if other:
         parts.append(facts_grid(other))
     for i, sec in enumerate(sections):
@@ -437,7 +445,7 @@ def write_comparison(run_paths: Sequence[str | Path], out_html: str | Path, titl
     cfg_rows = [[n] + [flatten(r.config.to_dict()).get(k) for k in keys] for n, r in zip(names, runs)]
     probes = [probe_values(read_probe(r.path)) for r in runs]
     probe_keys = sorted({k for p in probes for k in p})
-    extra = sorted({k for r in runs for k in r.summary if k.startswith("test_")} - {k for k, _ in METRICS} - {"test_size"})
+    extra = sorted({k for r in runs for k in r.summary if k.startswith("test_")} - {k for k, _ in METRICS} - {"test_size", PER_FEATURE})
     mhead = ["run"] + [lab for _, lab in METRICS] + extra + ["parameters", "epochs", "s / epoch"] + probe_keys
     mrows = []
     for n, r, pr in zip(names, runs, probes):

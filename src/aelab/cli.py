@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
@@ -11,7 +12,8 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import AelabError, ConfigError, DataError
+from . import runlock
+from .errors import AelabError, ConfigError, DataError, one_line
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -53,7 +55,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     rank0 = writes_run_dir()
     report, tb = report and rank0, tb and rank0
     if a.resume:
-        data, hooks = prepare_cli_training(load_config(Path(a.resume)), a.resume, report=report, tensorboard=tb, resume=True)
+        cfg, out = load_config(Path(a.resume)), a.resume
     else:
         if not a.config:
             raise ConfigError("train: give a config file or recipe name, or --resume RUN")
@@ -65,34 +67,32 @@ def cmd_train(a: argparse.Namespace) -> int:
             return train_suite(a)
         cfg = resolve_config(a.config, a.set)
         out = a.out or default_run_dir(cfg)
-        data, hooks = prepare_cli_training(cfg, out, report=report, tensorboard=tb, resume=False)
-    try:
-        run = train(resume=a.resume, data=data, hooks=hooks) if a.resume else train(cfg, out, overwrite=a.overwrite, data=data, hooks=hooks)
-    finally:
-        for h in hooks:
-            h.close()
-    if rank0:
-        print(f"run written to {run.path}")
-    if report:
-        from .report import write_run_report
+    with runlock.writing(out) if rank0 else contextlib.nullcontext():  # one writer per run folder, held through the report
+        data, hooks = prepare_cli_training(cfg, out, report=report, tensorboard=tb, resume=bool(a.resume))
+        try:
+            run = train(resume=a.resume, data=data, hooks=hooks) if a.resume else train(cfg, out, overwrite=a.overwrite, data=data, hooks=hooks)
+        finally:
+            for h in hooks:
+                h.close()
+        if rank0:
+            print(f"run written to {run.path}")
+        if report:
+            from .report import write_run_report
 
-        print(f"report written to {write_run_report(run, data)}")
+            print(f"report written to {write_run_report(run, data)}")
     return 0
 
 
 @command("eval")
 def cmd_eval(a: argparse.Namespace) -> int:
-    from .evaluate.evaluate import evaluate
-    from .evaluate.metrics import entropy_floor
+    from .evaluate.evaluate import data_metrics
     from .run import load_run
 
     run = load_run(a.run)
     data = run.load_data()
     x = data.x_test if a.split == "test" else data.x_train
-    res = evaluate(run.model, x, run.config.train.loss)
+    res = data_metrics(run.model, x, run.config.train.loss, run.scaler)  # the metrics that fit the data, as in summary.json
     out = {"run": str(run.path), "split": a.split, "samples": int(len(x)), **{f"{a.split}_{k}": v for k, v in res.items()}}
-    if run.model.output_activation == "sigmoid" and run.scaler is None:
-        out[f"{a.split}_bce_floor"] = entropy_floor(x)
     y = data.y_test if a.split == "test" else data.y_train
     out.update({f"{a.split}_{k}": v for k, v in run.model.extra_metrics(x, y).items()})  # accuracy, ELBO, ...
     print(json.dumps(out, indent=2))
@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[a.cmd](a) or 0
     except AelabError as e:
-        print(f"aelab {a.cmd}: error: {e}", file=sys.stderr)
+        print(f"aelab {a.cmd}: error: {one_line(str(e))}", file=sys.stderr)
         return getattr(e, "exit_code", 2)
     except KeyboardInterrupt:
         print(f"aelab {a.cmd}: interrupted", file=sys.stderr)
@@ -313,5 +313,5 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except OSError as e:
         # a full disk or a read-only folder: say which file, keep the traceback out
-        print(f"aelab {a.cmd}: error: {e.strerror or e} ({e.filename or ''})".rstrip(" ()"), file=sys.stderr)
+        print(one_line(f"aelab {a.cmd}: error: {e.strerror or e} ({e.filename or ''})".rstrip(" ()")), file=sys.stderr)
         return 2

@@ -1,24 +1,25 @@
 """``train(cfg) -> Run``: data -> model -> loop -> run directory."""
 from __future__ import annotations
 
+import contextlib
 import statistics
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
-from .. import _threads
+from .. import _threads, runlock
 from ..config import Config
 from ..data import Splits, load_data
 from ..errors import RunError
-from ..evaluate.evaluate import evaluate
-from ..evaluate.metrics import entropy_floor
+from ..evaluate.evaluate import data_metrics
+from ..evaluate.metrics import format_metrics
 from ..models import build_model
 from ..run import (Run, default_run_dir, load_config, write_config, write_history, write_scaler, write_summary,
                    write_weights)
 from . import distributed
 from .loop import EpochHook, TrainingInterrupted, fit, resolve_device
-from .precision import resolve_precision
+from .precision import cpu_kind, resolve_precision
 
 __all__ = ["train", "fit", "EpochHook", "TrainingInterrupted"]
 
@@ -30,7 +31,16 @@ def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: s
 
     ``resume`` continues the run in that folder from its last checkpoint (its
     own config.yaml wins). ``data`` skips loading when the caller has it.
+    The run folder is locked while it trains (runlock.py): a second writer is refused.
     """
+    target = resume if resume is not None else out  # a default folder name holds the clock: nobody else has it
+    locked = target is not None and is_writer and distributed.writes_run_dir()
+    with runlock.writing(target) if locked else contextlib.nullcontext():
+        return _train(cfg, out, resume=resume, data=data, hooks=hooks, overwrite=overwrite, log=log, is_writer=is_writer)
+
+
+def _train(cfg: Config | None, out: str | Path | None, *, resume: str | Path | None, data: Splits | None,
+           hooks: Sequence[EpochHook], overwrite: bool, log: Callable[[str], None], is_writer: bool) -> Run:
     if resume is not None:
         run_dir = Path(resume)
         cfg = load_config(run_dir)
@@ -42,6 +52,7 @@ def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: s
         run_dir = Path(out) if out is not None else default_run_dir(cfg)
         if (run_dir / "config.yaml").exists() and not overwrite:
             raise RunError(f"{run_dir}: already holds a run; choose another --out, --resume it, or pass --overwrite")
+    device = resolve_device(cfg.train.device)  # auto: cuda when available, else cpu; refused before anything is written
     group = distributed.setup(cfg.train.device)  # under torchrun: join the process group; else a world of one
     run_dir = Path(group.agree(str(run_dir)))  # rank 0's folder (a default name holds the clock)
     is_writer = is_writer and group.is_writer
@@ -62,6 +73,9 @@ def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: s
     log(f"training {cfg.model.name} on {splits.name}: {len(splits.x_train)} train / {len(splits.x_test)} test samples "
         f"shaped {splits.sample_shape}; {sum(p.numel() for p in model.parameters()):,} parameters -> {run_dir}")
 
+    where = f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else f"cpu ({cpu_kind()})"
+    log(f"device {where}, precision {resolve_precision(cfg.train.precision, device)}")
+
     def on_checkpoint(state):
         if is_writer:
             write_history(run_dir, state.history, state.batches)
@@ -69,9 +83,8 @@ def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: s
     state = fit(model, splits, cfg, run_dir / "checkpoint" if is_writer or group.world > 1 else None, hooks=hooks,
                 resume=resume is not None, log=log, on_checkpoint=on_checkpoint)
     model.eval()
-    test = evaluate(model, splits.x_test, cfg.train.loss)
+    test = data_metrics(model, splits.x_test, cfg.train.loss, splits.scaler)  # only the metrics that fit the data
     secs = [r["seconds"] for r in state.history]
-    device = resolve_device(cfg.train.device)
     summary = {
         "name": cfg.name,
         "model": cfg.model.name,
@@ -83,22 +96,16 @@ def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: s
         "parameters": int(sum(p.numel() for p in model.parameters())),
         "epochs": state.epoch,
         "loss": cfg.train.loss,
-        "test_loss": test["loss"],
-        "test_bce": test["bce"],
-        "test_mse": test["mse"],
-        "test_psnr": test["psnr"],
+        **{f"test_{k}": v for k, v in test.items()},
         "seconds_per_epoch": statistics.median(secs) if secs else None,
         "seconds_total": sum(secs),
         "device": str(device),
         "precision": resolve_precision(cfg.train.precision, device),
         "threads": torch.get_num_threads(),
+        "cpu": cpu_kind(),
         "omp_wait_policy": _threads.wait_policy,
         "torch": torch.__version__,
     }
-    if splits.scaler is None and cfg.model.output_activation == "sigmoid":
-        floor = entropy_floor(splits.x_test)
-        summary["test_bce_floor"] = floor
-        summary["test_bce_above_floor"] = test["bce"] - floor
     summary.update({f"test_{k}": v for k, v in model.extra_metrics(splits.x_test, splits.y_test).items()})
     if state.history:
         summary["final_train_loss"] = state.history[-1]["train_loss"]
@@ -107,5 +114,5 @@ def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: s
         write_weights(run_dir, model, cfg)
         write_summary(run_dir, summary)  # last: marks the run finished
     distributed.shutdown()
-    log(f"test {cfg.train.loss} {test['loss']:.4f}  bce {test['bce']:.4f}  mse {test['mse']:.4f}  psnr {test['psnr']:.2f} dB")
+    log(f"test {format_metrics(test, cfg.train.loss)}")
     return run

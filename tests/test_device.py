@@ -1,0 +1,57 @@
+"""train.device: auto by default (CUDA when there is one, else the CPU), said at the start of every run."""
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+
+from aelab import Config, train
+from aelab.cli import main
+from aelab.errors import TrainingError
+from aelab.train.loop import resolve_device
+from aelab.train.precision import resolve_precision
+
+
+def test_auto_is_the_default_and_follows_cuda(monkeypatch):
+    assert Config().train.device == "auto"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(TrainingError, match="no CUDA device is available; use train.device=auto or cpu"):
+        resolve_device("cuda")
+
+
+def test_cuda_asked_without_one_is_refused_before_anything_is_written(tiny_cfg, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump(tiny_cfg.replace(["train.device=cuda"]).to_dict()))
+    assert main(["train", str(f), "--out", str(tmp_path / "r"), "--no-report"]) == 2
+    assert "no CUDA device is available" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_run_says_its_device_first_and_auto_on_cpu_changes_nothing(tiny_cfg, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    lines: list[str] = []
+    auto = train(tiny_cfg, tmp_path / "auto", log=lines.append)
+    prec = resolve_precision("auto", torch.device("cpu"))
+    device_lines = [s for s in lines if s.startswith("device ")]
+    assert device_lines == [f"device cpu ({auto.summary['cpu']}), precision {prec}"]
+    assert lines.index(device_lines[0]) < min(i for i, s in enumerate(lines) if s.startswith("epoch "))
+    assert auto.summary["device"] == "cpu" and auto.summary["precision"] == prec
+    cpu = train(tiny_cfg.replace(["train.device=cpu"]), tmp_path / "cpu", log=lambda s: None)
+    for k in ("test_loss", "test_bce", "test_mse", "test_psnr"):  # the same run, bit for bit
+        assert auto.summary[k] == cpu.summary[k]
+    for a, b in zip(auto.model.state_dict().values(), cpu.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_the_cli_prints_the_device_line(tiny_cfg, tmp_path, capsys):
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump(tiny_cfg.replace(["train.epochs=1"]).to_dict()))
+    assert main(["train", str(f), "--out", str(tmp_path / "r"), "--no-report"]) == 0
+    out = capsys.readouterr().out
+    want = "cuda" if torch.cuda.is_available() else "cpu ("
+    assert f"\ndevice {want}" in out and "precision " in out

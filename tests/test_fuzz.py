@@ -143,9 +143,13 @@ def _damage(draw, raw: bytes) -> bytes:
 
 @st.composite
 def npy_files(draw):
-    kind = draw(st.sampled_from(["array", "array", "header", "random"]))
+    kind = draw(st.sampled_from(["array", "array", "header", "big header", "random"]))
     if kind == "random":
         return draw(st.binary(max_size=256))
+    if kind == "big header":  # format 2.0 allows a 4 GiB header; numpy refuses more than 10,000 bytes unless told
+        n = draw(st.sampled_from([10_001, 70_000, 2**32 - 1]))
+        body = draw(st.sampled_from([b"{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }", b"x"]))
+        return b"\x93NUMPY\x02\x00" + struct.pack("<I", n) + body + b" " * min(n - len(body) - 1, 70_000) + b"\n"
     if kind == "header":  # hand-made headers: huge, negative or odd shapes and dtypes
         shape = draw(st.sampled_from(["(10, 4)", "(-3, 4)", "(1000000000000,)", "(3000000000, 2)", "()", "(0, 5)",
                                       "(2, 'a')", "(4294967296, 4294967296)", "[5]", "(5, 2, 2, 2, 2, 2)"]))

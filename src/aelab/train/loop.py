@@ -23,6 +23,7 @@ from ..data.mapped import MappedRows
 from ..data.noise import compose
 from ..errors import TrainingError
 from ..evaluate.evaluate import evaluate
+from ..evaluate.metrics import format_metrics, in_unit_range, value_range
 from .checkpoint import TrainState, load_checkpoint, save_checkpoint
 from .distributed import current as process_group
 from .interrupt import StopRequest
@@ -104,6 +105,8 @@ def fit(model: torch.nn.Module, data: Splits, cfg: Config, checkpoint_dir: Path 
         if on_checkpoint is not None:
             on_checkpoint(state)  # metrics.csv / batches.csv back to what the checkpoint holds
     saved_epoch = state.epoch
+    # BCE and PSNR (peak 1) only mean something on targets in [0, 1]: not on standardised data (evaluate.data_metrics)
+    unit_range = data.scaler is None and in_unit_range(*value_range(x_val))
     stopped_early = bool(t.early_stopping) and state.bad_epochs >= t.early_stopping  # resumed after it stopped
 
     ctrl_c = StopRequest(announce=group.is_writer).install()  # first Ctrl-C: finish and save this epoch
@@ -169,8 +172,9 @@ def fit(model: torch.nn.Module, data: Splits, cfg: Config, checkpoint_dir: Path 
                                  for k, v in enumerate(batch_losses))
             state.history.append(row)
             state.epoch = epoch + 1
-            log(f"epoch {epoch + 1}/{t.epochs}  train {row['train_loss']:.4f}  val {t.loss} {row['val_loss']:.4f}  "
-                f"mse {row['val_mse']:.4f}  psnr {row['val_psnr']:.2f} dB  {train_seconds:.2f}s")
+            shown = {k: val[k] for k in ("loss", "mse", *(("bce", "psnr") if unit_range else ())) if k in val}
+            log(f"epoch {epoch + 1}/{t.epochs}  train {row['train_loss']:.4f}  val {format_metrics(shown, t.loss)}  "
+                f"{train_seconds:.2f}s")
             for h in hooks:
                 h.on_epoch_end(epoch + 1, row, model)
 

@@ -64,7 +64,9 @@ def test_second_trainer_and_report_are_refused_while_a_run_trains(tmp_path, idx_
         long.send_signal(signal.SIGKILL)
         long.wait()
     # the OS dropped the lock with the killed process: the folder can be trained again at once
+    assert (run / runlock.LOCK_NAME).exists()  # SIGKILL left the file, not the lock
     assert main(["train", str(_config(tmp_path, idx_dir, 1)), "--out", str(run), "--overwrite", "--no-report"]) == 0
+    assert not (run / runlock.LOCK_NAME).exists()  # the last holder removes it
     assert json.loads((run / "summary.json").read_text())["epochs"] == 1
 
 
@@ -79,6 +81,7 @@ def test_trainer_is_refused_while_a_report_reads_the_run(tmp_path, idx_dir):
                               "--set", "train.seed=5"], env=env, capture_output=True, text=True, timeout=300)
         assert "is reading this run; try again when it has finished" in _one_line(res)
     assert (run / "model.safetensors").read_bytes() == before  # the reader saw the run it started with
+    assert not (run / runlock.LOCK_NAME).exists()
 
 
 def test_locks_are_reentrant_and_a_failed_start_leaves_no_folder(tmp_path):

@@ -8,8 +8,10 @@ interleaving files with the other process. The lock belongs to an open file, so 
 operating system drops it when the process ends, however it ends (SIGKILL included):
 a stale lock file never blocks anyone.
 
-The lock file stays in the folder (deleting a lock file races with the next process
-that opens it). A writer records its pid, host, command and start time in it.
+The lock file exists only while someone holds it: the last holder removes it before it lets
+go, and whoever locks checks afterwards that the path still names the file it locked (else
+it locks the new one), the usual way to make removing a lock file safe. A writer records
+its pid, host, command and start time in it.
 Locks are re-entrant within one process (``aelab train`` holds the run, then writes
 its report, which reads it).
 """
@@ -69,51 +71,79 @@ def writing(run_dir: str | Path, command: str = "aelab train") -> Iterator[None]
         return
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    lock = run_dir / LOCK_NAME
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            info = holder(run_dir)
-            if _only_readers(fd):
-                raise RunError(f"{run_dir}: another aelab process (such as `aelab report`) is reading this run; "
-                               "try again when it has finished") from None
-            raise RunError(f"{run_dir}: in use by {_who(info)}; wait for it to finish or choose another --out") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": command,
-                                  "since": time.time()}).encode() + b"\n", 0)
-        _held[key] = [fd, "ex", 1]
+        fd = _open_locked(lock, fcntl.LOCK_EX)
+    except BlockingIOError:
+        info = holder(run_dir)
+        if _only_readers(lock):
+            raise RunError(f"{run_dir}: another aelab process (such as `aelab report`) is reading this run; "
+                           "try again when it has finished") from None
+        raise RunError(f"{run_dir}: in use by {_who(info)}; wait for it to finish or choose another --out") from None
     except BaseException:
-        os.close(fd)
         if created:
-            _remove_if_only_lock(run_dir)
+            _remove_if_empty(run_dir)
         raise
+    os.ftruncate(fd, 0)  # a holder killed with SIGKILL left its file and its words behind
+    os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": command,
+                              "since": time.time()}).encode() + b"\n", 0)
+    _held[key] = [fd, "ex", 1]
     ok = False
     try:
         yield
         ok = True
     finally:
         del _held[key]
-        os.close(fd)  # releases the lock
+        _release(fd, lock)
         if created and not ok:
-            _remove_if_only_lock(run_dir)
+            _remove_if_empty(run_dir)  # bad input found after the lock was taken: no empty run folder
 
 
-def _only_readers(fd: int) -> bool:
+def _open_locked(lock: Path, op: int) -> int:
+    """An fd holding flock ``op`` (non-blocking) on the file ``lock`` names now; BlockingIOError if held."""
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, op | fcntl.LOCK_NB)
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            return fd
+        os.close(fd)  # the previous holder removed the file between our open and our flock: lock the new one
+
+
+def _release(fd: int, lock: Path) -> None:
+    """Removes the lock file when nobody else holds it (a reader may share it), then lets go."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.unlink(lock)
+    except OSError:  # others hold it, or the folder is read-only: leave the file
+        pass
+    os.close(fd)
+
+
+def _only_readers(lock: Path) -> bool:
     """True when the lock we could not take exclusively is held shared (readers), not by a writer."""
     try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return True
     except BlockingIOError:
         return False
-    fcntl.flock(fd, fcntl.LOCK_UN)
-    return True
+    finally:
+        os.close(fd)
 
 
-def _remove_if_only_lock(run_dir: Path) -> None:
+def _remove_if_empty(run_dir: Path) -> None:
     try:
-        if [p.name for p in run_dir.iterdir()] == [LOCK_NAME]:
-            (run_dir / LOCK_NAME).unlink()
-            run_dir.rmdir()
+        run_dir.rmdir()
     except OSError:
         pass
 
@@ -144,24 +174,19 @@ def _reading_one(run_dir: Path) -> Iterator[None]:
     if not run_dir.is_dir():
         yield  # the command's own check names the missing folder
         return
+    lock = run_dir / LOCK_NAME
     try:
-        fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_locked(lock, fcntl.LOCK_SH)
+    except BlockingIOError:
+        raise RunError(f"{run_dir}: being written by {_who(holder(run_dir))}; try again when it has finished") from None
     except OSError as e:
         if e.errno not in (errno.EACCES, errno.EROFS, errno.EPERM):
             raise
-        try:
-            fd = os.open(run_dir / LOCK_NAME, os.O_RDONLY)
-        except OSError:
-            yield
-            return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise RunError(f"{run_dir}: being written by {_who(holder(run_dir))}; try again when it has finished") from None
+        yield  # read-only media or someone else's run: read it without a lock
+        return
     _held[key] = [fd, "sh", 1]
     try:
         yield
     finally:
         del _held[key]
-        os.close(fd)
+        _release(fd, lock)

@@ -51,6 +51,8 @@ def _read(path: Path, suffix: str, mmap: bool):
         if suffix in (".csv", ".txt"):
             x = np.loadtxt(path, delimiter="," if suffix == ".csv" else None, dtype=np.float32, ndmin=2)
             return x, None, None, None
+    except DataError:  # ours, already naming the file (DataError is a ValueError: keep it from the wrapper below)
+        raise
     except MemoryError:  # a header (in an .npz member) claiming more than this machine holds
         raise DataError(f"{path}: cannot read as {suffix}: its header claims an array larger than memory; "
                         "the file is damaged") from None

@@ -446,11 +446,12 @@ def write_comparison(run_paths: Sequence[str | Path], out_html: str | Path, titl
     probes = [probe_values(read_probe(r.path)) for r in runs]
     probe_keys = sorted({k for p in probes for k in p})
     extra = sorted({k for r in runs for k in r.summary if k.startswith("test_")} - {k for k, _ in METRICS} - {"test_size", PER_FEATURE})
-    mhead = ["run"] + [lab for _, lab in METRICS] + extra + ["parameters", "epochs", "s / epoch"] + probe_keys
+    metrics = [(k, lab) for k, lab in METRICS if any(r.summary.get(k) is not None for r in runs)]  # those any run has
+    mhead = ["run"] + [lab for _, lab in metrics] + extra + ["parameters", "epochs", "s / epoch"] + probe_keys
     mrows = []
     for n, r, pr in zip(names, runs, probes):
         s = r.summary
-        mrows.append([n] + [s.get(k) for k, _ in METRICS] + [s.get(k) for k in extra]
+        mrows.append([n] + [s.get(k) for k, _ in metrics] + [s.get(k) for k in extra]
                      + [s.get("parameters"), s.get("epochs"), s.get("seconds_per_epoch")] + [pr.get(k) for k in probe_keys])
 
     pics: list[Picture] = []

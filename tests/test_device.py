@@ -55,3 +55,16 @@ def test_the_cli_prints_the_device_line(tiny_cfg, tmp_path, capsys):
     out = capsys.readouterr().out
     want = "cuda" if torch.cuda.is_available() else "cpu ("
     assert f"\ndevice {want}" in out and "precision " in out
+
+
+def test_a_bad_aelab_precision_is_refused_before_anything_is_written(tiny_cfg, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("AELAB_PRECISION", "fp16")
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump(tiny_cfg.to_dict()))
+    assert main(["train", str(f), "--out", str(tmp_path / "r"), "--no-report"]) == 2
+    assert capsys.readouterr().err == ("aelab train: error: AELAB_PRECISION: must be fp32 or bf16-mixed (what "
+                                       "train.precision auto resolves to), got 'fp16'\n")
+    assert not (tmp_path / "r").exists()
+    monkeypatch.setenv("AELAB_PRECISION", "fp32")  # decides what auto means, whatever the CPU
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert resolve_precision("bf16-mixed", torch.device("cpu")) == "bf16-mixed"  # an explicit setting wins

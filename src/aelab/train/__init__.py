@@ -53,6 +53,7 @@ def _train(cfg: Config | None, out: str | Path | None, *, resume: str | Path | N
         if (run_dir / "config.yaml").exists() and not overwrite:
             raise RunError(f"{run_dir}: already holds a run; choose another --out, --resume it, or pass --overwrite")
     device = resolve_device(cfg.train.device)  # auto: cuda when available, else cpu; refused before anything is written
+    precision = resolve_precision(cfg.train.precision, device)  # likewise a bad AELAB_PRECISION
     group = distributed.setup(cfg.train.device)  # under torchrun: join the process group; else a world of one
     run_dir = Path(group.agree(str(run_dir)))  # rank 0's folder (a default name holds the clock)
     is_writer = is_writer and group.is_writer
@@ -74,7 +75,7 @@ def _train(cfg: Config | None, out: str | Path | None, *, resume: str | Path | N
         f"shaped {splits.sample_shape}; {sum(p.numel() for p in model.parameters()):,} parameters -> {run_dir}")
 
     where = f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else f"cpu ({cpu_kind()})"
-    log(f"device {where}, precision {resolve_precision(cfg.train.precision, device)}")
+    log(f"device {where}, precision {precision}")
 
     def on_checkpoint(state):
         if is_writer:
@@ -100,7 +101,7 @@ def _train(cfg: Config | None, out: str | Path | None, *, resume: str | Path | N
         "seconds_per_epoch": statistics.median(secs) if secs else None,
         "seconds_total": sum(secs),
         "device": str(device),
-        "precision": resolve_precision(cfg.train.precision, device),
+        "precision": precision,
         "threads": torch.get_num_threads(),
         "cpu": cpu_kind(),
         "omp_wait_policy": _threads.wait_policy,

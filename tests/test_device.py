@@ -1,6 +1,7 @@
 """train.device: auto by default (CUDA when there is one, else the CPU), said at the start of every run."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -68,3 +69,33 @@ def test_a_bad_aelab_precision_is_refused_before_anything_is_written(tiny_cfg, t
     monkeypatch.setenv("AELAB_PRECISION", "fp32")  # decides what auto means, whatever the CPU
     assert resolve_precision("auto", torch.device("cpu")) == "fp32"
     assert resolve_precision("bf16-mixed", torch.device("cpu")) == "bf16-mixed"  # an explicit setting wins
+
+
+def test_training_leaves_the_callers_denormal_setting_as_it_found_it(tiny_cfg, tmp_path):
+    """Training flushes denormals (fast CPU matmuls) and restores the caller's setting when it ends."""
+    tiny = np.float32(1e-40)  # a denormal float32
+
+    def survives() -> bool:  # numpy and torch both read the thread's flush/denormals-are-zero bits
+        return float(torch.tensor([1e-40], dtype=torch.float64).float().item()) != 0.0 and float(tiny * np.float32(1)) != 0.0
+
+    torch.set_flush_denormal(False)
+    assert survives()
+    train(tiny_cfg.replace(["train.epochs=1"]), tmp_path / "a", log=lambda s: None)
+    assert survives()  # after an in-process aelab.train() the caller's tiny floats are still there
+    if torch.set_flush_denormal(True):  # a caller that flushes keeps flushing (where the CPU can)
+        try:
+            train(tiny_cfg.replace(["train.epochs=1"]), tmp_path / "b", log=lambda s: None)
+            assert not survives()
+        finally:
+            torch.set_flush_denormal(False)
+    # an error during training restores it as well
+    from aelab.train import Callback
+
+    class Boom(Callback):
+        def on_epoch_end(self, loop, row):
+            assert not survives()  # flushing is on while training runs
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        train(tiny_cfg.replace(["train.epochs=1"]), tmp_path / "c", log=lambda s: None, callbacks=[Boom()])
+    assert survives()

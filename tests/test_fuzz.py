@@ -112,7 +112,7 @@ def test_set_strings_through_the_cli(capsys, sets):
 # -- damaged or odd data files ---------------------------------------------------
 
 def _npy_header(shape: str, descr: str) -> bytes:
-    h = "{'descr': %r, 'fortran_order': False, 'shape': %s, }" % (descr, shape)
+    h = f"{{'descr': {descr!r}, 'fortran_order': False, 'shape': {shape}, }}"
     h += " " * (63 - (len(h) + 10) % 64) + "\n"
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(h)) + h.encode()
 

@@ -110,3 +110,51 @@ def test_unscaled_real_data_gets_psnr_with_its_own_range(tmp_path):
     x_test = np.load(path)[-30:]
     assert s["test_psnr_peak"] == pytest.approx(float(x_test.max() - x_test.min()), rel=1e-6)
     assert "test_bce" not in s and "test_r2" in s
+
+
+def _csv_columns(run) -> list[str]:
+    return (run.path / "metrics.csv").read_text().splitlines()[0].split(",")
+
+
+def test_metrics_csv_follows_the_same_rule_as_the_summary(tiny_cfg, tmp_path):
+    # images in [0, 1]: BCE and PSNR every epoch, as in summary.json
+    lines: list[str] = []
+    img = train(tiny_cfg, tmp_path / "img", log=lines.append)
+    cols = _csv_columns(img)
+    assert {"val_loss", "val_bce", "val_mse", "val_psnr"} <= set(cols) and "val_r2" not in cols
+    epoch_line = next(s for s in lines if s.startswith("epoch 1/"))
+    words = re.findall(r"[a-z]+", epoch_line.split(" val ", 1)[1])
+    assert words.count("bce") == 1 and words.count("psnr") == 1, epoch_line
+    # standardised data: a regression every epoch too (no BCE, no PSNR; RMSE and R^2 instead)
+    path = _tabular(tmp_path)
+    cfg = Config.from_dict({"data": {"name": "npy", "path": str(path), "scale": "standard"},
+                            "model": {"name": "dense", "hidden": [16], "code_dim": 2, "output_activation": "identity",
+                                      "code_activation": "identity"},
+                            "train": {"epochs": 3, "batch_size": 32, "loss": "mse"}})
+    lines = []
+    run = train(cfg, tmp_path / "tab", log=lines.append)
+    cols = _csv_columns(run)
+    assert not any(c.startswith(("val_bce", "val_psnr")) for c in cols), cols
+    assert {"val_loss", "val_mse", "val_rmse", "val_r2"} <= set(cols)
+    last = run.metrics[-1]
+    assert last["val_rmse"] == pytest.approx(np.sqrt(last["val_mse"]), rel=1e-6)
+    assert -10 < last["val_r2"] <= 1.0
+    assert not any("bce" in s or "psnr" in s for s in lines if s.startswith("epoch ")), lines
+
+
+def test_topk_sae_on_standardised_embeddings_gets_regression_metrics(tmp_path):
+    """A new family follows the data-fit rule too: the SAE's own metric sets, and no BCE/PSNR on standardised data."""
+    rng = np.random.default_rng(0)
+    atoms = rng.normal(size=(12, 16)).astype(np.float32)
+    codes = rng.random((400, 12)) * (rng.random((400, 12)) < 0.2)
+    np.save(tmp_path / "emb.npy", (codes @ atoms * 5 + 3).astype(np.float32))
+    cfg = Config.from_dict({"data": {"name": "npy", "path": str(tmp_path / "emb.npy"), "scale": "standard"},
+                            "model": {"name": "topk-sae", "output_activation": "identity", "expansion": 2, "k": 4},
+                            "train": {"epochs": 2, "batch_size": 64, "loss": "mse"}})
+    run = train(cfg, tmp_path / "sae", log=lambda s: None)
+    s = run.summary
+    assert not any(k.startswith(("test_bce", "test_psnr")) for k in s), s
+    assert {"test_rmse", "test_r2", "test_l0", "test_fvu"} <= set(s) and len(s["test_rmse_per_feature"]) == 16
+    cols = _csv_columns(run)
+    assert not any(c.startswith(("val_bce", "val_psnr")) for c in cols), cols
+    assert {"val_rmse", "val_r2", "val_l0", "val_fvu"} <= set(cols)

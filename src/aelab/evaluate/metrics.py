@@ -105,22 +105,29 @@ class RegressionStats:
 
     def __init__(self) -> None:
         self.n = 0
-        self.sse = self.sum = self.sumsq = None
+        # per-feature sums (float64, CPU); None until the first batch
+        self.sse: torch.Tensor | None = None
+        self.sum: torch.Tensor | None = None
+        self.sumsq: torch.Tensor | None = None
 
     def update(self, recon: torch.Tensor, target: torch.Tensor) -> None:
         r, t = recon.double().flatten(1).cpu(), target.double().flatten(1).cpu()
         sse, s, ss = (r - t).pow(2).sum(0), t.sum(0), t.pow(2).sum(0)
-        if self.sse is None:
+        if self.sse is None or self.sum is None or self.sumsq is None:
             self.sse, self.sum, self.sumsq = sse, s, ss
         else:
             self.sse, self.sum, self.sumsq = self.sse + sse, self.sum + s, self.sumsq + ss
         self.n += len(t)
 
     def rmse_per_feature(self) -> np.ndarray:
+        if self.sse is None:
+            return np.zeros(0)
         return (self.sse / max(self.n, 1)).sqrt().numpy()
 
     def r2(self) -> float:
         """Mean over features of 1 - SSE/SST; constant features (SST = 0) are left out, as nothing explains them."""
+        if self.sse is None or self.sum is None or self.sumsq is None:
+            return float("nan")
         sst = self.sumsq - self.sum.pow(2) / max(self.n, 1)
         keep = sst > 1e-12 * max(self.n, 1)
         if not bool(keep.any()):

@@ -32,8 +32,12 @@ demo: setup
 	$(VENV)/bin/aelab train configs/demo.yaml --out runs/demo --overwrite
 	@echo "demo run: runs/demo (open runs/demo/report.html)"
 
+# The whole suite in the precision `train.precision: auto` picks here, then the tests marked `precision`
+# (tests/conftest.py) again in the other one: bf16-mixed on CPUs without native bf16, fp32 on those with it.
+OTHER_PRECISION = $(PY) -c "from aelab.train.precision import cpu_has_native_bf16 as b; print('fp32' if b() else 'bf16-mixed')"
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+	AELAB_PRECISION=$$($(OTHER_PRECISION)) $(PY) -m pytest -m precision -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests

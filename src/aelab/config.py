@@ -135,8 +135,8 @@ class TrainConfig:
     gamma: float = 0.1  # step schedule: decay factor
     early_stopping: int | None = None  # patience in epochs on the validation loss
     seed: int = 0
-    precision: str = "auto"  # auto (bf16-mixed on CPUs with AMX/AVX-512 BF16, else fp32) | fp32 | bf16-mixed | fp16-mixed (cuda)
-    device: str = "cpu"  # cpu | cuda | auto
+    precision: str = "auto"  # auto (bf16-mixed on CPUs with AMX/AVX-512 BF16, else fp32; env AELAB_PRECISION overrides) | fp32 | bf16-mixed | fp16-mixed (cuda)
+    device: str = "auto"  # auto (cuda when available, else cpu; printed at the start of a run) | cpu | cuda
     threads: int | None = None  # torch intra-op threads; None: torch's choice
     checkpoint_every: int = 1  # epochs between checkpoints
 

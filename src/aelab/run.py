@@ -31,7 +31,9 @@ from .errors import ConfigError, RunError
 from .data.preprocess import Preprocessor
 from .models import Autoencoder, build_model, needs_unit_range
 
-METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "val_bce", "val_mse", "val_psnr", "lr", "seconds"]
+# in this order where some row has them: val_bce on targets in [0, 1] only, val_rmse / val_r2 off it
+METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "val_bce", "val_mse", "val_rmse", "val_r2", "val_psnr", "lr",
+                  "seconds"]
 
 
 @dataclass
@@ -105,8 +107,9 @@ def write_config(run_dir: Path, cfg: Config) -> None:
 
 
 def write_history(run_dir: Path, history: list[dict], batches: list[dict]) -> None:
-    extra = sorted({k for r in history for k in r} - set(METRIC_COLUMNS))
-    cols = METRIC_COLUMNS + extra
+    have = {k for r in history for k in r}
+    extra = sorted(have - set(METRIC_COLUMNS))
+    cols = [c for c in METRIC_COLUMNS if c in have or not history] + extra  # no empty val_bce column on real data
     write_csv(run_dir / "metrics.csv", cols, ([r.get(c, "") for c in cols] for r in history))
     write_csv(run_dir / "batches.csv", ["epoch", "batch", "step", "loss"],
               ([b["epoch"], b["batch"], b["step"], b["loss"]] for b in batches))

@@ -7,6 +7,7 @@ run directory written (unless ``is_writer=False``: then nothing touches the disk
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,14 +15,14 @@ from typing import Any
 
 import torch
 
-from . import _threads
+from . import _threads, runlock
 from .config import Config, resume_overrides
 from .data import Splits, load_data
 from .errors import RunError
-from .evaluate.evaluate import evaluate
+from .evaluate.evaluate import data_metrics
 from .evaluate.extra import extra_metrics
 from .evaluate.health import latent_health
-from .evaluate.metrics import entropy_floor
+from .evaluate.metrics import format_metrics
 from .models import build_model, needs_unit_range
 from .run import (
     Run,
@@ -35,7 +36,7 @@ from .run import (
 )
 from .train import Callback, TrainState, distributed, fit, resolve_device, standard_callbacks
 from .train.checkpoint import checkpoint_epoch
-from .train.precision import resolve_precision
+from .train.precision import cpu_kind, resolve_precision
 
 __all__ = ["train"]
 
@@ -61,7 +62,18 @@ def train(
     ``is_writer=False`` trains in memory: nothing is written, ``out`` may be None.
     ``overrides`` with ``resume`` change what a resume may change (``config.RESUMABLE``: train.epochs,
     lr, early stopping, checkpoint cadence); config.yaml records them under ``resumed`` with their epoch.
+    The run folder is locked while it trains (runlock.py): a second writer is refused in one line.
     """
+    target = resume if resume is not None else out  # a default folder name holds the clock: nobody else has it
+    locked = target is not None and is_writer and distributed.writes_run_dir()
+    with runlock.writing(target) if target is not None and locked else contextlib.nullcontext():
+        return _train(cfg, out, resume=resume, data=data, user=[*hooks, *callbacks], overwrite=overwrite, log=log,
+                      is_writer=is_writer, overrides=overrides)
+
+
+def _train(cfg: Config | None, out: str | Path | None, *, resume: str | Path | None, data: Splits | None,
+           user: list[Callback], overwrite: bool, log: Callable[[str], None], is_writer: bool,
+           overrides: Sequence[str]) -> Run:
     run_dir: Path | None
     if resume is not None:
         run_dir = resumed = Path(resume)
@@ -76,11 +88,12 @@ def train(
         run_dir = Path(out) if out is not None else (default_run_dir(cfg) if is_writer else None)
         if is_writer and run_dir is not None and (run_dir / "config.yaml").exists() and not overwrite:
             raise RunError(f"{run_dir}: already holds a run; choose another --out, --resume it, or pass --overwrite")
+    device = resolve_device(cfg.train.device)  # auto: cuda when available, else cpu; refused before anything is written
+    precision = resolve_precision(cfg.train.precision, device)  # likewise a bad AELAB_PRECISION
     group = distributed.setup(cfg.train.device)  # under torchrun: join the process group; else a world of one
     if run_dir is not None:
         run_dir = Path(group.agree(str(run_dir)))  # rank 0's folder (a default name holds the clock)
     writes = is_writer and group.is_writer and run_dir is not None
-    user = [*hooks, *callbacks]
     if not group.is_writer:
         log, user = (lambda s: None), []
     splits = data if data is not None else load_data(cfg.data, need_unit_range=needs_unit_range(cfg.model, cfg.train))
@@ -102,6 +115,8 @@ def train(
         f"shaped {splits.sample_shape}; {sum(p.numel() for p in model.parameters()):,} parameters"
         + (f" -> {run_dir}" if run_dir is not None else "")
     )
+    where = f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else f"cpu ({cpu_kind()})"
+    log(f"device {where}, precision {precision}")  # part of the run's start: what the numbers below ran on
 
     def on_state(state: TrainState) -> None:
         if writes:
@@ -112,25 +127,22 @@ def train(
     cbs = standard_callbacks(cfg, ckpt, resume=resume is not None, writes=writes, user=user, on_state=on_state)
     state = fit(model, splits, cfg, cbs, log=log)
     model.eval()
-    summary = _summary(cfg, model, splits, state)
+    summary = _summary(cfg, model, splits, state, device, precision)
     run = Run(run_dir, cfg, model, summary, splits.scaler, history=state.history, splits=splits)
     if writes:
         assert run_dir is not None
         write_weights(run_dir, model, cfg)
         write_summary(run_dir, summary)  # last: marks the run finished
     distributed.shutdown()
-    log(
-        f"test {cfg.train.loss} {summary['test_loss']:.4f}  bce {summary['test_bce']:.4f}  "
-        f"mse {summary['test_mse']:.4f}  psnr {summary['test_psnr']:.2f} dB"
-    )
+    log(f"test {format_metrics(summary, cfg.train.loss, prefix='test_')}")  # each metric that fits the data, once
     return run
 
 
-def _summary(cfg: Config, model, splits: Splits, state: TrainState) -> dict[str, Any]:
+def _summary(cfg: Config, model, splits: Splits, state: TrainState, device: torch.device,
+             precision: str) -> dict[str, Any]:
     """summary.json: what was trained, how it did on the test split, how long it took."""
-    test = evaluate(model, splits.x_test, cfg.train.loss)
+    test = data_metrics(model, splits.x_test, cfg.train.loss, splits.scaler)  # only the metrics that fit the data
     secs = [r["seconds"] for r in state.history]
-    device = resolve_device(cfg.train.device)
     summary = {
         "name": cfg.name,
         "model": cfg.model.name,
@@ -142,22 +154,16 @@ def _summary(cfg: Config, model, splits: Splits, state: TrainState) -> dict[str,
         "parameters": int(sum(p.numel() for p in model.parameters())),
         "epochs": state.epoch,
         "loss": cfg.train.loss,
-        "test_loss": test["loss"],
-        "test_bce": test["bce"],
-        "test_mse": test["mse"],
-        "test_psnr": test["psnr"],
+        **{f"test_{k}": v for k, v in test.items()},
         "seconds_per_epoch": statistics.median(secs) if secs else None,
         "seconds_total": sum(secs),
         "device": str(device),
-        "precision": resolve_precision(cfg.train.precision, device),
+        "precision": precision,
         "threads": torch.get_num_threads(),
+        "cpu": cpu_kind(),
         "omp_wait_policy": _threads.wait_policy,
         "torch": torch.__version__,
     }
-    if splits.scaler is None and cfg.model.output_activation == "sigmoid":
-        floor = entropy_floor(splits.x_test)
-        summary["test_bce_floor"] = floor
-        summary["test_bce_above_floor"] = test["bce"] - floor
     summary.update({f"test_{k}": v for k, v in extra_metrics(model, splits.x_test, splits.y_test).items()})
     health, health_details = latent_health(model, splits.x_test)  # dead units; a VAE's active units
     summary.update({f"test_{k}": v for k, v in health.items()})

@@ -15,7 +15,7 @@ import os
 import sys
 from types import ModuleType
 
-from ..errors import AelabError
+from ..errors import AelabError, one_line
 from . import (
     bench,
     data,
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return a._run(a) or 0
     except AelabError as e:
-        print(f"aelab {a.cmd}: error: {e}", file=sys.stderr)
+        print(f"aelab {a.cmd}: error: {one_line(str(e))}", file=sys.stderr)
         return getattr(e, "exit_code", 2)
     except KeyboardInterrupt:
         print(f"aelab {a.cmd}: interrupted", file=sys.stderr)
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except OSError as e:
         # a full disk or a read-only folder: say which file, keep the traceback out
-        print(f"aelab {a.cmd}: error: {e.strerror or e} ({e.filename or ''})".rstrip(" ()"), file=sys.stderr)
+        print(one_line(f"aelab {a.cmd}: error: {e.strerror or e} ({e.filename or ''})".rstrip(" ()")), file=sys.stderr)
         return 2
 
 

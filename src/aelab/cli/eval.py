@@ -20,23 +20,20 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(a: argparse.Namespace) -> int:
-    from ..evaluate.evaluate import evaluate
+    from ..evaluate.evaluate import data_metrics
     from ..evaluate.extra import extra_metrics
-    from ..evaluate.metrics import entropy_floor
     from ..run import load_run
 
     run = load_run(a.run)
     data = run.load_data()
     x = data.x_test if a.split == "test" else data.x_train
-    res = evaluate(run.model, x, run.config.train.loss)
+    res = data_metrics(run.model, x, run.config.train.loss, run.scaler)  # the metrics that fit the data, as in summary.json
     out = {
         "run": str(run.path),
         "split": a.split,
         "samples": int(len(x)),
         **{f"{a.split}_{k}": v for k, v in res.items()},
     }
-    if run.model.output_activation == "sigmoid" and run.scaler is None:
-        out[f"{a.split}_bce_floor"] = entropy_floor(x)
     y = data.y_test if a.split == "test" else data.y_train
     out.update({f"{a.split}_{k}": v for k, v in extra_metrics(run.model, x, y).items()})  # accuracy, ELBO, ...
     if a.nll is not None:  # importance-sampled NLL (VAE families), also written to summary.json

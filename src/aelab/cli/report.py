@@ -45,9 +45,11 @@ def _log(msg: str) -> None:
 
 def run(a: argparse.Namespace) -> int:
     from ..report import write_comparison, write_run_report
+    from ..runlock import reading
 
     if len(a.runs) == 1 and not a.output:
-        out = write_run_report(a.runs[0], latent=a.latent, log=_log)
+        with reading(a.runs[0]):  # no `aelab train` may start, resume or overwrite it meanwhile
+            out = write_run_report(a.runs[0], latent=a.latent, log=_log)
         print(f"report written to {out}")
         return 0
     out = Path(a.output or "compare.html")
@@ -55,6 +57,7 @@ def run(a: argparse.Namespace) -> int:
         raise ConfigError(f"--output: must end in .html, got '{out}'")
     if out.is_dir():
         raise ConfigError(f"--output: '{out}' is a folder; give a file name like {out / 'compare.html'}")
-    out = write_comparison(a.runs, out, title=a.title, log=_log)
+    with reading(*a.runs):
+        out = write_comparison(a.runs, out, title=a.title, log=_log)
     print(f"comparison written to {out}")
     return 0

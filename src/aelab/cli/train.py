@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
+from .. import runlock
 from ..errors import ConfigError
 from ..recipes import resolve_config
 
@@ -55,8 +57,7 @@ def run(a: argparse.Namespace) -> int:
     rank0 = writes_run_dir()
     report, tb = report and rank0, tb and rank0
     if a.resume:
-        hooks = training_hooks(load_config(Path(a.resume)), a.resume, progress=report, tensorboard=tb, resume=True)
-        run = train(resume=a.resume, callbacks=hooks, overrides=a.set)
+        cfg, out = load_config(Path(a.resume)), a.resume
     else:
         if not a.config:
             raise ConfigError("train: give a config file or recipe name, or --resume RUN")
@@ -68,12 +69,17 @@ def run(a: argparse.Namespace) -> int:
             return train_suite(a)
         cfg = resolve_config(a.config, a.set)
         out = a.out or default_run_dir(cfg)
-        hooks = training_hooks(cfg, out, progress=report, tensorboard=tb)
-        run = train(cfg, out, overwrite=a.overwrite, callbacks=hooks)
-    if rank0:
-        print(f"run written to {run.path}")
-    if report:
-        from ..report import write_run_report
+    # one writer per run folder (runlock.py), held through the report; runner.train re-enters it
+    with runlock.writing(out) if rank0 else contextlib.nullcontext():
+        hooks = training_hooks(cfg, out, progress=report, tensorboard=tb, resume=bool(a.resume))
+        if a.resume:
+            run = train(resume=a.resume, callbacks=hooks, overrides=a.set)
+        else:
+            run = train(cfg, out, overwrite=a.overwrite, callbacks=hooks)
+        if rank0:
+            print(f"run written to {run.path}")
+        if report:
+            from ..report import write_run_report
 
-        print(f"report written to {write_run_report(run, run.load_data())}")  # the data training loaded
+            print(f"report written to {write_run_report(run, run.load_data())}")  # the data training loaded
     return 0

@@ -5,6 +5,7 @@ the source has them.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -135,6 +136,8 @@ def load_data(cfg: DataConfig, need_unit_range: bool = True) -> Splits:
     where = cfg.path or cfg.name
     x = _shape_samples(x, where)
     xt = _shape_samples(xt, cfg.test_path or where)
+    if math.prod(x.shape[1:]) == 0:
+        raise DataError(f"{where}: samples shaped {x.shape[1:]} hold no values")
     if x.shape[1:] != xt.shape[1:]:
         raise DataError(f"{where}: train samples are {x.shape[1:]} but test samples are {xt.shape[1:]}")
     for arr, lab, part in ((x, y, "train"), (xt, yt, "test")):

@@ -94,11 +94,14 @@ def fmt(v: Any) -> str:
 
 # -- metrics shown in headers and tables -------------------------------------
 
-# (summary key, label): BCE is always followed by its floor and the distance to it, then MSE and PSNR
+# (summary key, label): BCE is always followed by its floor and the distance to it, then MSE and PSNR; a run
+# shows only those its summary has (evaluate.data_metrics: no BCE/PSNR on standardised data, R^2 and RMSE there)
 METRICS = [("test_loss", "test loss"), ("test_bce", "test BCE"), ("test_bce_floor", "BCE floor"),
-           ("test_bce_above_floor", "BCE above floor"), ("test_mse", "test MSE"), ("test_psnr", "test PSNR (dB)"),
+           ("test_bce_above_floor", "BCE above floor"), ("test_mse", "test MSE"), ("test_rmse", "test RMSE"),
+           ("test_r2", "test R²"), ("test_psnr", "test PSNR (dB)"), ("test_psnr_peak", "PSNR peak"),
            ("test_nelbo", "test -ELBO (nats)"), ("test_nll", "test NLL (nats)"), ("test_dead_units", "dead code units"),
            ("test_active_units", "VAE active units")]
+PER_FEATURE = "test_rmse_per_feature"  # a list: shown as its own line, not a card or a table column
 
 
 def read_probe(run_dir: Path) -> dict[str, Any]:
@@ -270,6 +273,10 @@ def render_run(run, pics: list[Picture], facts: dict) -> str:
     for p in pics:
         if p.section not in sections:
             sections.append(p.section)
+    per_feature = ""
+    if s.get(PER_FEATURE):  # standardised data: the RMSE of each feature in the data's own units
+        vals = s[PER_FEATURE]
+        per_feature = ", ".join(f"{v:.4g}" for v in vals[:20]) + (f", ... ({len(vals)} features)" if len(vals) > 20 else "")
     code_numbers, code_size = "", 0
     if facts.get("code_example") is not None:
         z = np.asarray(facts["code_example"]).ravel()
@@ -282,7 +289,9 @@ def render_run(run, pics: list[Picture], facts: dict) -> str:
         published_rows=[(k, v, s.get(k)) for k, v in pub.items() if k != "source"],
         published_source=f" ({pub['source']})" if "source" in pub else "",
         sections=sections, pictures=pics, facts=config_facts(cfg, s),
-        other_metrics=[(k, v) for k, v in s.items() if k.startswith("test_") and k not in dict(METRICS) and k != "test_size"],
+        per_feature=per_feature,
+        other_metrics=[(k, v) for k, v in s.items()
+                       if k.startswith("test_") and k not in dict(METRICS) and k not in ("test_size", PER_FEATURE)],
         code_numbers=code_numbers, code_size=code_size,
         layer_rows=summary_rows(C.bare(run.model)), total_params=sum(p.numel() for p in run.model.parameters()),
         probe_json=json.dumps(probe, indent=2) if probe else "",
@@ -351,12 +360,13 @@ def write_comparison(run_paths: Sequence[str | Path], out_html: str | Path, titl
     cfg_rows = [[n] + [flatten(r.config.to_dict()).get(k) for k in keys] for n, r in zip(names, runs)]
     probes = [probe_values(read_probe(r.path)) for r in runs]
     probe_keys = sorted({k for p in probes for k in p})
-    extra = sorted({k for r in runs for k in r.summary if k.startswith("test_")} - {k for k, _ in METRICS} - {"test_size"})
-    mhead = ["run"] + [lab for _, lab in METRICS] + extra + ["parameters", "epochs", "s / epoch"] + probe_keys
+    extra = sorted({k for r in runs for k in r.summary if k.startswith("test_")} - {k for k, _ in METRICS} - {"test_size", PER_FEATURE})
+    metrics = [(k, lab) for k, lab in METRICS if any(r.summary.get(k) is not None for r in runs)]  # those any run has
+    mhead = ["run"] + [lab for _, lab in metrics] + extra + ["parameters", "epochs", "s / epoch"] + probe_keys
     mrows = []
     for n, r, pr in zip(names, runs, probes):
         s = r.summary
-        mrows.append([n] + [s.get(k) for k, _ in METRICS] + [s.get(k) for k in extra]
+        mrows.append([n] + [s.get(k) for k, _ in metrics] + [s.get(k) for k in extra]
                      + [s.get("parameters"), s.get("epochs"), s.get("seconds_per_epoch")] + [pr.get(k) for k in probe_keys])
 
     pics: list[Picture] = []

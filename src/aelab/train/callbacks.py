@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import TrainingError
+from ..evaluate.metrics import format_metrics
 from .checkpoint import TrainState, load_checkpoint, save_checkpoint
 from .interrupt import StopRequest
 
@@ -114,9 +115,10 @@ class EpochLog(Callback):
 
     def on_epoch_end(self, loop: Loop, row: dict[str, Any]) -> None:
         t = loop.cfg.train
+        # each metric once, the loss first; BCE/PSNR only where the row has them (the data-fit rule)
         loop.log(
-            f"epoch {row['epoch']}/{t.epochs}  train {row['train_loss']:.4f}  val {t.loss} {row['val_loss']:.4f}  "
-            f"mse {row['val_mse']:.4f}  psnr {row['val_psnr']:.2f} dB  {row['seconds']:.2f}s"
+            f"epoch {row['epoch']}/{t.epochs}  train {row['train_loss']:.4f}  "
+            f"val {format_metrics(row, t.loss, prefix='val_')}  {row['seconds']:.2f}s"
         )
 
 

@@ -23,7 +23,9 @@ from ..data import Splits
 from ..data.mapped import MappedRows
 from ..data.noise import compose
 from ..errors import TrainingError
+from ..evaluate.evaluate import data_fit, fitting_metrics
 from ..evaluate.extra import extra_metrics
+from ..evaluate.metrics import RegressionStats
 from ..models import capabilities
 from .callbacks import Callback, CallbackList, TrainingInterrupted
 from .checkpoint import TrainState
@@ -38,6 +40,15 @@ def fit(model: torch.nn.Module, data: Splits, cfg: Config, callbacks: Sequence[C
 
     ``callbacks`` do everything else (``standard_callbacks`` gives the usual list); callers
     go through the one entry point, ``aelab.train`` (runner.py), which assembles them."""
+    flush_before = flush_denormal_enabled()
+    try:
+        return _fit(model, data, cfg, callbacks, log)
+    finally:
+        torch.set_flush_denormal(flush_before)  # setup_runtime turned it on for training: the caller's floats are theirs
+
+
+def _fit(model: torch.nn.Module, data: Splits, cfg: Config, callbacks: Sequence[Callback],
+         log: Callable[[str], None]) -> TrainState:
     loop = Loop(model, data, cfg, log)
     cbs = CallbackList(callbacks)
     try:
@@ -93,6 +104,8 @@ class Loop:
         self.scaler = torch.amp.GradScaler("cuda") if (self.precision == "fp16-mixed" and self.device.type == "cuda") else None
         self.group = process_group()  # one process, or this rank's share under torchrun (distributed.py)
         self.loss_fn = self.group.loss_fn(model)
+        # which validation metrics fit the data: BCE and PSNR (peak 1) on targets in [0, 1] only, as in summary.json
+        self.data_fit = data_fit(self.x_val, data.scaler)
         self.epoch_metrics = capabilities(cfg.model).epoch_metrics  # e.g. the classifier's validation accuracy
         self.state = TrainState(epoch=0)
         self.batch_losses = torch.empty(0)  # the last epoch's, on the host
@@ -141,10 +154,13 @@ class Loop:
         return self.group.average(torch.stack(losses).float()).cpu(), parts
 
     def validate(self, epoch: int, parts: dict[str, list[torch.Tensor]], seconds: float) -> dict[str, Any]:
-        """The epoch's metrics.csv row: train loss, validation metrics, lr, seconds, loss parts."""
-        val = self.group.evaluate(self.model, self.x_val, self.cfg.train.loss)
-        row = {"epoch": epoch + 1, "train_loss": float(self.batch_losses.mean()), "val_loss": val["loss"],
-               "val_bce": val["bce"], "val_mse": val["mse"], "val_psnr": val["psnr"],
+        """The epoch's metrics.csv row: train loss, the validation metrics that fit the data
+        (evaluate.fitting_metrics: the rule summary.json follows), lr, seconds, loss parts."""
+        stats = None if self.data_fit.unit_range else RegressionStats()
+        val = fitting_metrics(self.group.evaluate(self.model, self.x_val, self.cfg.train.loss, stats), stats,
+                              self.data_fit)
+        row = {"epoch": epoch + 1, "train_loss": float(self.batch_losses.mean()),
+               **{f"val_{k}": v for k, v in val.items() if k != "psnr_peak"},  # the peak is the split's, not the epoch's
                "lr": self.opt.param_groups[0]["lr"], "seconds": seconds}
         if self.epoch_metrics:
             row.update({f"val_{k}": v for k, v in extra_metrics(self.model, self.x_val, self.y_val).items()})
@@ -169,8 +185,15 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def flush_denormal_enabled() -> bool:
+    """Whether this thread flushes denormal floats to zero now (torch can set it but not read it back):
+    a denormal float32 multiplied by one survives unless flushing is on."""
+    tiny = torch.tensor([1e-40], dtype=torch.float64).float()  # made while flushing may be on, so built in float64
+    return bool((tiny * 1.0).item() == 0.0)
+
+
 def setup_runtime(cfg: Config) -> None:
-    """Process-wide settings that make CPU training fast and repeatable."""
+    """Process-wide settings that make CPU training fast and repeatable (``fit`` restores flush-denormal after)."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     # Denormal floats make CPU matmuls crawl as weights shrink; flushing them keeps epochs flat.

@@ -291,6 +291,7 @@ COMMAND_MODULES: list[str] = [
     "aelab.probe_cli",
     "aelab.bench.cli",
     "aelab.recipes_cli",
+    "aelab.explore.cli",
 ]
 
 

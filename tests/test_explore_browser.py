@@ -5,11 +5,14 @@ language toggle) read back as values and pixels."""
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import time
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import write_idx_dataset
 from test_report_browser import CHROMIUM, Chromium
@@ -254,3 +257,26 @@ def test_two_runs_and_noise(pages, browser):
         bce = torch.nn.functional.binary_cross_entropy(want.clamp(1e-7, 1 - 1e-7), torch.from_numpy(x_in).view(1, 1, 28, 28))
         assert abs(score - float(bce)) < 1e-3
     assert not browser.console_errors(), browser.console_errors()
+
+
+FIREFOX = shutil.which("firefox-esr") or shutil.which("firefox")
+
+
+@pytest.mark.skipif(FIREFOX is None, reason="firefox not installed (Debian package 'firefox-esr')")
+@torch.no_grad()
+def test_firefox_opens_the_page_from_disk_and_computes_the_same(pages, tmp_path):
+    """Firefox has no DevTools pipe here: `--screenshot` of explore.html#probe=I, which draws test image I's
+    reconstruction 10x at the top-left corner; its pixels must be PyTorch's (uint8, within 1)."""
+    for name, i in (("conv", 7), ("dense", 3)):
+        run, page = pages[name]
+        shot = tmp_path / f"{name}.png"
+        profile = tmp_path / f"profile-{name}"
+        profile.mkdir()
+        subprocess.run([FIREFOX, "--headless", "--no-remote", "--profile", str(profile), "--window-size=800,600",
+                        "--screenshot", str(shot), page.resolve().as_uri() + f"#probe={i}"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120, check=False)
+        assert shot.is_file(), f"firefox wrote no screenshot of {page}"
+        im = np.asarray(Image.open(shot).convert("RGB")).astype(np.int64)
+        got = im[5:280:10, 5:280:10, 0]
+        want = _u8(run.model(torch.from_numpy(_images(run)[i:i + 1]))).reshape(28, 28)
+        assert np.abs(got - want).max() <= 1, f"{name}: firefox's reconstruction differs from PyTorch's"

@@ -49,6 +49,8 @@ STRINGS: dict[str, dict[str, str]] = {
                  "ja": "テスト画像の中間層の値を 2 次元に写し、クラスで色分けしました。点に触れると画像と再構成、"
                        "2 点をクリックするとその間の中間層を復元した列が出ます。"},
     "path": {"en": "decoded path", "ja": "補間の復元"},
+    "pick_first": {"en": "click two points on the map to decode the path between them",
+                   "ja": "地図の 2 点をクリックすると、その間の中間層を復元した列が出ます"},
     "pick_two": {"en": "click a second point", "ja": "もう 1 点クリック"},
     "vae": {"en": "VAE: the latent space", "ja": "VAE：潜在空間"},
     "grid": {"en": "latent grid", "ja": "潜在空間のグリッド"},

@@ -379,15 +379,17 @@
     tools.appendChild(sel); tools.appendChild(note);
     box.appendChild(tools);
     const cv = el("canvas", { class: "map" }), tip = el("div", { class: "tip" });
-    box.appendChild(cv); box.appendChild(tip);
+    const left = el("div", { class: "mapcol" }, [cv]), side = el("div", { class: "side" });
+    box.appendChild(el("div", { class: "row" }, [left, side])); box.appendChild(tip);
     if (D.labels) {
       const leg = el("div", { class: "legend" });
       const seen = [...new Set(D.labels)].sort((a, b) => a - b);
       seen.forEach(k => leg.appendChild(el("span", {}, [el("i", { style: "background:" + PALETTE[k % 10] }), document.createTextNode(D.classes ? D.classes[k] : String(k))])));
-      box.appendChild(leg);
+      left.appendChild(leg);
     }
     const pathCap = el("div", { class: "cap" }), path = el("div", { class: "path" });
-    box.appendChild(pathCap); box.appendChild(path);
+    tr(pathCap, "pick_first");
+    side.appendChild(pathCap); side.appendChild(path);
     const state = { method: methods[0], picked: [], px: null };
     rv.map = state;
     const SIZE = 560;
@@ -547,12 +549,15 @@
       }
     }
     ctx.putImageData(im, 0, 0);
-    box.appendChild(cv);
-    const tops = el("div", { class: "tops" });
-    box.appendChild(tops);
+    const big = el("canvas", { class: "unit" }), topsCap = el("div", { class: "cap" }), tops = el("div", { class: "tops" });
+    big.hidden = true;
+    box.appendChild(el("div", { class: "row" }, [cv, el("div", { class: "side" }, [big, topsCap, tops])]));
     const show = u => {
       tops.textContent = "";
-      tops.appendChild(tr(el("span"), "top_images", { u }));
+      tr(topsCap, "top_images", { u });
+      big.hidden = false;
+      big.width = cw - gap; big.height = chh - gap;
+      big.getContext("2d").putImageData(ctx.getImageData(gap + (u % cols) * cw, gap + Math.floor(u / cols) * chh, cw - gap, chh - gap), 0, 0);
       for (const i of d.top_images[u]) {
         const c = thumb(image(i)); c.title = "#" + i; c.style.cursor = "pointer";
         c.addEventListener("click", () => setInput(image(i)));
@@ -602,6 +607,17 @@
     tr(rv.ui.timing, "timing", { ms: ms.toFixed(2) });
   }
   applyLang();
+
+  // explore.html#probe=I: test image I's reconstruction by the first run, 10 screen pixels per pixel at the
+  // page's top-left corner, so a browser without a driver (`firefox --headless --screenshot`) can be checked
+  const probe = /[#&]probe=(\d+)/.exec(location.hash);
+  const probed = RUNS.find(rv => rv.net);
+  if (probe && probed && +probe[1] < D.count) {
+    setInput(image(+probe[1]));
+    const c = paint(el("canvas", { id: "probe" }), probed.recon);
+    c.style.cssText = `position:fixed;left:0;top:0;width:${W * 10}px;height:${H * 10}px;z-index:99`;
+    document.body.appendChild(c);
+  }
 
   window.aelab = { data: D, runs: RUNS, image, setInput, update, bench, get input() { return input; }, get modelInput() { return modelInput; },
     get lang() { return lang; }, setNoise(a, seed) { noiseAmount = a; if (seed !== undefined) noiseSeed = seed; update(); } };

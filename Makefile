@@ -29,7 +29,8 @@ data: $(STAMP)
 
 demo: setup
 	$(VENV)/bin/aelab train configs/demo.yaml --out runs/demo --overwrite
-	@echo "demo run: runs/demo (open runs/demo/report.html)"
+	$(VENV)/bin/aelab explore runs/demo
+	@echo "demo run: runs/demo (open runs/demo/report.html and runs/demo/explore.html)"
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -13,7 +13,7 @@ from torch import nn
 from aelab.config import ModelConfig
 from aelab.explore import Unsupported, export_model, run_ops
 from aelab.explore.export import check_parity
-from aelab.explore.i18n import STRINGS, table
+from aelab.report.i18n import STRINGS, table
 from aelab.models import build_model
 
 FAMILIES = {
@@ -68,7 +68,8 @@ def test_the_self_check_catches_a_misread_model():
     model = build_model(ModelConfig(name="dense", hidden=[16], code_dim=4), (1, 28, 28))
     ex = export_model(model)
     ex.buffer = ex.buffer.copy()
-    ex.buffer[ex.encoder[0]["b"]] += 1.0  # one wrong bias
+    last = [op for op in ex.decoder if op["op"] == "linear"][-1]
+    ex.buffer[last["b"]] += 0.5  # one wrong output bias: pixel 0 is off for every input
     with pytest.raises(Unsupported, match="differs from PyTorch"):
         check_parity(model, ex, np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32))
 

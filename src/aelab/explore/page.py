@@ -21,7 +21,7 @@ from .._io import atomic_write_text
 from ..errors import ConfigError, RunError
 from ..evaluate.evaluate import encode_array
 from ..report.collect import project_2d, sample_indices
-from . import i18n
+from ..report import i18n
 from .export import Exported, Unsupported, check_parity, export_model
 
 MAPS = ("pca", "tsne")

@@ -587,6 +587,7 @@
   }
 
   // -- start ------------------------------------------------------------------------------------------
+  document.body.classList.toggle("two-runs", RUNS.length > 1);
   const cards = $("run-cards");
   RUNS.forEach(rv => cards.appendChild(runCard(rv)));
   setupPad();

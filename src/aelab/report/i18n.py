@@ -1,4 +1,4 @@
-"""UI strings in English and Japanese, for the explorer (and, later, the run report).
+"""UI strings in English and Japanese: the explorer's now, the run report's when it adopts them.
 
 Japanese terms follow the seeds: 自己符号化器 / オートエンコーダ, 中間層 (the code layer),
 再構成 (reconstruction). ``{name}`` placeholders are filled in by the page.
@@ -39,8 +39,8 @@ STRINGS: dict[str, dict[str, str]] = {
     "reset": {"en": "reset to the encoded code", "ja": "エンコードした値に戻す"},
     "score": {"en": "anomaly score ({metric})", "ja": "異常スコア（{metric}）"},
     "threshold": {"en": "threshold {t} ({src})", "ja": "しきい値 {t}（{src}）"},
-    "no_threshold": {"en": "no threshold yet: `aelab score {run}` sets one",
-                     "ja": "しきい値なし：`aelab score {run}` で決まります"},
+    "no_threshold": {"en": "no threshold (`aelab score {run}` sets one)",
+                     "ja": "しきい値なし（`aelab score {run}` で決まります）"},
     "outlier": {"en": "above the threshold: unusual", "ja": "しきい値超え：異常"},
     "inlier": {"en": "below the threshold: usual", "ja": "しきい値以下：正常"},
     "map": {"en": "The map of codes", "ja": "中間層の地図"},

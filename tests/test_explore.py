@@ -13,8 +13,8 @@ from torch import nn
 from aelab.config import ModelConfig
 from aelab.explore import Unsupported, export_model, run_ops
 from aelab.explore.export import check_parity
-from aelab.report.i18n import STRINGS, table
 from aelab.models import build_model
+from aelab.report.i18n import STRINGS, table
 
 FAMILIES = {
     "dense": dict(name="dense", hidden=[64], code_dim=16),
@@ -113,6 +113,11 @@ def _payload(html: str) -> dict:
     return json.loads(m.group(1).replace("<\\/", "</"))
 
 
+def _images_of(d: dict) -> np.ndarray:
+    u8 = np.frombuffer(__import__("base64").b64decode(d["images"]), np.uint8)
+    return (u8.astype(np.float32) / 255).reshape(d["count"], *d["input_shape"])
+
+
 def test_cli_writes_a_self_contained_page(dense_run, capsys):
     from aelab.cli import main
 
@@ -127,6 +132,10 @@ def test_cli_writes_a_self_contained_page(dense_run, capsys):
     (r,) = d["runs"]
     assert r["unsupported"] is None and r["code_shape"] == [16]
     assert len(r["maps"]["pca"]["points"]) == 50 and "tsne" not in r["maps"]
+    # the linear map that puts the current code on the PCA map reproduces the test codes' points
+    z = dense_run.model.encode(torch.from_numpy(_images_of(d))).detach().numpy()
+    a = np.array(r["maps"]["pca"]["linear"])
+    assert np.abs(np.column_stack([z, np.ones(len(z))]) @ a - np.array(r["maps"]["pca"]["points"])).max() < 1e-3
     assert len(r["top_images"]) == 64 and all(len(t) == 8 for t in r["top_images"])
     assert r["parity_python"]["encode"] <= 1e-4 and r["parity_python"]["decode"] <= 1e-4
     assert r["anomaly"] is None and r["score_metric"] == "bce"

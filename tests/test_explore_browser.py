@@ -141,6 +141,8 @@ def test_drawing_sliding_hovering_and_clicking(pages, browser):
     assert np.abs(code - z.numpy().ravel()).max() <= 1e-4
     recon_px = _pixels(browser, "aelab.runs[0].ui.recon")
     assert np.abs(recon_px - _u8(model.decode(z))).max() <= 1
+    time.sleep(0.1)  # the map redraws on the next animation frame
+    assert browser.evaluate("aelab.runs[0].map.here") is not None, "the drawn input's code is not on the PCA map"
 
     # a touch stroke draws too
     browser.send("Emulation.setTouchEmulationEnabled", {"enabled": True, "maxTouchPoints": 1})

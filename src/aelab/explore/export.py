@@ -13,12 +13,13 @@ describe is refused with the reason instead of showing wrong pictures.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from ..errors import AelabError
 from ..models.base import Autoencoder
@@ -38,11 +39,10 @@ class Exported:
     decoder: list[dict]  # code -> output after the output activation
     logvar: list[dict] | None  # VAE: input features -> log-variance head (clamped)
     trunk_len: int  # VAE: ops of `encoder` shared with the log-variance head
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]
     code_shape: tuple[int, ...]
     buffer: np.ndarray  # float32, every op's weights at their offsets
     first_layer: dict | None = None  # the first linear/conv op (seed 003's weights as images)
-    notes: list[str] = field(default_factory=list)
 
 
 class _Packer:
@@ -79,13 +79,15 @@ def _upsample_index(n_in: int, m: nn.Upsample, axis: int, other: int) -> list[in
         out_size = [s[0], 1] if axis == 0 else [1, s[1]]
         up = F.interpolate(probe, size=tuple(out_size), mode="nearest")
     else:
+        if m.scale_factor is None:
+            raise Unsupported("Upsample without size or scale_factor")
         f = m.scale_factor if isinstance(m.scale_factor, (tuple, list)) else (m.scale_factor, m.scale_factor)
         sf = (float(f[0]), 1.0) if axis == 0 else (1.0, float(f[1]))
         up = F.interpolate(probe, scale_factor=sf, mode="nearest")
     return [int(v) for v in up.flatten().tolist()]
 
 
-def _walk(modules, shape: tuple[int, int, int], pack: _Packer, where: str) -> tuple[list[dict], tuple[int, int, int]]:
+def _walk(modules, shape: tuple[int, ...], pack: _Packer, where: str) -> tuple[list[dict], tuple[int, int, int]]:
     """Ops for a sequence of modules, and the (C, H, W) shape they leave."""
     from ..models.conv import CropTo
     from ..models.dense import TiedLinear
@@ -108,11 +110,11 @@ def _walk(modules, shape: tuple[int, int, int], pack: _Packer, where: str) -> tu
         elif isinstance(m, (nn.Linear, TiedLinear)):
             if h * w != 1:
                 raise Unsupported(f"{where}: a Linear layer on an unflattened {c}x{h}x{w} map")
-            weight = m.source[0].weight.t() if isinstance(m, TiedLinear) else m.weight
+            weight: torch.Tensor = m.source[0].weight.t() if isinstance(m, TiedLinear) else m.weight
             n_out, n_in = weight.shape
             if n_in != c:
                 raise Unsupported(f"{where}: Linear expects {n_in} inputs, gets {c}")
-            bias = m.bias if m.bias is not None else torch.zeros(n_out)
+            bias: torch.Tensor = m.bias if m.bias is not None else torch.zeros(n_out)
             ops.append({"op": "linear", "in": n_in, "out": n_out, "w": pack.add(weight), "b": pack.add(bias)})
             c = n_out
         elif type(m) in ACTIVATIONS:
@@ -134,11 +136,12 @@ def _walk(modules, shape: tuple[int, int, int], pack: _Packer, where: str) -> tu
             ops.append({"op": "conv", "cin": c, "cout": m.out_channels, "k": k[0], "pad": p, "h": h, "w": w,
                         "wt": pack.add(m.weight), "b": pack.add(bias)})
             c, h, w = m.out_channels, h + 2 * p - k[0] + 1, w + 2 * p - k[0] + 1
-        elif isinstance(m, nn.BatchNorm2d) or isinstance(m, nn.BatchNorm1d):
-            if m.running_mean is None:
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            mean, var = m.running_mean, m.running_var
+            if mean is None or var is None:
                 raise Unsupported(f"{where}: {name} without running statistics")
-            scale = (m.weight if m.affine else torch.ones_like(m.running_var)) / torch.sqrt(m.running_var + m.eps)
-            shift = (m.bias if m.affine else torch.zeros_like(m.running_mean)) - m.running_mean * scale
+            scale = (m.weight if m.affine else torch.ones_like(var)) / torch.sqrt(var + m.eps)
+            shift = (m.bias if m.affine else torch.zeros_like(mean)) - mean * scale
             ops.append({"op": "affine", "c": c, "hw": h * w, "scale": pack.add(scale), "shift": pack.add(shift)})
         elif isinstance(m, nn.MaxPool2d):
             ks, st = m.kernel_size, m.stride
@@ -165,7 +168,7 @@ def _walk(modules, shape: tuple[int, int, int], pack: _Packer, where: str) -> tu
 def export_model(model: Autoencoder) -> Exported:
     """The model's encode and decode as ops; Unsupported names the first thing the page cannot do."""
     from ..models.classifier import ClassifierAutoencoder
-    from ..models.vae import VAEMixin, LOGVAR_RANGE
+    from ..models.vae import LOGVAR_RANGE, VAEMixin
 
     model = model.eval()
     kind = type(model).__name__
@@ -174,8 +177,9 @@ def export_model(model: Autoencoder) -> Exported:
                           f"{tuple(model.input_shape)}")
     if model.input_shape[0] not in (1, 3):
         raise Unsupported(f"{kind}: the page draws grey or RGB images; this run's have {model.input_shape[0]} channels")
-    shape = tuple(model.input_shape)
+    shape: tuple[int, ...] = tuple(model.input_shape)
     pack = _Packer()
+    code: tuple[int, ...]
     logvar = None
     trunk_len = 0
     if isinstance(model, VAEMixin):
@@ -186,15 +190,13 @@ def export_model(model: Autoencoder) -> Exported:
         enc, trunk_len = trunk + mu, len(trunk)
         code = (model.code_dim,)
     elif isinstance(model, ClassifierAutoencoder):
-        enc, code3 = _walk(list(model.blocks[: model.tap]), shape, pack, "encoder")
-        code = code3
+        enc, code = _walk(list(model.blocks[: model.tap]), shape, pack, "encoder")
     else:
         cls = type(model)
         for meth in ("encode", "decode_logits", "decode"):
             if getattr(cls, meth) is not getattr(Autoencoder, meth):
                 raise Unsupported(f"{kind}: computes {meth} in its own way, which the page does not reproduce")
-        enc, code3 = _walk(model.encoder, shape, pack, "encoder")
-        code = code3
+        enc, code = _walk(model.encoder, shape, pack, "encoder")
     code_shape = tuple(int(s) for s in (model.code_shape if not isinstance(model, VAEMixin) else code))
     dec, out = _walk(model.decoder, _chw(code_shape), pack, "decoder")
     if model.output_activation == "sigmoid":
@@ -207,7 +209,7 @@ def export_model(model: Autoencoder) -> Exported:
 
 # -- the same engine in NumPy (the exporter's self-check, and the tests' reference) -------------
 
-_ACT = {
+_ACT: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "relu": lambda x: np.maximum(x, 0),
     "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)),
     "tanh": np.tanh,

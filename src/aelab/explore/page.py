@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from .._io import atomic_write_text
 from ..errors import ConfigError, RunError
 from ..evaluate.evaluate import encode_array
-from ..report.collect import project_2d, sample_indices
 from ..report import i18n
+from ..report.collect import project_2d, sample_indices
 from .export import Exported, Unsupported, check_parity, export_model
 
 MAPS = ("pca", "tsne")
@@ -71,6 +71,16 @@ def _code_ranges(z: np.ndarray, vae: bool) -> tuple[list[float], list[float]]:
     return [round(float(v), 5) for v in lo], [round(float(v), 5) for v in hi]
 
 
+def _linear_map(z: np.ndarray, pts: np.ndarray) -> list[list[float]] | None:
+    """(D + 1, 2) matrix A with [z, 1] @ A = the PCA points, so the page can place any code on the map
+    (the code being drawn or edited); None if no linear map reproduces the points."""
+    za = np.column_stack([z.astype(np.float64), np.ones(len(z))])
+    a = np.linalg.lstsq(za, pts.astype(np.float64), rcond=None)[0]
+    err = np.abs(za @ a - pts).max()
+    scale = max(float(np.abs(pts).max()), 1e-12)
+    return np.round(a, 7).tolist() if err <= 1e-3 * scale else None
+
+
 @torch.no_grad()
 def _top_images(ex: Exported, x: np.ndarray, k: int = TOP_IMAGES) -> list[list[int]]:
     """For each first-layer unit, the test images with the highest pre-activation (conv: its peak)."""
@@ -116,6 +126,8 @@ def _run_entry(run, xq: np.ndarray, maps: Sequence[str], log: Callable[[str], No
         log(f"explore: {entry['name']}: {m} map")
         pts, used, note = project_2d(z, m, max_points=len(z))
         projections[m] = {"points": np.round(pts, 4).tolist(), "note": note}
+        if m == "pca":
+            projections[m]["linear"] = _linear_map(z, pts)
     thr = _threshold(run)
     first = ex.first_layer
     entry.update({
@@ -206,8 +218,3 @@ def write_explorer(runs: Sequence, out: str | Path | None = None, points: int = 
         if r["unsupported"] and log:  # the page says it too, in the run's column
             log(f"explore: {r['path']}: the page cannot run this model: {r['unsupported']}")
     return atomic_write_text(out, render_page(data))
-
-
-def unsupported_reasons(data: dict) -> list[tuple[str, str]]:
-    """(run path, reason) for every run the page cannot run."""
-    return [(r["path"], r["unsupported"]) for r in data["runs"] if r["unsupported"]]

@@ -45,9 +45,10 @@ STRINGS: dict[str, dict[str, str]] = {
     "inlier": {"en": "below the threshold: usual", "ja": "しきい値以下：正常"},
     "map": {"en": "The map of codes", "ja": "中間層の地図"},
     "map_help": {"en": "Test images' codes in 2-D, coloured by class. Hover a point to see the image and its "
-                       "reconstruction; click two points to decode the path between their codes.",
+                       "reconstruction; click two points to decode the path between their codes. On the PCA map, "
+                       "the cross is the current input's code.",
                  "ja": "テスト画像の中間層の値を 2 次元に写し、クラスで色分けしました。点に触れると画像と再構成、"
-                       "2 点をクリックするとその間の中間層を復元した列が出ます。"},
+                       "2 点をクリックするとその間の中間層を復元した列が出ます。PCA の地図の十字は今の入力の中間層です。"},
     "path": {"en": "decoded path", "ja": "補間の復元"},
     "pick_first": {"en": "click two points on the map to decode the path between them",
                    "ja": "地図の 2 点をクリックすると、その間の中間層を復元した列が出ます"},

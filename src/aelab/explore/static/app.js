@@ -259,6 +259,7 @@
     paint(rv.ui.recon, rv.recon);
     drawCode(rv);
     scheduleVae(rv);
+    if (rv.redrawMap) rv.redrawMap();
   }
 
   // -- update: input -> every run ----------------------------------------------------
@@ -399,7 +400,8 @@
       for (const [x, y] of pts) { x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y); }
       const s = (SIZE - 24) / Math.max(x1 - x0, y1 - y0, 1e-9);
       const ox = (SIZE - s * (x1 - x0)) / 2, oy = (SIZE - s * (y1 - y0)) / 2;
-      state.px = pts.map(([x, y]) => [ox + (x - x0) * s, SIZE - (oy + (y - y0) * s)]);
+      state.toPx = (x, y) => [ox + (x - x0) * s, SIZE - (oy + (y - y0) * s)];
+      state.px = pts.map(([x, y]) => state.toPx(x, y));
       note.textContent = d.maps[state.method].note;
     }
     function draw() {
@@ -423,7 +425,22 @@
         const [a, b] = state.picked.map(i => state.px[i]);
         ctx.setLineDash([4, 3]); ctx.beginPath(); ctx.moveTo(a[0], a[1]); ctx.lineTo(b[0], b[1]); ctx.stroke(); ctx.setLineDash([]);
       }
+      const A = d.maps[state.method].linear;
+      if (A && rv.code) {  // the current code (drawn, picked or edited) on the PCA map
+        const n = rv.code.length;
+        let x = A[n][0], y = A[n][1];
+        for (let j = 0; j < n; j++) { x += rv.code[j] * A[j][0]; y += rv.code[j] * A[j][1]; }
+        const [cx, cy] = state.toPx(x, y);
+        state.here = [cx, cy];
+        for (const [width, colour, r] of [[5, "#fff", 13], [2, "#000", 12]]) {
+          ctx.lineWidth = width; ctx.strokeStyle = colour;
+          ctx.beginPath(); ctx.moveTo(cx - r, cy); ctx.lineTo(cx + r, cy); ctx.moveTo(cx, cy - r); ctx.lineTo(cx, cy + r); ctx.stroke();
+          ctx.beginPath(); ctx.arc(cx, cy, 6, 0, 2 * Math.PI); ctx.stroke();
+        }
+      } else state.here = null;
     }
+    let queued = false;
+    rv.redrawMap = () => { if (!queued) { queued = true; requestAnimationFrame(() => { queued = false; draw(); }); } };
     const nearest = e => {
       const rc = cv.getBoundingClientRect(), x = (e.clientX - rc.left) / rc.width * SIZE, y = (e.clientY - rc.top) / rc.height * SIZE;
       let best = -1, bd = 100;

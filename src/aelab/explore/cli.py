@@ -16,8 +16,8 @@ score against the threshold of `aelab score RUN`, and the first layer's weights.
   aelab explore runs/demo            -> runs/demo/explore.html
   aelab explore runs/a runs/b        -> explore.html: both runs on the same input
 
-A run the page cannot run (an unsupported layer, vector inputs) is named with the reason,
-here and in the page.
+A run the page cannot run (an unsupported layer, vector inputs) is named with the reason:
+alone, as an error (exit 2, no page); beside a run that works, here and in its column of the page.
 """
 
 

@@ -447,7 +447,7 @@
       state.px.forEach(([px, py], i) => { const dd = (px - x) ** 2 + (py - y) ** 2; if (dd < bd) { bd = dd; best = i; } });
       return best;
     };
-    cv.addEventListener("pointermove", e => {
+    const hoverAt = e => {
       const i = nearest(e);
       if (i < 0) { tip.style.display = "none"; state.hover = -1; return; }
       state.hover = i;
@@ -459,7 +459,9 @@
       tip.style.display = "block";
       tip.style.left = (e.clientX - brc.left + 14) + "px"; tip.style.top = (e.clientY - brc.top + 14) + "px";
       state.tipRecon = rec;
-    });
+    };
+    cv.addEventListener("pointermove", hoverAt);
+    cv.addEventListener("pointerdown", e => { if (e.pointerType !== "mouse") hoverAt(e); });  // touch has no hover
     cv.addEventListener("pointerleave", () => { tip.style.display = "none"; });
     cv.addEventListener("click", e => {
       const i = nearest(e);

@@ -178,7 +178,17 @@ def test_drawing_sliding_hovering_and_clicking(pages, browser):
     assert browser.evaluate("document.querySelector('.tip').style.display") == "block"
     tip = np.array(browser.evaluate("Array.from(aelab.runs[0].map.tipRecon)"))
     assert np.abs(tip - model(torch.from_numpy(xs[hovered:hovered + 1])).numpy().ravel()).max() <= 1e-4
+    # a tap (touch has no hover) shows a point too
+    _mouse(browser, "mouseMoved", 1, 1, pressed=False)
+    browser.send("Emulation.setTouchEmulationEnabled", {"enabled": True, "maxTouchPoints": 1})
+    tx, ty = browser.evaluate("aelab.runs[0].map.screen(60)")
+    browser.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": tx, "y": ty}]})
+    browser.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    browser.send("Emulation.setTouchEmulationEnabled", {"enabled": False})
+    assert browser.evaluate("aelab.runs[0].map.hover") == browser.evaluate("(() => { const m = aelab.runs[0].map, "
+                                                                          "[x, y] = m.px[60]; return m.px.findIndex(p => p[0] === x && p[1] === y); })()")
     # click two points: the decoded path between their codes
+    browser.evaluate("aelab.runs[0].map.picked = []")  # whether the tap also clicked is the browser's business
     j = 60
     _click(browser, px, py)
     qx, qy = browser.evaluate(f"aelab.runs[0].map.screen({j})")

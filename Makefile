@@ -14,6 +14,7 @@ help:
 	@echo "make test   - set up, then run the test suite"
 	@echo "make setup  - .venv with pinned packages (requirements.lock) and the datasets"
 	@echo "make bench  - speed benchmarks (docs/PERFORMANCE.md)"
+	@echo "make lint   - ruff (check + format --check), import-linter layers, mypy"
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +35,12 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/mypy
 
 bench: setup
 	$(VENV)/bin/aelab bench

@@ -18,7 +18,7 @@ from .data import Splits, load_data
 from .errors import AelabError, ConfigError, DataError, RunError, TrainingError
 from .models import build_model, list_models
 from .run import Run, load_run
-from .train import train
+from .runner import train
 from .anomaly import AnomalyDetector
 
 __version__ = "0.1.0"

@@ -14,7 +14,6 @@ import hashlib
 import io
 import json
 import math
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -32,15 +31,20 @@ SCORE_SEED = 0  # the same input always gets the same score
 # -- scores -------------------------------------------------------------------
 
 def resolve_metric(model, metric: str, loss: str) -> str:
-    """'auto' -> a VAE's negative ELBO, else the run's training loss; checks the metric fits the model."""
-    from .models.vae import is_vae
+    """'auto' -> the family's default score (a VAE's negative ELBO), else the run's training loss;
+    checks the metric fits the model (the family's declared ``anomaly_scores``)."""
+    from .models import capabilities, list_models
 
     if metric not in METRICS:
         raise ConfigError(f"metric: must be one of {', '.join(METRICS)}; got '{metric}'")
+    caps = capabilities(model)
     if metric == "auto":
-        return "nelbo" if is_vae(model) else loss
-    if metric == "nelbo" and not is_vae(model):
-        raise ConfigError("metric: nelbo (negative ELBO) needs a VAE run (model.name vae-dense or vae-conv); use mse or bce")
+        return caps.default_anomaly_score or loss
+    if metric not in caps.anomaly_scores:
+        able = " or ".join(n for n in list_models() if metric in capabilities(n).anomaly_scores)
+        what = {"nelbo": "nelbo (negative ELBO) needs a VAE run"}.get(metric, f"{metric} needs a run")
+        use = " or ".join(s for s in caps.anomaly_scores if s != "bce" or model.output_activation == "sigmoid")
+        raise ConfigError(f"metric: {what} (model.name {able}); use {use}")
     if metric == "bce" and model.output_activation != "sigmoid":
         raise ConfigError("metric: bce compares probabilities and this model's output is not a sigmoid; use mse")
     return metric
@@ -283,6 +287,7 @@ class AnomalyDetector:
 
     def _config(self, tabular: bool):
         from .config import Config
+        from .models import capabilities
 
         standard = self.scale == "standard" or (self.scale == "auto" and tabular)
         sigmoid = not standard and not tabular
@@ -291,7 +296,7 @@ class AnomalyDetector:
             "data": {"name": "npy", "path": "<in memory>", "scale": "standard" if standard else "auto"},
             "model": {"name": self.model, "hidden": list(self.hidden), "code_dim": self.code_dim,
                       "output_activation": "sigmoid" if sigmoid else "identity",
-                      **({"likelihood": "bernoulli" if sigmoid else "gaussian"} if self.model.startswith("vae-") else {})},
+                      **({} if sigmoid else dict(capabilities(self.model).real_valued_keys))},
             "train": {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
                       "loss": "bce" if sigmoid else "mse", "seed": self.seed, "threads": self.threads},
         })
@@ -300,7 +305,7 @@ class AnomalyDetector:
     def fit(self, X, y=None) -> "AnomalyDetector":
         """Trains on X (unlabelled; ``y`` is ignored, as in PyOD) and sets threshold_."""
         from .data import Splits
-        from .train import train
+        from .runner import train
 
         self._check_params()
         x = np.asarray(X)
@@ -314,8 +319,7 @@ class AnomalyDetector:
         if self.out is not None:
             self.run_ = train(cfg, self.out, data=splits, log=log, overwrite=True)
         else:
-            with tempfile.TemporaryDirectory() as tmp:  # nothing is written: is_writer=False
-                self.run_ = train(cfg, Path(tmp) / "run", data=splits, log=log, is_writer=False)
+            self.run_ = train(cfg, data=splits, log=log, is_writer=False)  # in memory: nothing is written
         self.run_.model.eval()
         self.metric_ = resolve_metric(self.run_.model, self.metric, cfg.train.loss)
         self.decision_scores_ = score_array(self.run_.model, splits.x_train, self.metric_)
@@ -325,18 +329,14 @@ class AnomalyDetector:
         return self
 
     def _prepare_training(self, x: np.ndarray, scale: str, tabular: bool):
-        from .data.arrays import to_unit_float
+        from .data.preprocess import Preprocessor
 
         if x.ndim == 3:
             x = x[:, None]
-        self._scaler = None
-        if scale == "standard":
-            xf = to_unit_float(x, "X", "none", need_unit_range=False)
-            mean, std = xf.mean(axis=0), xf.std(axis=0)
-            std = np.where(std > 1e-8, std, 1.0).astype(np.float32)  # as load_data does for data.scale=standard
-            self._scaler = {"mean": mean.astype(np.float32), "std": std}
-            return ((xf - mean) / std).astype(np.float32)
-        return to_unit_float(x, "X", "auto", need_unit_range=not tabular)
+        prep = Preprocessor(scale, unit_range=not tabular)  # the one preprocessor load_data uses for data.scale
+        xt = prep.fit_transform(x, "X")
+        self._scaler = prep.state()
+        return xt
 
     def _set_threshold(self) -> None:
         self.threshold_ = threshold_at(self.decision_scores_, 1.0 - self.contamination)

@@ -83,7 +83,7 @@ def grid_runs(grid: dict[str, list[str]]) -> list[tuple[str, list[str]]]:
 
 def plan_sweep(recipe: str, grid: dict[str, list[str]], out: Path, overrides: Sequence[str] = ()) -> list[PlannedRun]:
     """Every config of the sweep, validated before anything trains (a bad value fails the whole sweep at once)."""
-    from .cli import resolve_config
+    from .recipes import resolve_config
 
     base = resolve_config(recipe, list(overrides))
     plans = []
@@ -98,7 +98,7 @@ def plan_sweep(recipe: str, grid: dict[str, list[str]], out: Path, overrides: Se
 
 def plan_suite(spec: str, out: Path, overrides: Sequence[str] = ()) -> tuple[str, list[PlannedRun]]:
     """A suite's members as planned runs; the user's overrides come after each member's own."""
-    from .cli import resolve_config
+    from .recipes import resolve_config
     from .recipes import suite_members
 
     name, _, members = suite_members(spec)
@@ -134,7 +134,7 @@ def run_state(plan: PlannedRun) -> str:
 
 def run_all(plans: Sequence[PlannedRun], *, reports: bool = False, log: Callable[[str], None] = print) -> list[Path]:
     """Trains what is not finished yet, in order; returns every run's folder."""
-    from .train import train
+    from .runner import train
 
     states = [run_state(p) for p in plans]  # all folders checked before the first run starts
     todo = sum(s != "done" for s in states)

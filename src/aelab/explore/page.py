@@ -53,11 +53,13 @@ def _threshold(run) -> dict | None:
 
 
 def _score_metric(run, threshold: dict | None) -> str:
-    from ..models.vae import is_vae
+    """The threshold's metric, else what `aelab score` picks by default (the family's declared default
+    anomaly score, else the run's training loss)."""
+    from ..models import capabilities
 
     if threshold is not None:
         return threshold["metric"]
-    return "nelbo" if is_vae(run.model) else run.config.train.loss
+    return capabilities(run.model).default_anomaly_score or run.config.train.loss
 
 
 def _code_ranges(z: np.ndarray, vae: bool) -> tuple[list[float], list[float]]:
@@ -99,8 +101,6 @@ def _top_images(ex: Exported, x: np.ndarray, k: int = TOP_IMAGES) -> list[list[i
 
 
 def _run_entry(run, xq: np.ndarray, maps: Sequence[str], log: Callable[[str], None]) -> dict:
-    from ..models.vae import is_vae
-
     cfg = run.config
     entry = {
         "name": cfg.name or run.path.name, "path": str(run.path), "model": cfg.model.name,
@@ -117,7 +117,7 @@ def _run_entry(run, xq: np.ndarray, maps: Sequence[str], log: Callable[[str], No
     except Unsupported as e:
         entry["unsupported"] = str(e)
         return entry
-    vae = is_vae(run.model)
+    vae = ex.logvar is not None  # a Gaussian code (mean and log-variance heads): the page's VAE views
     log(f"explore: {entry['name']}: codes of {len(xq)} test images")
     z = encode_array(run.model, xq).reshape(len(xq), -1)
     lo, hi = _code_ranges(z, vae)

@@ -1,10 +1,10 @@
-"""`aelab explore RUN [RUN2]`: writes the explorer page and prints its path."""
+"""`aelab explore RUN [RUN2]`: writes the explorer page (aelab.explore) and prints its path."""
 from __future__ import annotations
 
 import argparse
 import sys
 
-from ..cli import command
+NAME = "explore"
 
 DESCRIPTION = """\
 Write one self-contained HTML page (no network, no server) in which the run's encoder and
@@ -21,19 +21,19 @@ alone, as an error (exit 2, no page); beside a run that works, here and in its c
 """
 
 
-def add_commands(sub) -> None:
+def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("explore", help="interactive page: the run's model in the browser (draw, slide the code, maps)",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", metavar="RUN", help="one run directory, or two to compare")
     p.add_argument("-o", "--output", metavar="HTML", help="page to write (default RUN/explore.html; explore.html for two runs)")
     p.add_argument("--points", type=int, default=1000, help="test images in the page and on the map (default 1000)")
     p.add_argument("--map", default="pca,tsne", help="2-D maps of the codes, comma-separated: pca, tsne (default pca,tsne)")
+    return p
 
 
-@command("explore")
-def cmd_explore(a: argparse.Namespace) -> int:
+def run(a: argparse.Namespace) -> int:
     from ..errors import ConfigError
-    from .page import write_explorer
+    from ..explore import write_explorer
 
     if len(a.runs) > 2:
         raise ConfigError(f"explore: give one run, or two to compare side by side; got {len(a.runs)}")

@@ -26,6 +26,10 @@ FAMILIES = {
     "vae-conv-bn": dict(name="vae-conv", channels=[8, 8], code_dim=4, batch_norm=True),
     "classifier-ae": dict(name="classifier-ae", channels=[8, 16], hidden=[16], tap=2),
     "identity-output": dict(name="dense", hidden=[16], code_dim=4, output_activation="identity"),
+    "iwae-dense": dict(name="vae-dense", hidden=[32], code_dim=2, iw_samples=4),
+    "topk-sae": dict(name="topk-sae", latents=96, k=8),
+    "topk-sae-linear": dict(name="topk-sae", latents=64, k=12, output_activation="identity"),
+    "batch-topk-sae": dict(name="topk-sae", latents=64, k=8, batch_topk=True),
 }
 
 
@@ -61,6 +65,32 @@ def test_vae_log_variance_head_matches():
     with torch.no_grad():
         _, want = model.encode_stats(torch.from_numpy(x))
     assert np.abs(lv - want.numpy()).max() < 1e-5
+
+
+@pytest.mark.parametrize("batch_topk", [False, True])
+def test_topk_sae_keeps_k_codes_and_matches(batch_topk):
+    """The SAE's pre-bias, its TopK (or BatchTopK's inference threshold) and its linear decoder, trained-like
+    parameters (a non-zero pre-bias and threshold), against PyTorch; at most k non-zero code values."""
+    model = build_model(ModelConfig(name="topk-sae", latents=80, k=6, batch_topk=batch_topk), (1, 28, 28))
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        model.b_pre.copy_(torch.rand(784, generator=g))
+        model.b_enc.copy_(torch.randn(80, generator=g) * 0.1)
+        model.threshold.fill_(0.3)
+    ex = export_model(model)
+    assert [op["op"] for op in ex.encoder] == ["affine", "linear", "threshold" if batch_topk else "topk"]
+    x = np.random.default_rng(2).random((16, 1, 28, 28), dtype=np.float32)
+    res = check_parity(model, ex, x)
+    assert res["encode"] <= 1e-4 and res["decode"] <= 1e-4
+    z = run_ops(ex.encoder, ex.buffer, x)
+    if not batch_topk:
+        assert ((z != 0).sum(1) <= 6).all() and (z != 0).any()
+
+
+def test_vq_vae_is_refused_naming_the_reason():
+    model = build_model(ModelConfig(name="vq-vae", hidden=[8, 8], code_dim=4, codebook_size=16), (1, 28, 28))
+    with pytest.raises(Unsupported, match="nearest codebook vector"):
+        export_model(model)
 
 
 def test_the_self_check_catches_a_misread_model():

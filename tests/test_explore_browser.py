@@ -30,6 +30,9 @@ FAMILIES = {
     "vae-conv": {"model": {"name": "vae-conv", "channels": [8, 8], "code_dim": 4, "batch_norm": True}},
     "classifier-ae": {"model": {"name": "classifier-ae", "channels": [8, 16], "hidden": [16], "convs_per_block": 1,
                                 "dropout": 0.0}},
+    # the TopK sparse autoencoder on 28x28 images: pre-bias, dense encoder, TopK, linear decoder
+    "topk-sae": {"model": {"name": "topk-sae", "latents": 256, "k": 16, "output_activation": "identity"},
+                 "train": {"loss": "mse"}},
 }
 
 
@@ -44,7 +47,7 @@ def pages(tmp_path_factory):
     out = {}
     for name, spec in FAMILIES.items():
         cfg = Config.from_dict({"data": {"name": "mnist", "path": str(idx), **spec.get("data", {})},
-                                "model": spec["model"], "train": {"epochs": 1, "batch_size": 100}})
+                                "model": spec["model"], "train": {"epochs": 1, "batch_size": 100, **spec.get("train", {})}})
         run = train(cfg, root / name, log=lambda s: None)
         out[name] = (run, write_explorer([run], points=100, maps=["pca"]))
     out["two"] = (None, write_explorer([out["dense"][0], out["denoising-conv"][0]], root / "two.html", points=100,

@@ -168,10 +168,15 @@ def _walk(modules, shape: tuple[int, ...], pack: _Packer, where: str) -> tuple[l
 def export_model(model: Autoencoder) -> Exported:
     """The model's encode and decode as ops; Unsupported names the first thing the page cannot do."""
     from ..models.classifier import ClassifierAutoencoder
+    from ..models.sae import TopKSAE
     from ..models.vae import LOGVAR_RANGE, VAEMixin
+    from ..models.vqvae import VectorQuantizer
 
     model = model.eval()
     kind = type(model).__name__
+    if any(isinstance(m, VectorQuantizer) for m in model.modules()):
+        raise Unsupported(f"{kind}: the code is snapped to the nearest codebook vector (a vector quantiser) and the "
+                          "encoder and decoder use stride-2 and transposed convolutions, which the page does not run")
     if len(model.input_shape) != 3:
         raise Unsupported(f"{kind}: the page draws images and this run's samples are vectors shaped "
                           f"{tuple(model.input_shape)}")
@@ -191,6 +196,8 @@ def export_model(model: Autoencoder) -> Exported:
         code = (model.code_dim,)
     elif isinstance(model, ClassifierAutoencoder):
         enc, code = _walk(list(model.blocks[: model.tap]), shape, pack, "encoder")
+    elif isinstance(model, TopKSAE):
+        return _export_topk(model, shape, pack)
     else:
         cls = type(model)
         for meth in ("encode", "decode_logits", "decode"):
@@ -205,6 +212,22 @@ def export_model(model: Autoencoder) -> Exported:
         raise Unsupported(f"{kind}: the decoder ends in {out}, not the input's {shape}")
     first = next((op for op in enc if op["op"] in ("linear", "conv")), None)
     return Exported(enc, dec, logvar, trunk_len, shape, code_shape, pack.buffer(), first)
+
+
+def _export_topk(model, shape: tuple[int, ...], pack: _Packer) -> Exported:
+    """A TopK sparse autoencoder: z = TopK(W_enc (x - b_pre) + b_enc) (BatchTopK at inference: the
+    pre-activations above its threshold), x_hat = W_dec z + b_pre, then the output activation."""
+    d, n = model.d_in, model.n_latents
+    enc = [{"op": "affine", "c": d, "hw": 1, "scale": pack.add(torch.ones(d)), "shift": pack.add(-model.b_pre)},
+           {"op": "linear", "in": d, "out": n, "w": pack.add(model.W_enc), "b": pack.add(model.b_enc)}]
+    if model.cfg.batch_topk:
+        enc.append({"op": "threshold", "t": float(model.threshold)})
+    else:
+        enc.append({"op": "topk", "k": int(model.k)})
+    dec = [{"op": "linear", "in": n, "out": d, "w": pack.add(model.W_dec), "b": pack.add(model.b_pre)}]
+    if model.output_activation == "sigmoid":
+        dec.append({"op": "act", "fn": "sigmoid"})
+    return Exported(enc, dec, None, 0, shape, (n,), pack.buffer(), enc[1])
 
 
 # -- the same engine in NumPy (the exporter's self-check, and the tests' reference) -------------
@@ -229,6 +252,13 @@ def run_ops(ops: list[dict], buf: np.ndarray, x: np.ndarray) -> np.ndarray:
             x = x @ w.T + buf[op["b"]: op["b"] + op["out"]]
         elif kind == "act":
             x = _ACT[op["fn"]](x)
+        elif kind == "topk":  # the k largest of each row, then ReLU; the rest zero (models.sae.topk_mask)
+            idx = np.argpartition(-x, op["k"] - 1, axis=1)[:, : op["k"]]
+            kept = np.take_along_axis(x, idx, axis=1)
+            x = np.zeros_like(x)
+            np.put_along_axis(x, idx, np.maximum(kept, 0), axis=1)
+        elif kind == "threshold":  # BatchTopK at inference: what exceeds the threshold
+            x = np.where(x > op["t"], x, 0.0)
         elif kind == "clamp":
             x = np.clip(x, op["lo"], op["hi"])
         elif kind == "affine":

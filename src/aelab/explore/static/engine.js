@@ -35,6 +35,18 @@ const AelabEngine = (function () {
       for (let i = 0; i < x.length; i++) y[i] = f(x[i]);
       return y;
     },
+    /* TopK SAE: the k largest values, then ReLU; the rest zero (ties: the lower index first). */
+    topk(op, W, x) {
+      const order = Array.from(x.keys()).sort((a, b) => x[b] - x[a] || a - b), y = new Float32Array(x.length);
+      for (let j = 0; j < op.k; j++) { const i = order[j]; y[i] = x[i] > 0 ? x[i] : 0; }
+      return y;
+    },
+    /* BatchTopK SAE at inference: the values above the learned threshold. */
+    threshold(op, W, x) {
+      const y = new Float32Array(x.length);
+      for (let i = 0; i < x.length; i++) y[i] = x[i] > op.t ? x[i] : 0;
+      return y;
+    },
     clamp(op, W, x) {
       const y = new Float32Array(x.length);
       for (let i = 0; i < x.length; i++) y[i] = Math.min(op.hi, Math.max(op.lo, x[i]));

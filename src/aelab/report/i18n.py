@@ -1,4 +1,4 @@
-"""UI strings in English and Japanese: the explorer's now, the run report's when it adopts them.
+"""UI strings in English and Japanese: the explorer's (STRINGS) and the run report's (REPORT).
 
 Japanese terms follow the seeds: 自己符号化器 / オートエンコーダ, 中間層 (the code layer),
 再構成 (reconstruction). ``{name}`` placeholders are filled in by the page.
@@ -78,3 +78,89 @@ STRINGS: dict[str, dict[str, str]] = {
 def table() -> dict[str, dict[str, str]]:
     """{language: {key: text}}, the shape the page's script reads."""
     return {lang: {k: v[lang] for k, v in STRINGS.items()} for lang in LANGUAGES}
+
+
+# The run report (report.html): its headings, cards, notes and the captions of the figures every run
+# has. The families' own figure sets keep their English captions.
+REPORT: dict[str, dict[str, str]] = {
+    "lang": {"en": "日本語", "ja": "English"},
+    "run_line": {"en": "run {path} · report written {written}", "ja": "実験 {path} ・ レポート作成 {written}"},
+    "bce_floor_note": {"en": "BCE cannot reach 0 on grey pixels: its minimum on these test images is their mean "
+                             "entropy, {floor} nats per pixel. This run is {above} above it.",
+                       "ja": "灰色の画素では BCE は 0 になりません。このテスト画像での最小値は平均エントロピーの "
+                             "1 画素あたり {floor} nats で、この実験はそれより {above} 上です。"},
+    "published": {"en": "Published", "ja": "公表値"},
+    "col_metric": {"en": "metric", "ja": "指標"},
+    "col_published": {"en": "published", "ja": "公表値"},
+    "col_this_run": {"en": "this run", "ja": "この実験"},
+    "sec_Reconstructions": {"en": "Reconstructions", "ja": "再構成"},
+    "sec_Training": {"en": "Training", "ja": "学習"},
+    "sec_Weights": {"en": "Weights", "ja": "重み"},
+    "sec_Codes": {"en": "Codes", "ja": "中間層"},
+    "sec_Latent space": {"en": "Latent space", "ja": "潜在空間"},
+    "sec_Model": {"en": "Model", "ja": "モデル"},
+    "sec_Config": {"en": "Config", "ja": "設定"},
+    "sec_Probe": {"en": "Probe", "ja": "線形プローブ"},
+    "code_numbers": {"en": "the {n} numbers", "ja": "{n} 個の数値"},
+    "col_layer": {"en": "Layer (type)", "ja": "層（種類）"},
+    "col_shape": {"en": "Output shape", "ja": "出力の形"},
+    "col_params": {"en": "Param #", "ja": "パラメータ数"},
+    "total_params": {"en": "Total params: {n}", "ja": "パラメータ総数：{n}"},
+    "rerun": {"en": "config.yaml (rerun with {cmd})", "ja": "config.yaml（{cmd} で再実行）"},
+    "m_test_loss": {"en": "test loss", "ja": "テスト損失"},
+    "m_test_bce": {"en": "test BCE", "ja": "テスト BCE"},
+    "m_test_bce_floor": {"en": "BCE floor", "ja": "BCE の下限"},
+    "m_test_bce_above_floor": {"en": "BCE above floor", "ja": "BCE の下限との差"},
+    "m_test_mse": {"en": "test MSE", "ja": "テスト MSE"},
+    "m_test_psnr": {"en": "test PSNR (dB)", "ja": "テスト PSNR (dB)"},
+    "m_test_nelbo": {"en": "test -ELBO (nats)", "ja": "テスト -ELBO (nats)"},
+    "m_test_nll": {"en": "test NLL (nats)", "ja": "テスト NLL (nats)"},
+    "m_test_dead_units": {"en": "dead code units", "ja": "中間層の死んだユニット"},
+    "m_test_active_units": {"en": "VAE active units", "ja": "VAE の活性ユニット"},
+    "m_code_mean": {"en": "mean code activation", "ja": "中間層の平均活性"},
+    "cap_reconstructions": {"en": "Top: test images (the first of each class); below: what the model gives back. "
+                                  "Look at what is lost: texture, prints, thin strokes.",
+                            "ja": "上：テスト画像（各クラスの最初の 1 枚）、下：オートエンコーダの再構成。"
+                                  "失われたもの（質感、柄、細い線）に注目してください。"},
+    "cap_reconstructions_noisy": {"en": "Clean test images, the noisy input the model was given (the training "
+                                        "corruption), and its output.",
+                                  "ja": "きれいなテスト画像、モデルに与えたノイズ入りの入力（学習時と同じ劣化）、その再構成。"},
+    "cap_progress": {"en": "The same images after each of {epochs} epochs (animated; the last frame stays longer).",
+                     "ja": "同じ画像の各エポック後の再構成（{epochs} エポック、アニメーション。最後のコマは長めに表示）。"},
+    "cap_progress_strip": {"en": "The same images after selected epochs, top to bottom: how the reconstructions sharpen.",
+                           "ja": "選んだエポック後の同じ画像（上から下へ）：再構成がくっきりしていく様子。"},
+    "cap_best_worst": {"en": "The 8 test images reconstructed best and worst, with their per-pixel MSE (mean over "
+                             "the test set {mse}).",
+                       "ja": "再構成が最も良い 8 枚と最も悪い 8 枚のテスト画像と、その 1 画素あたりの MSE"
+                             "（テストセット全体の平均 {mse}）。"},
+    "cap_learning_curves": {"en": "Left: mean train loss per epoch and validation loss after it. Right: every "
+                                  "batch's loss, log scale.",
+                            "ja": "左：エポックごとの学習損失の平均と、その後の検証損失。右：全バッチの損失（対数目盛）。"},
+    "cap_learning_curves_floor": {"en": "Left: mean train loss per epoch and validation loss after it. Right: every "
+                                        "batch's loss, log scale. Dashed: the BCE floor {floor} of the validation "
+                                        "images, which no model can go below.",
+                                  "ja": "左：エポックごとの学習損失の平均と、その後の検証損失。右：全バッチの損失（対数目盛）。"
+                                        "破線：検証画像の BCE の下限 {floor}（どのモデルもこれより下がりません）。"},
+    "cap_code": {"en": "The code of one test image: {n} numbers, all the decoder gets (listed below the figure).",
+                 "ja": "テスト画像 1 枚の中間層：{n} 個の数値。デコーダが受け取るのはこれだけです（図の下に一覧）。"},
+    "cap_code_maps": {"en": "That image's code as feature maps, one per channel, one shared colour scale.",
+                      "ja": "その画像の中間層を特徴マップとして（チャネルごとに 1 枚、色の目盛は共通）。"},
+    "cap_code_mean": {"en": "Mean activation of each code unit over the test set, and overall; a sparsity penalty "
+                            "pushes it down.",
+                      "ja": "テストセットでの中間層の各ユニットの平均活性と全体の平均。スパース正則化はこれを下げます。"},
+    "cap_latent": {"en": "Test codes in 2-D, coloured by label: classes the code tells apart form separate clusters.",
+                   "ja": "テスト画像の中間層を 2 次元に写し、ラベルで色分け。中間層が区別できるクラスは別々の塊になります。"},
+}
+
+
+def text(key: str, lang: str = "en", **args: object) -> str:
+    """One report string with its ``{name}`` placeholders filled (what the page shows before any script runs)."""
+    s = REPORT[key][lang]
+    for k, v in args.items():
+        s = s.replace("{" + k + "}", str(v))
+    return s
+
+
+def report_table() -> dict[str, dict[str, str]]:
+    """{language: {key: text}} of the run report, embedded in report.html for its language switch."""
+    return {lang: {k: v[lang] for k, v in REPORT.items()} for lang in LANGUAGES}

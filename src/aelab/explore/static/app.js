@@ -19,7 +19,9 @@
   let lang = "en";
   try {
     const saved = localStorage.getItem("aelab-lang");
-    lang = saved || ((navigator.languages || [navigator.language || "en"]).some(l => /^ja/i.test(l)) ? "ja" : "en");
+    // the first of English or Japanese among the browser's preferred languages (as the run report picks)
+    const first = (navigator.languages || [navigator.language || "en"]).find(l => /^(en|ja)\b/i.test(l)) || "en";
+    lang = saved === "en" || saved === "ja" ? saved : (/^ja/i.test(first) ? "ja" : "en");
   } catch (e) {
     lang = /^ja/i.test(navigator.language || "") ? "ja" : "en";
   }

@@ -131,6 +131,19 @@ def test_strings_have_both_languages_and_the_seeds_terms():
         assert set(re.findall(r"{\w+}", v["en"])) == set(re.findall(r"{\w+}", v["ja"])), k
 
 
+def test_report_strings_have_both_languages_and_the_seeds_terms():
+    from aelab.report.i18n import REPORT, report_table, text
+
+    t = report_table()
+    assert set(t) == {"en", "ja"} and set(t["en"]) == set(t["ja"]) == set(REPORT)
+    ja = " ".join(t["ja"].values())
+    for term in ("オートエンコーダ", "自己符号化器", "中間層", "再構成"):
+        assert term in ja
+    for k, v in REPORT.items():
+        assert set(re.findall(r"{\w+}", v["en"])) == set(re.findall(r"{\w+}", v["ja"])), k
+    assert text("cap_code", n=32).startswith("The code of one test image: 32 numbers")
+
+
 @pytest.fixture
 def dense_run(tiny_cfg, tmp_path):
     from aelab import train

@@ -120,7 +120,7 @@ REPORT: dict[str, dict[str, str]] = {
     "m_code_mean": {"en": "mean code activation", "ja": "中間層の平均活性"},
     "cap_reconstructions": {"en": "Top: test images (the first of each class); below: what the model gives back. "
                                   "Look at what is lost: texture, prints, thin strokes.",
-                            "ja": "上：テスト画像（各クラスの最初の 1 枚）、下：オートエンコーダの再構成。"
+                            "ja": "上：テスト画像（各クラスの最初の 1 枚）、下：オートエンコーダ（自己符号化器）の再構成。"
                                   "失われたもの（質感、柄、細い線）に注目してください。"},
     "cap_reconstructions_noisy": {"en": "Clean test images, the noisy input the model was given (the training "
                                         "corruption), and its output.",

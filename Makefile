@@ -14,6 +14,7 @@ help:
 	@echo "make test   - set up, then run the test suite"
 	@echo "make setup  - .venv with pinned packages (requirements.lock) and the datasets"
 	@echo "make bench  - speed benchmarks (docs/PERFORMANCE.md)"
+	@echo "make lint   - ruff (check + format --check), import-linter layers, mypy"
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,10 +30,21 @@ data: $(STAMP)
 
 demo: setup
 	$(VENV)/bin/aelab train configs/demo.yaml --out runs/demo --overwrite
-	@echo "demo run: runs/demo (open runs/demo/report.html)"
+	$(VENV)/bin/aelab explore runs/demo
+	@echo "demo run: runs/demo (open runs/demo/report.html and runs/demo/explore.html)"
 
+# The whole suite in the precision `train.precision: auto` picks here, then the tests marked `precision`
+# (tests/conftest.py) again in the other one: bf16-mixed on CPUs without native bf16, fp32 on those with it.
+OTHER_PRECISION = $(PY) -c "from aelab.train.precision import cpu_has_native_bf16 as b; print('fp32' if b() else 'bf16-mixed')"
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+	AELAB_PRECISION=$$($(OTHER_PRECISION)) $(PY) -m pytest -m precision -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/mypy
 
 bench: setup
 	$(VENV)/bin/aelab bench

@@ -21,9 +21,9 @@ from aelab.bench.cases import CASES
 from aelab.config import Config
 from aelab.data import load_data
 from aelab.models import build_model
-from aelab.train.loop import fit, resolve_device
+from aelab.train import NaNGuard, fit, resolve_device
 from aelab.train.precision import resolve_precision
-from aelab.train.stacked import Member, fit_stacked
+from aelab.train.stacked import fit_stacked
 
 name = sys.argv[1] if len(sys.argv) > 1 else "seed004-dense32"
 seeds = int(sys.argv[2]) if len(sys.argv) > 2 else 5
@@ -45,12 +45,12 @@ def models():
 def sequential():
     vals = []
     for c, m in zip(cfgs, models()):
-        vals.append(fit(m, splits, c, None, log=lambda s: None).history[-1]["val_loss"])
+        vals.append(fit(m, splits, c, [NaNGuard()], log=lambda s: None).history[-1]["val_loss"])
     return vals
 
 
 def stacked():
-    ms = fit_stacked([Member(c, m) for c, m in zip(cfgs, models())], splits, log=lambda s: None)
+    ms = fit_stacked(models(), cfgs, splits, [[NaNGuard()] for _ in cfgs], log=lambda s: None)
     return [m.state.history[-1]["val_loss"] for m in ms]
 
 

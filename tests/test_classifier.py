@@ -39,7 +39,7 @@ def test_registered():
 
 
 def test_trains_and_reports_accuracy_above_chance(idx_dir, tmp_path):
-    from aelab.train import train
+    from aelab import train
 
     run = train(_cfg(idx_dir), tmp_path / "run", log=lambda s: None)
     s = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -80,7 +80,7 @@ def test_probe_heads_do_not_train_the_classifier():
 
 
 def test_unlabelled_data_is_refused_before_anything_is_written(tmp_path):
-    from aelab.train import train
+    from aelab import train
 
     np.save(tmp_path / "x.npy", np.random.default_rng(0).integers(0, 255, (40, 1, 28, 28), dtype=np.uint8))
     cfg = Config.from_dict({"data": {"name": "npy", "path": str(tmp_path / "x.npy")}, "model": TINY,
@@ -102,7 +102,7 @@ def test_unlabelled_data_cli_one_line_exit_2(tmp_path, capsys):
 
 
 def test_too_few_classes_is_a_config_error(idx_dir, tmp_path):
-    from aelab.train import train
+    from aelab import train
 
     with pytest.raises(ConfigError, match="model.num_classes"):
         train(_cfg(idx_dir, num_classes=5), tmp_path / "run", log=lambda s: None)
@@ -141,7 +141,7 @@ def test_cifar_recipe_model_matches_the_seed_table():
 
 
 def test_cifar10_recipe_without_data_says_no_local_copy(tmp_path, monkeypatch):
-    from aelab.train import train
+    from aelab import train
 
     monkeypatch.setenv("AELAB_DATA", str(tmp_path / "empty"))
     cfg = Config.from_yaml(recipe_path("seed002-cifar10"))
@@ -156,7 +156,9 @@ def test_report_figures(idx_dir):
     cfg = _cfg(idx_dir)
     splits = load_data(cfg.data)
     m = build_model(cfg, splits.sample_shape)
-    figs = m.report_figures(splits)
+    from aelab.report.model_figures import model_figures
+
+    figs = model_figures(m, splits)
     assert [f[0] for f in figs] == ["classifier_taps", "classifier_accuracy"]
     assert all(f[1].axes and f[2] for f in figs)
     assert "block 1" in figs[0][2] and "block 2" in figs[0][2]

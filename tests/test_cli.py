@@ -34,7 +34,7 @@ def test_encode_decode_round_trip(trained, tmp_path, idx_dir):
     # float (N, C, H, W) and flat (N, D) give the same codes
     np.save(tmp_path / "xf.npy", (imgs / 255.0).astype(np.float32).reshape(7, 784))
     assert main(["encode", str(trained), str(tmp_path / "xf.npy"), "-o", str(tmp_path / "z2.npy")]) == 0
-    assert np.allclose(np.load(tmp_path / "z2.npy"), z, atol=1e-6)
+    assert np.allclose(np.load(tmp_path / "z2.npy"), z, atol=1e-6)  # same weights, fp32 encode in any train.precision
     assert main(["decode", str(trained), str(tmp_path / "z.npy"), "-o", str(tmp_path / "r.npy")]) == 0
     assert np.load(tmp_path / "r.npy").shape == (7, 1, 28, 28)
     assert main(["decode", str(trained), str(tmp_path / "z.npy"), "-o", str(tmp_path / "r.png")]) == 0

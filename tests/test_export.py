@@ -56,6 +56,7 @@ def test_onnx_matches_pytorch_for_batch_sizes_1_and_7(runs, family, tmp_path):
             sess = ort.InferenceSession(str(tmp_path / f"{part}.onnx"), providers=["CPUExecutionProvider"])
             got = sess.run(None, feeds[part])[0]
             assert got.shape == want[part].shape
+            # 1e-5: ONNX Runtime against torch, both fp32 (export and eval never autocast, whatever train.precision)
             np.testing.assert_allclose(got, want[part], atol=1e-5, rtol=0, err_msg=f"{family} {part} batch {n}")
             assert manifest["files"][part]["onnxruntime_max_abs_diff"] <= 1e-5
 

@@ -103,7 +103,7 @@ def test_sweep_runs_the_product_skips_finished_and_refuses_a_foreign_folder(idx_
 def test_sweep_resumes_a_half_finished_run(idx_dir, tmp_path):
     from aelab.config import Config
     from aelab.sweep import PlannedRun, run_all, run_state
-    from aelab.train import train
+    from aelab import train
 
     cfg = Config.from_dict({"data": {"name": "mnist", "path": str(idx_dir), "limit": 64, "test_limit": 32},
                             "model": {"name": "dense", "code_dim": 4}, "train": {"epochs": 2, "batch_size": 32}})

@@ -1,7 +1,8 @@
 """Reports: every figure is written as a valid PNG of the size it claims, for dense, conv and denoising runs;
-the comparison page, the extension points (report_figures, probe.json), the hooks and the CLI."""
+the comparison page, the extension points (figure sets, probe.json), the hooks and the CLI."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
@@ -18,7 +19,9 @@ from aelab.data import load_data
 from aelab.report import write_comparison, write_run_report
 from aelab.report import collect as C
 from aelab.report import figures as F
+from aelab.models import _registry
 from aelab.report.hooks import PROGRESS_FILE, ReconstructionProgress, TensorBoardLogger, load_progress, training_hooks
+from aelab.report.model_figures import register_figures
 
 from conftest import make_blobs
 
@@ -29,13 +32,14 @@ KINDS = {
     "denoise": ["model.name=conv", "model.channels=[4]", "data.noise=[{kind: gaussian, amount: 0.5}]"],
 }
 COMMON = {"reconstructions", "progress", "progress_strip", "best_worst", "learning_curves", "weights_first", "code",
-          "code_mean", "latent"}
-# the dense run also carries a model-specific figure (the report_figures contract) and a probe.json
+          "code_mean", "latent_health", "latent"}
+# the dense run also carries a model-specific figure (a figure set its family declares) and a probe.json
 EXPECTED = {"dense": COMMON | {"weights_last", "prior_samples"}, "conv": COMMON | {"code_maps"},
             "denoise": COMMON | {"code_maps"}}
 
 
-def report_figures(splits):
+@register_figures("test-extension")
+def report_figures(model, splits):
     fig = F.new_figure(4, 3)
     fig.subplots().plot([0, 1], [1, 0])
     return [("prior_samples", fig, "samples from the prior")]
@@ -72,10 +76,16 @@ def runs(base_cfg, tmp_path_factory) -> dict:
         splits = load_data(cfg.data)
         hooks = training_hooks(cfg, root / kind, splits.x_test, splits.y_test)
         run = train(cfg, root / kind, data=splits, hooks=hooks, log=lambda s: None)
+        family = _registry._MODELS["dense"]
         if kind == "dense":
             (run.path / "probe.json").write_text(json.dumps({"probe_accuracy": 0.875, "pixels_accuracy": 0.85}))
-            run.model.report_figures = report_figures
-        out[kind] = (run, splits, write_run_report(run, splits))
+            caps = family.capabilities  # declare the extra set for this report only
+            _registry._MODELS["dense"] = dataclasses.replace(family, capabilities=dataclasses.replace(
+                caps, figures=caps.figures + ("test-extension",)))
+        try:
+            out[kind] = (run, splits, write_run_report(run, splits))
+        finally:
+            _registry._MODELS["dense"] = family
     return out
 
 
@@ -123,7 +133,9 @@ def test_report_html_is_self_contained(runs, kind):
     srcs = re.findall(r'<img src="([^"]*)"', text)
     assert len(srcs) == len(index)
     assert all(s.startswith(("data:image/png;base64,", "data:image/gif;base64,")) for s in srcs)
-    assert "<script" not in text and "http://" not in text and "https://" not in text and "@import" not in text
+    assert "http://" not in text and "https://" not in text and "@import" not in text
+    # the only scripts: the string table (JSON, never run) and the inline language switch; nothing loaded
+    assert re.findall(r"<script[^>]*>", text) == ['<script type="application/json" id="aelab-i18n">', "<script>"]
     s = run.summary
     # BCE is shown with its floor, the distance to it, MSE and PSNR
     for label in ("test BCE", "BCE floor", "BCE above floor", "test MSE", "test PSNR"):
@@ -199,14 +211,14 @@ def test_progress_hook_resumes_where_the_checkpoint_left(tmp_path, base_cfg):
     x = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
     h = ReconstructionProgress(tmp_path, x)
     for e in (1, 2, 3):
-        h.on_epoch_end(e, {}, model)
+        h.record(e, model)
     h2 = ReconstructionProgress(tmp_path, x, resume=True)  # the checkpoint held epoch 2: epoch 3 is redone
-    h2.on_epoch_end(3, {}, model)
-    h2.on_epoch_end(4, {}, model)
+    h2.record(3, model)
+    h2.record(4, model)
     p = load_progress(tmp_path / PROGRESS_FILE)
     assert p["epochs"].tolist() == [1, 2, 3, 4] and p["frames"].shape == (4, 4, 1, 28, 28)
     fresh = ReconstructionProgress(tmp_path, x)  # a new run in the same folder starts over
-    fresh.on_epoch_end(1, {}, model)
+    fresh.record(1, model)
     assert load_progress(tmp_path / PROGRESS_FILE)["epochs"].tolist() == [1]
 
 
@@ -224,6 +236,7 @@ def test_tensorboard_events_read_back(tmp_path, base_cfg):
     assert {"train_loss", "val_loss", "val_mse", "val_psnr"} <= set(tags["scalars"])
     vals = acc.Scalars("val_loss")
     assert [v.step for v in vals] == [1, 2]
+    # the same numbers logged twice (float32 event vs 8-digit CSV): 1e-6 holds whatever precision trained them
     assert [v.value for v in vals] == pytest.approx([r["val_loss"] for r in run.metrics], rel=1e-6)
     imgs = acc.Images("reconstructions")
     assert len(imgs) == 2 and imgs[0].width == 10 * 30 + 2 and imgs[0].height == 2 * 30 + 2

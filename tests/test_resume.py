@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from aelab import train
 from aelab.cli import main
 from aelab.train import loop as loop_mod
+from aelab.train import Callback
 from aelab.train.checkpoint import TrainState, load_checkpoint
 
 AELAB = [sys.executable, "-m", "aelab"]
@@ -109,12 +110,12 @@ class Crash(Exception):
     """Stands in for a power cut: not an AelabError, so nothing catches it."""
 
 
-class CrashAt:
+class CrashAt(Callback):
     def __init__(self, epoch: int):
         self.epoch = epoch
 
-    def on_epoch_end(self, epoch, row, model):
-        if epoch == self.epoch:
+    def on_epoch_end(self, loop, row):
+        if row["epoch"] == self.epoch:
             raise Crash
 
 

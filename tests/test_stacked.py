@@ -1,4 +1,5 @@
-"""Stacked training (train/stacked.py): a member equals the same config trained alone, folders as train() writes them."""
+"""Stacked training (train/stacked.py, runner.train_stacked): a member equals the same config trained alone,
+folders as runner.train writes them."""
 from __future__ import annotations
 
 import json
@@ -33,12 +34,16 @@ def _same_run(a, b):
         assert sa[k] == pytest.approx(sb[k], abs=TOL), k
     assert (a / "metrics.csv").read_text().count("\n") == (b / "metrics.csv").read_text().count("\n")
     assert (a / "config.yaml").read_text() == (b / "config.yaml").read_text()
+    # the summary a run trained alone gets (device, precision, cpu, data-fit metrics, latent health), plus the stack size
+    assert set(sa) == set(sb) | {"stacked_members"}
+    for k in ("device", "precision", "cpu", "epochs"):
+        assert sa[k] == sb[k], k
+    assert sa["latent_health"].keys() == sb["latent_health"].keys()  # its values agree to float rounding
 
 
 @pytest.mark.parametrize("vary", ["seed", "lr_noise", "l1"])
 def test_a_stacked_member_equals_the_same_config_trained_alone(idx_dir, tmp_path, vary):
-    from aelab.train import train
-    from aelab.train.stacked import train_stacked
+    from aelab.runner import train, train_stacked
 
     if vary == "seed":
         cfgs = [_cfg(idx_dir, seed=s) for s in (0, 1, 2)]
@@ -59,8 +64,7 @@ def test_a_stacked_member_equals_the_same_config_trained_alone(idx_dir, tmp_path
 
 
 def test_early_stopping_member_leaves_the_stack(idx_dir, tmp_path):
-    from aelab.train import train
-    from aelab.train.stacked import train_stacked
+    from aelab.runner import train, train_stacked
 
     cfgs = [_cfg(idx_dir, seed=0, epochs=4), _cfg(idx_dir, seed=1, epochs=2)]
     train_stacked(cfgs, [tmp_path / "a", tmp_path / "b"], log=lambda s: None)
@@ -118,10 +122,25 @@ def test_seed_groups_and_interval():
 
 def test_a_stacked_conv_member_equals_the_same_config_trained_alone(idx_dir, tmp_path):
     """Conv models go through vmap (dense ones through written-out batched GEMMs)."""
-    from aelab.train import train
-    from aelab.train.stacked import train_stacked
+    from aelab.runner import train, train_stacked
 
     cfgs = [_cfg(idx_dir, seed=s, epochs=1).replace(["model.name=conv", "model.channels=[4,2]"]) for s in (0, 1)]
     train_stacked(cfgs, [tmp_path / "s0", tmp_path / "s1"], log=lambda s: None)
     train(cfgs[1], tmp_path / "alone", log=lambda s: None)
     _same_run(tmp_path / "s1", tmp_path / "alone")
+
+
+def test_stacked_folders_are_locked_and_not_overwritten(idx_dir, tmp_path):
+    from aelab import RunError, runlock
+    from aelab.runner import train_stacked
+
+    cfgs = [_cfg(idx_dir, seed=s, epochs=1) for s in (0, 1)]
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    dirs[1].mkdir()
+    with runlock.reading(dirs[1]), pytest.raises(RunError, match="cannot also write"):  # a reader holds b
+        train_stacked(cfgs, dirs, log=lambda s: None)
+    assert not (dirs[0] / "config.yaml").exists()  # refused before anything was written
+    train_stacked(cfgs, dirs, log=lambda s: None)
+    with pytest.raises(RunError, match="already holds a run"):
+        train_stacked(cfgs, dirs, log=lambda s: None)
+    train_stacked(cfgs, dirs, overwrite=True, log=lambda s: None)

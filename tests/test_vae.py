@@ -9,6 +9,7 @@ import torch
 
 from aelab import Config, ConfigError, ModelConfig, build_model, load_run, train
 from aelab.models.vae import kl_to_standard_normal, warmup_factor
+from aelab.report.model_figures import model_figures
 
 
 def vae_cfg(name="vae-dense", code_dim=2, **model):
@@ -96,7 +97,7 @@ def test_vae_trains_elbo_finite_and_decreasing(tmp_path, idx_dir, name, binarize
     # the run loads back to the same deterministic codes
     back = load_run(run.path)
     x = torch.as_tensor(run.load_data().x_test[:4])
-    assert torch.allclose(back.model.encode(x), run.model.eval().encode(x), atol=1e-6)
+    assert torch.allclose(back.model.encode(x), run.model.eval().encode(x), atol=1e-6)  # saved/loaded weights, fp32 eval in any precision
 
 
 def test_gaussian_vae_on_standardised_tabular_data(tmp_path):
@@ -112,7 +113,7 @@ def test_gaussian_vae_on_standardised_tabular_data(tmp_path):
     run = train(cfg, tmp_path / "run", log=lambda *_: None)
     assert math.isfinite(run.summary["test_nelbo"]) and run.summary["test_sigma"] > 0
     assert "test_nelbo_grey" not in run.summary
-    assert run.model.report_figures(run.load_data()) == []  # no pictures of tabular rows
+    assert model_figures(run.model, run.load_data()) == []  # no pictures of tabular rows
 
 
 def test_report_figures():
@@ -121,9 +122,9 @@ def test_report_figures():
     x = np.random.default_rng(0).random((12, 1, 28, 28), dtype=np.float32)
     y = np.arange(12) % 3
     splits = Splits("mnist", x, y, x, y)
-    stems = [s for s, fig, cap in build_model(vae_cfg(code_dim=2)).report_figures(splits)]
+    stems = [s for s, fig, cap in model_figures(build_model(vae_cfg(code_dim=2)), splits)]
     assert stems == ["vae_prior_samples", "vae_interpolation", "vae_manifold"]
-    figs = build_model(vae_cfg(code_dim=5)).report_figures(splits)
+    figs = model_figures(build_model(vae_cfg(code_dim=5)), splits)
     assert [s for s, _, _ in figs] == ["vae_prior_samples", "vae_interpolation"]
     assert all(isinstance(c, str) and c for _, _, c in figs)
     assert len(figs[0][1].axes) == 1

@@ -18,8 +18,7 @@ from .data import Splits, load_data
 from .errors import AelabError, ConfigError, DataError, RunError, TrainingError
 from .models import build_model, list_models
 from .run import Run, load_run
-from .train import train
-from .anomaly import AnomalyDetector
+from .runner import train
 
 __version__ = "0.1.0"
 
@@ -29,7 +28,7 @@ __all__ = ["AnomalyDetector", "Config", "DataConfig", "ModelConfig", "NoiseConfi
 
 
 # Names imported on first use (scikit-learn takes a second to import): name -> module holding it.
-_LAZY = {"AutoencoderTransformer": ".sklearn"}
+_LAZY = {"AutoencoderTransformer": ".sklearn", "AnomalyDetector": ".anomaly"}
 
 
 def __getattr__(name):

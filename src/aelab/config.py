@@ -28,6 +28,7 @@ DEVICES = ("cpu", "cuda", "auto")
 NOISE_KINDS = ("gaussian", "masking", "salt_pepper")
 SCALES = ("auto", "none", "minmax", "standard")
 INITS = ("glorot", "torch")
+DATASETS = ("mnist", "fashion-mnist", "cifar10", "folder", "npy")  # the loaders in data/__init__.py
 
 
 @dataclass
@@ -55,33 +56,76 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    """The keys every model family takes; each family subclasses it with its own keys.
+
+    A family (models/<family>.py) registers its subclass with the model registry, and
+    ``model:`` in YAML is parsed into the class that ``model.name`` registered, so a key
+    another family takes is refused naming it. ``ModelConfig(name=..., **keys)`` builds
+    the config of that family (``ModelConfig()`` is the default dense one).
+    """
+
     name: str = "dense"  # see `aelab models`
-    hidden: list[int] = field(default_factory=list)  # encoder layers before the code
-    code_dim: int = 32
-    decoder_hidden: list[int] | None = None  # None: the mirror of `hidden`
-    activation: str | list[str] = "relu"  # one for every hidden layer, or one per hidden layer
-    code_activation: str | None = None  # None: same as `activation`
-    output_activation: str = "sigmoid"
-    dropout: float | list[float] = 0.0  # one rate for every hidden layer, or one per hidden layer
-    tied: bool = False  # decoder weights are the encoder's transposed (dense)
+    output_activation: str = "sigmoid"  # sigmoid (data in [0, 1]) | identity
     init: str = "glorot"  # glorot: Keras' default (uniform weights, zero biases); torch
-    channels: list[int] = field(default_factory=lambda: [16, 8, 8])  # conv encoder filters
-    decoder_channels: list[int] | None = None  # None: the mirror of `channels`
-    kernel_size: int = 3
-    batch_norm: bool = False
-    l1: float = 0.0  # L1 activity penalty on the code (seed 004's sparse autoencoder)
-    sparsity_target: float | None = None  # KL sparsity: target mean activation of the code
-    sparsity_weight: float = 0.0
-    beta: float = 1.0  # VAE: weight of the KL term
-    kl_warmup_epochs: int = 0  # VAE: ramp beta from 0 over this many epochs
-    likelihood: str = "bernoulli"  # VAE decoder: bernoulli | gaussian
-    binarize: bool = False  # VAE, bernoulli: redraw every training pixel as 0/1 ~ Bernoulli(intensity) each batch
-    num_classes: int = 10  # classifier autoencoder
-    tap: int = 1  # classifier autoencoder: reconstruct from the output of this pooling block
-    recon_weight: float = 1.0  # classifier autoencoder: weight of the reconstruction loss
-    convs_per_block: int | list[int] = 2  # classifier autoencoder: 3x3 convs before each pool (one, or one per block)
-    head_dropout: float = 0.5  # classifier autoencoder: dropout in the dense classifier head
-    probe_taps: list[int] = field(default_factory=list)  # classifier autoencoder: extra recon heads on detached features (a second tap depth for the report)
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> ModelConfig:
+        if cls is ModelConfig:  # the public name builds the config class the family registered
+            cls = model_config_class(kwargs.get("name", args[0] if args else "dense"))
+        return object.__new__(cls)
+
+    def validate(self, train: TrainConfig) -> None:
+        """Checks that need more than one key; a family extends it (calling super) for its own keys.
+
+        Shape checks that need the input shape belong in the family's constructor."""
+        check_choice("model.output_activation", self.output_activation, OUTPUT_ACTIVATIONS)
+        check_choice("model.init", self.init, INITS)
+        self.check_loss(train)
+
+    def stack_refusal(self) -> str | None:
+        """Why runs of this config cannot train as one stack (train/stacked.py), in a few words; None: they can.
+
+        Asked only of families whose capabilities say ``stackable``; a family overrides it for keys
+        (dropout, batch norm, tied weights) that break a member's independence from the others."""
+        return None
+
+    def check_loss(self, train: TrainConfig) -> None:
+        """Which train.loss fits this output; a family with its own rule (a VAE's likelihood) overrides it."""
+        if train.loss == "bce" and self.output_activation != "sigmoid":
+            raise ConfigError(
+                "train.loss: bce needs model.output_activation=sigmoid (BCE compares probabilities); "
+                "use train.loss=mse with an identity output"
+            )
+
+    def facts(self) -> list[tuple[str, Any]]:
+        """(label, value) pairs that describe this model on its report page (layers, activation, ...)."""
+        return []
+
+
+# model.name -> the config class of its family; filled by models/_registry.register_model
+_MODEL_CONFIGS: dict[str, type[ModelConfig]] = {}
+
+
+def register_model_config(name: str, cls: type[ModelConfig]) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, ModelConfig) and dataclasses.is_dataclass(cls)):
+        raise TypeError(f"model '{name}': config must be a @dataclass subclass of aelab.config.ModelConfig")
+    _MODEL_CONFIGS[name] = cls
+
+
+def model_config_class(name: Any) -> type[ModelConfig]:
+    """The config class ``model.name`` registered; a ConfigError naming the valid names if none did."""
+    if not isinstance(name, str):
+        raise ConfigError(f"model.name: must be a string, got {name!r}")
+    if name not in _MODEL_CONFIGS:
+        valid = sorted(_MODEL_CONFIGS)
+        close = difflib.get_close_matches(name, valid, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"model.name: unknown model '{name}'; valid: {', '.join(valid)}{hint}")
+    return _MODEL_CONFIGS[name]
+
+
+def model_keys() -> set[str]:
+    """Every key some registered family takes (what a saved run written by an older aelab may carry)."""
+    return {f.name for c in _MODEL_CONFIGS.values() for f in dataclasses.fields(c)}
 
 
 @dataclass
@@ -98,8 +142,8 @@ class TrainConfig:
     gamma: float = 0.1  # step schedule: decay factor
     early_stopping: int | None = None  # patience in epochs on the validation loss
     seed: int = 0
-    precision: str = "auto"  # auto (bf16-mixed on CPUs with AMX/AVX-512 BF16, else fp32) | fp32 | bf16-mixed | fp16-mixed (cuda)
-    device: str = "cpu"  # cpu | cuda | auto
+    precision: str = "auto"  # auto (bf16-mixed on CPUs with AMX/AVX-512 BF16, else fp32; env AELAB_PRECISION overrides) | fp32 | bf16-mixed | fp16-mixed (cuda)
+    device: str = "auto"  # auto (cuda when available, else cpu; printed at the start of a run) | cpu | cuda
     threads: int | None = None  # torch intra-op threads; None: torch's choice
     checkpoint_every: int = 1  # epochs between checkpoints
 
@@ -110,18 +154,32 @@ class Config:
     description: str = ""
     published: dict = field(default_factory=dict)  # recipes: what the seed reported, e.g. {test_bce: 0.092, source: "seed 004"}
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"family": True})
     train: TrainConfig = field(default_factory=TrainConfig)
+    # `aelab train --resume RUN --set ...`: what changed, and from which epoch on: [{epoch: 5, set: {train.epochs: 8}}]
+    resumed: list[dict] = field(default_factory=list)
 
     # -- construction -------------------------------------------------
     @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> "Config":
+    def from_dict(cls, d: dict[str, Any] | None) -> Config:
         cfg = _build(cls, d or {}, "")
         validate(cfg)
         return cfg
 
     @classmethod
-    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "Config":
+    def from_saved(cls, d: dict[str, Any] | None) -> Config:
+        """A run directory's config.yaml. Runs written before each family had its own keys carry
+        every family's keys; those this run's family does not take are dropped (they were unused)."""
+        d = dict(d or {})
+        m = d.get("model")
+        if isinstance(m, dict) and isinstance(m.get("name", "dense"), str) and m.get("name", "dense") in _MODEL_CONFIGS:
+            own = {f.name for f in dataclasses.fields(model_config_class(m.get("name", "dense")))}
+            foreign = model_keys() - own
+            d["model"] = {k: v for k, v in m.items() if k in own or k not in foreign}
+        return cls.from_dict(d)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> Config:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
@@ -142,10 +200,38 @@ class Config:
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
-    def replace(self, overrides: list[str]) -> "Config":
+    def replace(self, overrides: list[str]) -> Config:
         d = self.to_dict()
         apply_overrides(d, overrides)
+        name = d.get("model", {}).get("name")
+        if name != self.model.name and name in _MODEL_CONFIGS:
+            # another family: keep only the keys it takes, unless an override names one
+            own = {f.name for f in dataclasses.fields(_MODEL_CONFIGS[name])}
+            named = {o.split("=", 1)[0].strip()[len("model."):] for o in overrides if o.strip().startswith("model.")}
+            d["model"] = {k: v for k, v in d["model"].items() if k in own or k in named}
         return Config.from_dict(d)
+
+
+# What `--resume RUN --set KEY=VALUE` may change: they do not touch the model's shape or the data.
+RESUMABLE = ("train.epochs", "train.lr", "train.early_stopping", "train.checkpoint_every")
+
+
+def resume_overrides(cfg: Config, overrides: list[str], epoch: int) -> Config:
+    """``cfg`` with ``overrides`` applied for a resumed run, recorded in ``cfg.resumed`` with the epoch
+    they take effect after; a key outside RESUMABLE is refused, naming it."""
+    for ov in overrides:
+        key = ov.split("=", 1)[0].strip()
+        if "=" not in ov:
+            raise ConfigError(f"--set expects KEY=VALUE (like train.epochs=20), got '{ov}'")
+        if key not in RESUMABLE:
+            raise ConfigError(f"--set {key}: cannot change on a resumed run (the checkpoint fixes the model, data and "
+                              f"the rest of training); keys a resume may change: {', '.join(RESUMABLE)}")
+    new = cfg.replace(list(overrides))
+    old_flat, new_flat = cfg.to_dict()["train"], new.to_dict()["train"]
+    changed = {f"train.{k}": v for k, v in new_flat.items() if old_flat.get(k) != v}
+    if changed:
+        new.resumed = [*cfg.resumed, {"epoch": epoch, "set": changed}]
+    return new
 
 
 def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -178,13 +264,29 @@ def _build(cls: type, d: Any, prefix: str) -> Any:
     if not isinstance(d, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: must be a mapping, got {type(d).__name__}")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = dataclasses.fields(cls)
+    names = [f.name for f in fields]
     for k in d:
         if k not in names:
             close = difflib.get_close_matches(str(k), names, n=1)
-            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(names)}"
+            if close:
+                hint = f"; did you mean '{prefix}{close[0]}'?"
+            elif issubclass(cls, ModelConfig):  # each family takes its own keys
+                hint = f"; model.name '{d.get('name', 'dense')}' takes: {', '.join(names)}"
+            else:
+                hint = f"; valid keys: {', '.join(names)}"
             raise ConfigError(f"unknown config key '{prefix}{k}'{hint}")
-    kwargs = {name: _coerce(hints[name], d[name], f"{prefix}{name}") for name in names if name in d}
+    kwargs = {}
+    for f in fields:
+        if f.name not in d:
+            continue
+        if f.metadata.get("family"):  # model: the dataclass of the family model.name names
+            sub = d[f.name]
+            if not isinstance(sub, dict):
+                raise ConfigError(f"{prefix}{f.name}: must be a mapping, got {type(sub).__name__}")
+            kwargs[f.name] = _build(model_config_class(sub.get("name", "dense")), sub, f"{prefix}{f.name}.")
+        else:
+            kwargs[f.name] = _coerce(hints[f.name], d[f.name], f"{prefix}{f.name}")
     return cls(**kwargs)
 
 
@@ -214,7 +316,7 @@ def _coerce(tp: Any, v: Any, key: str) -> Any:
         if not isinstance(v, (list, tuple)):
             raise ConfigError(f"{key}: must be a list of {_type_name(inner)}, got {v!r}")
         return [_coerce(inner, x, f"{key}[{i}]") for i, x in enumerate(v)]
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, v, key + ".")
     if v is None:
         raise ConfigError(f"{key}: must be {_type_name(tp)}, got null")
@@ -249,14 +351,16 @@ def _type_name(tp: Any) -> str:
 
 # -- semantic validation ------------------------------------------------
 
-def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+def check_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    """Refuses a value outside ``allowed``, naming the key and the closest valid value."""
     if value not in allowed:
         close = difflib.get_close_matches(value, allowed, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise ConfigError(f"{key}: must be one of {', '.join(allowed)}; got '{value}'{hint}")
 
 
-def _positive(key: str, value: float | int | None, allow_zero: bool = False) -> None:
+def check_positive(key: str, value: float | int | None, allow_zero: bool = False) -> None:
+    """Refuses a negative (or, unless ``allow_zero``, zero) number; None passes."""
     if value is None:
         return
     if value < 0 or (value == 0 and not allow_zero):
@@ -264,15 +368,13 @@ def _positive(key: str, value: float | int | None, allow_zero: bool = False) -> 
 
 
 def validate(cfg: Config) -> None:
-    """Checks that need more than one key's type; model shapes are checked when the model is built."""
-    from .data import dataset_names
-    from .models import list_models
-
-    d, m, t = cfg.data, cfg.model, cfg.train
-    _choice("data.name", d.name, tuple(dataset_names()))
-    _choice("data.scale", d.scale, SCALES)
-    _positive("data.limit", d.limit)
-    _positive("data.test_limit", d.test_limit)
+    """Checks that need more than one key's type; the family validates its own keys
+    (``ModelConfig.validate``) and model shapes are checked when the model is built."""
+    d, t = cfg.data, cfg.train
+    check_choice("data.name", d.name, DATASETS)
+    check_choice("data.scale", d.scale, SCALES)
+    check_positive("data.limit", d.limit)
+    check_positive("data.test_limit", d.test_limit)
     if not 0.0 <= d.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction: must be in [0, 1), got {d.val_fraction}")
     if d.image_size is not None and (len(d.image_size) != 2 or min(d.image_size) < 1):
@@ -280,67 +382,24 @@ def validate(cfg: Config) -> None:
     if d.channels is not None and d.channels not in (1, 3):
         raise ConfigError(f"data.channels: must be 1 (grey) or 3 (RGB), got {d.channels}")
     for i, n in enumerate(d.noise):
-        _choice(f"data.noise[{i}].kind", n.kind, NOISE_KINDS)
+        check_choice(f"data.noise[{i}].kind", n.kind, NOISE_KINDS)
         if n.amount < 0 or (n.kind != "gaussian" and n.amount > 1):
             raise ConfigError(f"data.noise[{i}].amount: must be in [0, 1] for {n.kind} (>= 0 for gaussian), got {n.amount}")
     if d.name in ("folder", "npy") and not d.path:
         raise ConfigError(f"data.path: required when data.name is '{d.name}'")
 
-    _choice("model.name", m.name, tuple(list_models()))
-    _positive("model.code_dim", m.code_dim)
-    for i, h in enumerate(m.hidden):
-        _positive(f"model.hidden[{i}]", h)
-    for i, h in enumerate(m.decoder_hidden or []):
-        _positive(f"model.decoder_hidden[{i}]", h)
-    for i, c in enumerate(m.channels):
-        _positive(f"model.channels[{i}]", c)
-    for a in (m.activation if isinstance(m.activation, list) else [m.activation]):
-        _choice("model.activation", a, ACTIVATIONS)
-    if m.code_activation is not None:
-        _choice("model.code_activation", m.code_activation, ACTIVATIONS)
-    _choice("model.output_activation", m.output_activation, OUTPUT_ACTIVATIONS)
-    _choice("model.init", m.init, INITS)
-    _choice("model.likelihood", m.likelihood, ("bernoulli", "gaussian"))
-    if m.name.startswith("vae-") and t.loss != {"bernoulli": "bce", "gaussian": "mse"}[m.likelihood]:
-        raise ConfigError(f"train.loss: a VAE with model.likelihood={m.likelihood} trains with "
-                          f"{'bce' if m.likelihood == 'bernoulli' else 'mse'}, got '{t.loss}'")
-    _positive("model.kl_warmup_epochs", m.kl_warmup_epochs, allow_zero=True)
-    rates = m.dropout if isinstance(m.dropout, list) else [m.dropout]
-    for r in rates:
-        if not 0.0 <= r < 1.0:
-            raise ConfigError(f"model.dropout: rates must be in [0, 1), got {m.dropout}")
-    if m.kernel_size < 1 or m.kernel_size % 2 == 0:
-        raise ConfigError(f"model.kernel_size: must be an odd integer >= 1, got {m.kernel_size}")
-    _positive("model.l1", m.l1, allow_zero=True)
-    _positive("model.sparsity_weight", m.sparsity_weight, allow_zero=True)
-    if m.sparsity_target is not None and not 0.0 < m.sparsity_target < 1.0:
-        raise ConfigError(f"model.sparsity_target: must be in (0, 1), got {m.sparsity_target}")
-    _positive("model.beta", m.beta, allow_zero=True)
-    if m.num_classes < 2:
-        raise ConfigError(f"model.num_classes: must be >= 2, got {m.num_classes}")
-    _positive("model.tap", m.tap)
-    _positive("model.recon_weight", m.recon_weight, allow_zero=True)
-    for i, n in enumerate(m.convs_per_block if isinstance(m.convs_per_block, list) else [m.convs_per_block]):
-        _positive(f"model.convs_per_block[{i}]", n)
-    if not 0.0 <= m.head_dropout < 1.0:
-        raise ConfigError(f"model.head_dropout: must be in [0, 1), got {m.head_dropout}")
-    for i, k in enumerate(m.probe_taps):
-        _positive(f"model.probe_taps[{i}]", k)
-
-    _positive("train.epochs", t.epochs)
-    _positive("train.batch_size", t.batch_size)
-    _choice("train.optimizer", t.optimizer, OPTIMIZERS)
-    _choice("train.loss", t.loss, LOSSES)
-    _choice("train.schedule", t.schedule, SCHEDULES)
-    _choice("train.precision", t.precision, PRECISIONS)
-    _choice("train.device", t.device, DEVICES)
+    check_positive("train.epochs", t.epochs)
+    check_positive("train.batch_size", t.batch_size)
+    check_choice("train.optimizer", t.optimizer, OPTIMIZERS)
+    check_choice("train.loss", t.loss, LOSSES)
+    check_choice("train.schedule", t.schedule, SCHEDULES)
+    check_choice("train.precision", t.precision, PRECISIONS)
+    check_choice("train.device", t.device, DEVICES)
     if t.lr is not None and t.lr <= 0:
         raise ConfigError(f"train.lr: must be > 0, got {t.lr}")
-    _positive("train.threads", t.threads)
-    _positive("train.checkpoint_every", t.checkpoint_every)
-    _positive("train.early_stopping", t.early_stopping)
-    if t.loss == "bce" and m.output_activation != "sigmoid" and m.name not in ("vae-dense", "vae-conv"):
-        raise ConfigError(
-            "train.loss: bce needs model.output_activation=sigmoid (BCE compares probabilities); "
-            "use train.loss=mse with an identity output"
-        )
+    check_positive("train.threads", t.threads)
+    check_positive("train.checkpoint_every", t.checkpoint_every)
+    check_positive("train.early_stopping", t.early_stopping)
+
+    model_config_class(cfg.model.name)
+    cfg.model.validate(t)

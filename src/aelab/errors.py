@@ -23,3 +23,9 @@ class RunError(AelabError):
 
 class TrainingError(AelabError):
     """Training cannot go on (NaN loss, nothing to train on)."""
+
+
+def one_line(message: str) -> str:
+    """The message as one printable line: control characters (a newline or \\x1e in a file name or a --set
+    value, which splitlines() breaks on) are written as escapes, so an error stays one line on stderr."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)

@@ -94,7 +94,7 @@ def _config(dataset: str, opts: IdentityOptions, code: int, **train) -> Config:
 
 
 def _train(cfg: Config, run_dir: Path, splits, log) -> dict:
-    from .train import train
+    from .runner import train
 
     done = run_dir / "summary.json"
     if done.is_file():  # re-running the page reuses finished runs

@@ -104,10 +104,7 @@ def onnx_max_diff(data: bytes, module: nn.Module, sample_shape: tuple[int, ...],
 
 def preprocessing(run: Run) -> dict[str, Any]:
     """What a caller must do to raw data before the encoder sees it (the exported graphs take model-ready floats)."""
-    if run.scaler is not None:
-        return {"kind": "standard", "formula": "(x - mean) / std, per feature, on flattened samples",
-                "mean": np.asarray(run.scaler["mean"]).ravel().tolist(), "std": np.asarray(run.scaler["std"]).ravel().tolist()}
-    return {"kind": "unit", "formula": "uint8 images / 255 (float32 in [0, 1])"}
+    return run.preprocessor.describe()
 
 
 def export_run(run: str | Path | Run, out: str | Path, fmt: str = "onnx", opset: int = DEFAULT_OPSET) -> dict[str, Any]:

@@ -28,54 +28,63 @@ from safetensors.torch import load_file, safe_open
 from ._io import read_csv, save_safetensors, write_csv, write_json, write_yaml
 from .config import Config
 from .errors import ConfigError, RunError
-from .models import Autoencoder, build_model
+from .data.preprocess import Preprocessor
+from .models import Autoencoder, build_model, needs_unit_range
 
-METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "val_bce", "val_mse", "val_psnr", "lr", "seconds"]
+# in this order where some row has them: val_bce on targets in [0, 1] only, val_rmse / val_r2 off it
+METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "val_bce", "val_mse", "val_rmse", "val_r2", "val_psnr", "lr",
+                  "seconds"]
 
 
 @dataclass
 class Run:
-    path: Path
+    path: Path | None  # None: trained in memory, nothing written
     config: Config
     model: Autoencoder
     summary: dict[str, Any] = field(default_factory=dict)
     scaler: dict[str, np.ndarray] | None = None
+    history: list[dict[str, Any]] | None = field(default=None, repr=False)  # a run trained in this process
+    splits: Any = field(default=None, repr=False, compare=False)  # the data it was trained on, when in memory
 
     @property
     def metrics(self) -> list[dict[str, float]]:
-        f = self.path / "metrics.csv"
-        if not f.is_file():
-            return []
+        f = self.path / "metrics.csv" if self.path is not None else None
+        if f is None or not f.is_file():
+            return list(self.history or [])
         return [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in read_csv(f)]
 
     @property
     def batches(self) -> list[dict[str, float]]:
-        f = self.path / "batches.csv"
-        return [{k: float(v) for k, v in r.items()} for r in read_csv(f)] if f.is_file() else []
+        f = self.path / "batches.csv" if self.path is not None else None
+        return [{k: float(v) for k, v in r.items()} for r in read_csv(f)] if f is not None and f.is_file() else []
 
     @property
     def finished(self) -> bool:
-        return (self.path / "summary.json").is_file()
+        return self.path is not None and (self.path / "summary.json").is_file()
+
+    @property
+    def preprocessor(self) -> Preprocessor:
+        """How raw input becomes model input for this run: its fitted scaler, else the unit-range rule
+        (uint8 / 255; floats must lie in [0, 1] when the model needs it)."""
+        return Preprocessor.from_state(self.scaler, unit_range=needs_unit_range(self.config.model, self.config.train))
 
     def load_data(self):
-        """The dataset this run was trained on, loaded as at training time."""
+        """The dataset this run was trained on, loaded as at training time (kept from training when it has it)."""
         from .data import load_data
 
-        return load_data(self.config.data, need_unit_range=self.model.output_activation == "sigmoid")
+        if self.splits is not None:
+            return self.splits
+        return load_data(self.config.data, need_unit_range=needs_unit_range(self.config.model, self.config.train))
 
     def prepare_input(self, x: np.ndarray) -> np.ndarray:
         """Fits a user array to what the model takes: dtype, scale, layout (see `aelab encode`)."""
-        from .data.arrays import to_unit_float
         from .errors import DataError
 
         x = np.asarray(x)
         shape = self.model.input_shape
         if tuple(x.shape) == shape or (x.ndim == 2 and len(shape) == 3 and x.shape == shape[1:]):
             x = x[None]  # one sample
-        if self.scaler is not None:
-            x = (x.astype(np.float32).reshape(len(x), -1) - self.scaler["mean"].reshape(1, -1)) / self.scaler["std"].reshape(1, -1)
-        else:
-            x = to_unit_float(x, "input", "auto", need_unit_range=self.model.output_activation == "sigmoid")
+        x = self.preprocessor.transform(x.reshape(len(x), -1) if self.scaler is not None else x, "input")
         if x.ndim == 4 and x.shape[-1] in (1, 3) and tuple(x.shape[1:]) != shape:
             x = x.transpose(0, 3, 1, 2)
         if math.prod(x.shape[1:]) != math.prod(shape):
@@ -98,8 +107,9 @@ def write_config(run_dir: Path, cfg: Config) -> None:
 
 
 def write_history(run_dir: Path, history: list[dict], batches: list[dict]) -> None:
-    extra = sorted({k for r in history for k in r} - set(METRIC_COLUMNS))
-    cols = METRIC_COLUMNS + extra
+    have = {k for r in history for k in r}
+    extra = sorted(have - set(METRIC_COLUMNS))
+    cols = [c for c in METRIC_COLUMNS if c in have or not history] + extra  # no empty val_bce column on real data
     write_csv(run_dir / "metrics.csv", cols, ([r.get(c, "") for c in cols] for r in history))
     write_csv(run_dir / "batches.csv", ["epoch", "batch", "step", "loss"],
               ([b["epoch"], b["batch"], b["step"], b["loss"]] for b in batches))
@@ -111,12 +121,27 @@ def write_weights(run_dir: Path, model: Autoencoder, cfg: Config) -> None:
 
 
 def write_scaler(run_dir: Path, scaler: dict[str, np.ndarray] | None) -> None:
+    """The fitted preprocessor (``Splits.scaler``: its state) as scaler.safetensors."""
     if scaler is not None:
-        save_safetensors(run_dir / "scaler.safetensors", {k: torch.from_numpy(np.asarray(v)) for k, v in scaler.items()})
+        Preprocessor.from_state(scaler).save(run_dir / "scaler.safetensors")
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
     write_json(run_dir / "summary.json", summary)
+
+
+def record_nll(run: "Run", x, k: int, seed: int = 0, limit: int | None = None, split: str = "test") -> dict[str, Any]:
+    """`aelab eval --nll K`: the importance-sampled NLL of x as test_nll* keys, also added to summary.json."""
+    from .evaluate.likelihood import importance_weighted_nll
+
+    if split != "test":
+        raise ConfigError("--nll: estimated on the test split only")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--nll-limit: must be >= 1, got {limit}")
+    res = {f"test_{key}": v for key, v in importance_weighted_nll(run.model, x, k, seed, limit=limit).items()}
+    if run.path is not None and (run.path / "summary.json").is_file():
+        write_summary(run.path, {**json.loads((run.path / "summary.json").read_text()), **res})
+    return res
 
 
 # -- loading -------------------------------------------------------------
@@ -128,7 +153,7 @@ def load_config(run_dir: Path) -> Config:
     if not f.is_file():
         raise RunError(f"{run_dir}: not an aelab run (no config.yaml)")
     try:
-        return Config.from_dict(yaml.safe_load(f.read_text()) or {})
+        return Config.from_saved(yaml.safe_load(f.read_text()) or {})
     except ConfigError as e:
         raise RunError(f"{f}: {e}") from None
     except yaml.YAMLError:
@@ -165,7 +190,7 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
     scaler = None
     if (run_dir / "scaler.safetensors").is_file():
         try:
-            scaler = {k: v.numpy() for k, v in load_file(run_dir / "scaler.safetensors").items()}
+            scaler = Preprocessor.load(run_dir / "scaler.safetensors").state()
         except (SafetensorError, OSError, ValueError) as e:
             raise RunError(f"{run_dir / 'scaler.safetensors'}: not a readable safetensors file ({e})") from None
     return Run(run_dir, cfg, model, summary, scaler)

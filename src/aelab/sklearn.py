@@ -5,7 +5,7 @@
     pipe = make_pipeline(AutoencoderTransformer(code_dim=32, epochs=10), LogisticRegression())
     pipe.fit(X_train, y_train).score(X_test, y_test)
 
-Training goes through aelab's own loop (``aelab.train.fit``) on an in-memory
+Training goes through the one entry point (``aelab.train(..., is_writer=False)``) on an in-memory
 ``Splits``; nothing is written to disk. ``transform`` and ``inverse_transform``
 run in float64 so that results do not depend on how a caller batches rows.
 """
@@ -163,20 +163,15 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     def fit(self, X, y=None):
         """Trains the autoencoder on ``X`` (n_samples, n_features); ``y`` is ignored."""
         from .data import Splits
-        from .models import build_model
-        from .train.loop import fit as train_loop
+        from .data.preprocess import Preprocessor
+        from .runner import train
 
         self._check_params()
         X = validate_data(self, X, dtype=[np.float64, np.float32])
-        X = X.astype(np.float64, copy=False)
-        if self.scale == "minmax":
-            offset, span = X.min(axis=0), X.max(axis=0) - X.min(axis=0)
-        elif self.scale == "standard":
-            offset, span = X.mean(axis=0), X.std(axis=0)
-        else:
-            offset, span = np.zeros(X.shape[1]), np.ones(X.shape[1])
-        span = np.where(span > 1e-12, span, 1.0)  # constant features stay constant instead of dividing by 0
-        Xs = np.ascontiguousarray((X - offset) / span, dtype=np.float32)
+        # per feature, in float64; constant features stay constant instead of dividing by 0
+        prep = Preprocessor(self.scale, per_feature=True, eps=1e-12, dtype=np.float64).fit(X)
+        offset, span = prep.offset, prep.span
+        Xs = np.ascontiguousarray(prep.transform(X), dtype=np.float32)
 
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         cfg = self._config(seed)
@@ -184,17 +179,15 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         splits = Splits("array", Xs, None, Xs, None)
         log = print if self.verbose else (lambda _msg: None)
         with torch.random.fork_rng(devices=[]):  # seed weights and dropout without touching the caller's torch RNG
-            torch.manual_seed(seed)
-            model = build_model(cfg, (X.shape[1],))
-            state = train_loop(model, splits, cfg, None, log=log)
-        model.eval()
+            run = train(cfg, data=splits, log=log, is_writer=False)  # in memory: nothing is written
+        model = run.model.eval()
 
         self.config_ = cfg
         self.model_ = model
         self.offset_ = offset
         self.scale_ = span
-        self.loss_curve_ = [float(r["train_loss"]) for r in state.history]
-        self.n_iter_ = int(state.epoch)
+        self.loss_curve_ = [float(r["train_loss"]) for r in run.metrics]
+        self.n_iter_ = int(run.summary["epochs"])
         return self
 
     @property

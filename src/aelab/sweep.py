@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from .config import Config
 from .errors import ConfigError, RunError
@@ -83,7 +83,7 @@ def grid_runs(grid: dict[str, list[str]]) -> list[tuple[str, list[str]]]:
 
 def plan_sweep(recipe: str, grid: dict[str, list[str]], out: Path, overrides: Sequence[str] = ()) -> list[PlannedRun]:
     """Every config of the sweep, validated before anything trains (a bad value fails the whole sweep at once)."""
-    from .cli import resolve_config
+    from .recipes import resolve_config
 
     base = resolve_config(recipe, list(overrides))
     plans = []
@@ -98,8 +98,7 @@ def plan_sweep(recipe: str, grid: dict[str, list[str]], out: Path, overrides: Se
 
 def plan_suite(spec: str, out: Path, overrides: Sequence[str] = ()) -> tuple[str, list[PlannedRun]]:
     """A suite's members as planned runs; the user's overrides come after each member's own."""
-    from .cli import resolve_config
-    from .recipes import suite_members
+    from .recipes import resolve_config, suite_members
 
     name, _, members = suite_members(spec)
     plans = []
@@ -149,18 +148,18 @@ def run_all(plans: Sequence[PlannedRun], *, reports: bool = False, stack: bool =
     With ``stack``, new runs that share an architecture (seeds, learning rates, noise levels...) train
     together as one stacked model first; the rest, and runs to resume, train one after another.
     """
-    from .train import train
+    from .runner import train
 
     states = [run_state(p) for p in plans]  # all folders checked before the first run starts
     todo = sum(s != "done" for s in states)
     log(f"{len(plans)} runs: {len(plans) - todo} finished already, {todo} to train")
     stacked: set[str] = set()
     if stack:
-        from .train.stacked import train_stacked
+        from .runner import train_stacked
 
         for group in stack_groups([p for p, s in zip(plans, states) if s == "new"]):
             log(f"stacking {len(group)} runs: {', '.join(p.name for p in group)}")
-            runs = train_stacked([p.config for p in group], [p.path for p in group], log=log)
+            runs = train_stacked([p.config for p in group], [p.path for p in group], overwrite=True, log=log)
             stacked.update(p.name for p in group)
             if reports:
                 from .report import write_run_report
@@ -197,7 +196,7 @@ def sweep(recipe: str, grid_specs: Sequence[str], out: str | Path | None = None,
     """Runs the grid's product over ``recipe`` (times ``seeds`` seeds from the recipe's own); returns OUT/compare.html."""
     grid = parse_grid(grid_specs, allow_empty=seeds is not None)
     if seeds is not None:
-        from .cli import resolve_config
+        from .recipes import resolve_config
 
         if seeds < 1:
             raise ConfigError(f"--seeds: must be >= 1, got {seeds}")

@@ -64,15 +64,16 @@ def run_torch_case(config: dict, epochs: int, overrides: list[str], limit: int |
     """Trains the case with aelab's own loop and reports what the parent needs."""
     from ..config import Config
     from ..data import load_data
-    from ..models import build_model
-    from ..train.loop import fit, resolve_device, setup_runtime
+    from ..models import build_model, needs_unit_range
+    from ..runner import train
+    from ..train.loop import resolve_device, setup_runtime
     from ..train.precision import resolve_precision
 
     cfg = Config.from_dict(config).replace([f"train.epochs={epochs}", *overrides])
     if limit is not None:
         cfg = cfg.replace([f"data.limit={limit}", f"data.test_limit={max(limit // 6, 1)}"])
     t0 = time.perf_counter()
-    splits = load_data(cfg.data, need_unit_range=cfg.model.output_activation == "sigmoid" and cfg.train.loss == "bce")
+    splits = load_data(cfg.data, need_unit_range=needs_unit_range(cfg.model, cfg.train))
     load_seconds = time.perf_counter() - t0
     setup_runtime(cfg)
     torch.manual_seed(cfg.train.seed)
@@ -80,10 +81,9 @@ def run_torch_case(config: dict, epochs: int, overrides: list[str], limit: int |
     xb = torch.as_tensor(splits.x_train[: cfg.train.batch_size])
     flops = train_flops_per_sample(probe, xb, cfg.train.loss)
     del probe
-    torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg, splits.sample_shape)
-    state = fit(model, splits, cfg, None, log=lambda s: None)
-    secs = [r["seconds"] for r in state.history]
+    run = train(cfg, data=splits, log=lambda s: None, is_writer=False)  # the entry point every caller uses
+    model, history = run.model, run.metrics
+    secs = [r["seconds"] for r in history]
     return {
         "impl": "aelab",
         "versions": f"torch {torch.__version__}",
@@ -95,7 +95,7 @@ def run_torch_case(config: dict, epochs: int, overrides: list[str], limit: int |
         "train_flops_per_sample": flops,
         "load_seconds": load_seconds,
         **summarize_epochs(secs),
-        "val_loss": state.history[-1]["val_loss"] if state.history else None,
+        "val_loss": history[-1]["val_loss"] if history else None,
         "peak_rss_mb": peak_rss_mb(),
     }
 

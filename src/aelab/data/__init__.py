@@ -5,16 +5,18 @@ the source has them.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from ..config import DataConfig
+from ..config import DATASETS as DATASET_NAMES, DataConfig
 from ..errors import DataError
 from . import fetch as _fetch
-from .arrays import read_array, to_unit_float
+from .arrays import read_array
+from .preprocess import Preprocessor
 from .cifar import CLASSES as CIFAR_CLASSES, load_cifar10
 from .folder import load_folder
 from .idx import load_idx_pair
@@ -108,6 +110,9 @@ DATASETS: dict[str, Callable[[DataConfig], Raw]] = {
 }
 
 
+assert tuple(DATASETS) == DATASET_NAMES, "config.DATASETS names the loaders here, in this order"
+
+
 def dataset_names() -> list[str]:
     return list(DATASETS)
 
@@ -131,6 +136,8 @@ def load_data(cfg: DataConfig, need_unit_range: bool = True) -> Splits:
     where = cfg.path or cfg.name
     x = _shape_samples(x, where)
     xt = _shape_samples(xt, cfg.test_path or where)
+    if math.prod(x.shape[1:]) == 0:
+        raise DataError(f"{where}: samples shaped {x.shape[1:]} hold no values")
     if x.shape[1:] != xt.shape[1:]:
         raise DataError(f"{where}: train samples are {x.shape[1:]} but test samples are {xt.shape[1:]}")
     for arr, lab, part in ((x, y, "train"), (xt, yt, "test")):
@@ -148,19 +155,12 @@ def load_data(cfg: DataConfig, need_unit_range: bool = True) -> Splits:
     if len(x) == 0 or len(xt) == 0:
         raise DataError(f"{where}: the {'training' if len(x) == 0 else 'test'} split is empty")
 
-    scaler = None
-    if cfg.scale == "standard":
-        xf = to_unit_float(x, where, "none", need_unit_range=False)
-        mean, std = xf.mean(axis=0), xf.std(axis=0)
-        std = np.where(std > 1e-8, std, 1.0).astype(np.float32)
-        scaler = {"mean": mean.astype(np.float32), "std": std}
-        x = (xf - mean) / std
-        xt = (to_unit_float(xt, where, "none", need_unit_range=False) - mean) / std
-    elif not (cfg.mmap and x.dtype == np.uint8):
-        x = to_unit_float(x, where, cfg.scale, need_unit_range)
-        xt = to_unit_float(xt, cfg.test_path or where, cfg.scale, need_unit_range)
+    prep = Preprocessor(cfg.scale, unit_range=need_unit_range and cfg.scale != "standard")
+    if not (cfg.mmap and x.dtype == np.uint8 and not prep.fitted_scale):  # memory-mapped bytes are scaled per batch
+        x = prep.fit_transform(x, where)
+        xt = prep.transform(xt, cfg.test_path or where)
 
-    splits = Splits(cfg.name, x, y, xt, yt, classes, scaler)
+    splits = Splits(cfg.name, x, y, xt, yt, classes, prep.state())
     if cfg.val_fraction > 0:
         n_val = max(1, int(round(len(x) * cfg.val_fraction)))
         if n_val >= len(x):

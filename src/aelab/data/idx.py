@@ -7,6 +7,7 @@ half a dataset.
 from __future__ import annotations
 
 import gzip
+import math
 from pathlib import Path
 
 import numpy as np
@@ -38,10 +39,13 @@ def parse_idx(raw: bytes, name: str = "<bytes>") -> np.ndarray:
         raise DataError(f"{name}: IDX header truncated ({len(raw)} bytes)")
     dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_DTYPES[raw[2]])
-    expected = header + int(np.prod(dims)) * dtype.itemsize
+    expected = header + math.prod(dims) * dtype.itemsize  # math.prod: np.prod wraps around int64 on huge dims
     if len(raw) != expected:
         raise DataError(f"{name}: IDX file is {len(raw)} bytes but its header {dims} needs {expected}; the file is truncated or damaged")
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+    try:
+        return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+    except ValueError:  # e.g. (0, 2**31, 2**31): no bytes needed, yet no array that numpy can shape
+        raise DataError(f"{name}: IDX header dims {dims} do not make an array; the file is damaged") from None
 
 
 def read_idx(path: str | Path) -> np.ndarray:

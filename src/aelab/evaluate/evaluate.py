@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import math
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -23,8 +25,11 @@ def batches(x: np.ndarray | torch.Tensor, batch_size: int, device: torch.device)
 
 
 @torch.no_grad()
-def per_sample_errors(model, x, loss: str = "bce", batch_size: int = 1024) -> dict[str, torch.Tensor]:
-    """bce, mse, psnr and loss for every sample (CPU tensors), with the model in eval mode."""
+def per_sample_errors(model, x, loss: str = "bce", batch_size: int = 1024,
+                      stats: M.RegressionStats | None = None) -> dict[str, torch.Tensor]:
+    """bce, mse, psnr and loss for every sample (CPU tensors), with the model in eval mode.
+
+    ``stats`` also gathers the per-feature sums behind RMSE per feature and R^2 in the same pass."""
     out: dict[str, list[torch.Tensor]] = {"bce": [], "mse": [], "psnr": []}
     with eval_mode(model):
         for b in batches(x, batch_size, model.device):
@@ -36,6 +41,8 @@ def per_sample_errors(model, x, loss: str = "bce", batch_size: int = 1024) -> di
             else:
                 recon = logits.float()
                 out["bce"].append(M.bce(recon, b).cpu())
+            if stats is not None:
+                stats.update(recon, b)
             mse = M.mse(recon, b)
             out["mse"].append(mse.cpu())
             out["psnr"].append(M.psnr(mse).cpu())
@@ -44,9 +51,10 @@ def per_sample_errors(model, x, loss: str = "bce", batch_size: int = 1024) -> di
     return res
 
 
-def evaluate(model, x, loss: str = "bce", batch_size: int = 1024) -> dict[str, float]:
-    """Dataset means: loss, bce, mse, psnr (PSNR is the mean of per-image PSNRs)."""
-    return M.summarize_errors(per_sample_errors(model, x, loss, batch_size))
+def evaluate(model, x, loss: str = "bce", batch_size: int = 1024,
+             stats: M.RegressionStats | None = None) -> dict[str, float]:
+    """Dataset means: loss, bce, mse, psnr (PSNR is the mean of per-image PSNRs, peak 1)."""
+    return M.summarize_errors(per_sample_errors(model, x, loss, batch_size, stats))
 
 
 @contextlib.contextmanager
@@ -76,3 +84,61 @@ def encode_array(model, x, batch_size: int = 4096) -> np.ndarray:
 
 def decode_array(model, z, batch_size: int = 4096) -> np.ndarray:
     return _map_batches(model.decode, model, z, batch_size)
+
+
+@dataclass(frozen=True)
+class DataFit:
+    """Which metrics fit a split, decided once from its values and whether it was standardised.
+
+    Targets in [0, 1] (not standardised): BCE (and its floor) and PSNR with peak 1. Otherwise a
+    reconstruction is a regression: MSE, RMSE, R^2, and PSNR only on unscaled data, with the
+    split's value range as its peak (``peak``; None: no PSNR)."""
+
+    unit_range: bool
+    peak: float | None = 1.0
+
+
+def data_fit(x, scaler: dict | None = None) -> DataFit:
+    lo, hi = M.value_range(x)
+    if scaler is None and M.in_unit_range(lo, hi):
+        return DataFit(True, 1.0)
+    return DataFit(False, hi - lo if scaler is None and hi > lo else None)
+
+
+def fitting_metrics(means: dict[str, float], stats: M.RegressionStats | None, fit: DataFit) -> dict[str, float]:
+    """The scalar metrics that fit the data (the same rule for summary.json and metrics.csv), from the means
+    ``evaluate`` gives and, off the unit range, the RegressionStats of the same pass."""
+    if fit.unit_range:
+        return {k: means[k] for k in ("loss", "bce", "mse", "psnr")}
+    out = {"loss": means["loss"], "mse": means["mse"], "rmse": float(np.sqrt(means["mse"]))}
+    out["r2"] = stats.r2() if stats is not None else float("nan")
+    if fit.peak is not None:  # 10 log10(peak^2 / mse) = the peak-1 PSNR + 20 log10(peak), sample by sample
+        out["psnr"] = means["psnr"] + 20 * math.log10(fit.peak)
+        out["psnr_peak"] = fit.peak
+    return out
+
+
+def data_metrics(model, x, loss: str = "bce", scaler: dict | None = None, batch_size: int = 1024) -> dict:
+    """The test metrics that fit the data, keyed without the ``test_`` prefix (summary.json, `aelab eval`).
+
+    Targets in [0, 1]: loss, bce, bce_floor, bce_above_floor, mse, psnr (peak 1).
+    Standardised data (a scaler): loss, mse, rmse, r2, rmse_per_feature (in the data's own units).
+    Other real-valued data: the same, plus psnr with the test values' range as peak (psnr_peak).
+    """
+    fit = data_fit(x, scaler)
+    stats = None if fit.unit_range else M.RegressionStats()
+    per = per_sample_errors(model, x, loss, batch_size, stats)
+    mean = {k: float(v.double().mean()) for k, v in per.items()}
+    out: dict = fitting_metrics(mean, stats, fit)
+    if fit.unit_range:
+        floor = M.entropy_floor(x)
+        return {"loss": out["loss"], "bce": out["bce"], "bce_floor": floor, "bce_above_floor": out["bce"] - floor,
+                "mse": out["mse"], "psnr": out["psnr"]}
+    assert stats is not None
+    rmse = stats.rmse_per_feature()
+    if scaler is not None:  # back to the data's own units, where an RMSE can be read
+        rmse = rmse * np.asarray(scaler["std"], dtype=np.float64).reshape(-1)
+    out["rmse_per_feature"] = [float(v) for v in rmse]
+    if fit.peak is not None:
+        out["psnr"] = float(M.psnr(per["mse"], fit.peak).double().mean())
+    return out

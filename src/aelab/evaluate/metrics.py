@@ -71,3 +71,85 @@ def summarize_errors(per_sample: dict[str, torch.Tensor]) -> dict[str, float]:
 
 def finite(x: float) -> bool:
     return math.isfinite(x)
+
+
+# -- which metrics fit the data --------------------------------------------
+#
+# BCE (and its floor) compares probabilities, so it only means something where the
+# targets lie in [0, 1]; PSNR needs the range a value can span (1 for such targets).
+# Standardised data (data.scale: standard) has neither: there a reconstruction is a
+# regression, judged by MSE, RMSE per feature and R^2 (scikit-learn's r2_score).
+
+def value_range(x: np.ndarray | torch.Tensor) -> tuple[float, float]:
+    """(min, max) of the values the model sees (uint8 read as /255), in chunks: a memory-mapped split is never loaded whole."""
+    if torch.is_tensor(x):
+        x = x.detach().cpu().numpy()
+    if len(x) == 0:
+        return float("nan"), float("nan")
+    if np.asarray(x[:1]).dtype == np.uint8:
+        return 0.0, 1.0  # bytes are scaled by 1/255: always inside [0, 1]
+    step = max(1, (1 << 22) // max(1, int(np.prod(np.shape(x)[1:]))))
+    lo, hi = math.inf, -math.inf
+    for i in range(0, len(x), step):
+        part = np.asarray(x[i: i + step])
+        lo, hi = min(lo, float(part.min())), max(hi, float(part.max()))
+    return lo, hi
+
+
+def in_unit_range(lo: float, hi: float) -> bool:
+    return lo >= 0.0 and hi <= 1.0
+
+
+class RegressionStats:
+    """Streaming per-feature sums for RMSE per feature and R^2 over batches of (recon, target)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        # per-feature sums (float64, CPU); None until the first batch
+        self.sse: torch.Tensor | None = None
+        self.sum: torch.Tensor | None = None
+        self.sumsq: torch.Tensor | None = None
+
+    def update(self, recon: torch.Tensor, target: torch.Tensor) -> None:
+        r, t = recon.double().flatten(1).cpu(), target.double().flatten(1).cpu()
+        sse, s, ss = (r - t).pow(2).sum(0), t.sum(0), t.pow(2).sum(0)
+        if self.sse is None or self.sum is None or self.sumsq is None:
+            self.sse, self.sum, self.sumsq = sse, s, ss
+        else:
+            self.sse, self.sum, self.sumsq = self.sse + sse, self.sum + s, self.sumsq + ss
+        self.n += len(t)
+
+    def rmse_per_feature(self) -> np.ndarray:
+        if self.sse is None:
+            return np.zeros(0)
+        return (self.sse / max(self.n, 1)).sqrt().numpy()
+
+    def r2(self) -> float:
+        """Mean over features of 1 - SSE/SST; constant features (SST = 0) are left out, as nothing explains them."""
+        if self.sse is None or self.sum is None or self.sumsq is None:
+            return float("nan")
+        sst = self.sumsq - self.sum.pow(2) / max(self.n, 1)
+        keep = sst > 1e-12 * max(self.n, 1)
+        if not bool(keep.any()):
+            return float("nan")
+        return float((1 - self.sse[keep] / sst[keep]).mean())
+
+
+def format_metrics(m: dict[str, float | list], loss: str, prefix: str = "") -> str:
+    """One line naming every metric once, the loss first: ``bce 0.2556 (floor 0.2422)  mse 0.0032  psnr 20.10 dB``."""
+    def get(k):
+        return m.get(f"{prefix}{k}")
+
+    parts = []
+    for k in [loss] + [k for k in ("bce", "mse", "rmse", "r2", "psnr") if k != loss]:
+        v = get(k)
+        if v is None:
+            continue
+        if k == "psnr":
+            peak = get("psnr_peak")
+            parts.append(f"psnr {v:.2f} dB" + (f" (peak {peak:.4g})" if peak is not None else ""))
+        elif k == "bce" and get("bce_floor") is not None:
+            parts.append(f"bce {v:.4f} (floor {get('bce_floor'):.4f})")
+        else:
+            parts.append(f"{k} {v:.4f}")
+    return "  ".join(parts)

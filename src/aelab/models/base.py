@@ -7,13 +7,15 @@ activation for users.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
-from ..config import ModelConfig
-from ..errors import ConfigError
+from ..config import ACTIVATIONS, ModelConfig, check_choice, check_positive
+from ..errors import ConfigError, DataError
+from ._registry import capabilities
 
 
 @dataclass
@@ -88,17 +90,15 @@ class Autoencoder(nn.Module):
         return next(self.parameters()).device
 
     # -- training --------------------------------------------------------
+    def check_data(self, splits) -> None:
+        """Refuses data this model cannot learn from, before anything is written (a family may extend it)."""
+        if capabilities(self.cfg).needs_labels and splits.y_train is None:
+            raise DataError(f"data.name: model '{self.cfg.name}' needs class labels, and {splits.name} has none; "
+                            "use a labelled dataset (mnist, fashion-mnist, cifar10, a folder of class sub-folders)")
+
     def code_penalty(self, z: torch.Tensor) -> torch.Tensor | None:
-        """L1 activity (Keras' activity_regularizer: per sample sum, batch mean) and KL sparsity."""
-        pen = None
-        if self.cfg.l1 > 0:
-            pen = self.cfg.l1 * z.abs().flatten(1).sum(1).mean()
-        if self.cfg.sparsity_target is not None and self.cfg.sparsity_weight > 0:
-            rho = self.cfg.sparsity_target
-            rho_hat = z.flatten(1).float().mean(0).clamp(1e-6, 1 - 1e-6)
-            kl = (rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))).sum()
-            pen = self.cfg.sparsity_weight * kl if pen is None else pen + self.cfg.sparsity_weight * kl
-        return pen
+        """A penalty on the code added to the loss; None: none."""
+        return None
 
     def compute_loss(self, x: torch.Tensor, target: torch.Tensor, y: torch.Tensor | None, loss: str,
                      epoch: int = 0) -> LossOutput:
@@ -114,15 +114,60 @@ class Autoencoder(nn.Module):
         """What evaluation compares with the target (a VAE uses the code's mean)."""
         return self(x)
 
-    def extra_metrics(self, x, y) -> dict[str, float]:
-        """Model-specific test metrics for summary.json (a VAE's ELBO, a classifier's accuracy).
 
-        ``x`` is a float array of samples, ``y`` their labels or None. Keys get a
-        ``test_`` prefix in summary.json.
-        """
-        return {}
+@dataclass
+class CodePenaltyKeys:
+    """Keys of a code penalty (seed 004's sparse autoencoder), for families whose code is a plain activation."""
+
+    code_activation: str | None = None  # None: same as `activation`
+    l1: float = 0.0  # L1 activity penalty on the code
+    sparsity_target: float | None = None  # KL sparsity: target mean activation of the code
+    sparsity_weight: float = 0.0
+
+    def validate_penalty(self) -> None:
+        if self.code_activation is not None:
+            check_choice("model.code_activation", self.code_activation, ACTIVATIONS)
+        check_positive("model.l1", self.l1, allow_zero=True)
+        check_positive("model.sparsity_weight", self.sparsity_weight, allow_zero=True)
+        if self.sparsity_target is not None and not 0.0 < self.sparsity_target < 1.0:
+            raise ConfigError(f"model.sparsity_target: must be in (0, 1), got {self.sparsity_target}")
+
+    def penalty_facts(self) -> list[tuple[str, Any]]:
+        return [(k, getattr(self, k)) for k in ("l1", "sparsity_target") if getattr(self, k) not in (None, 0.0)]
 
 
-def check_sparsity(cfg: ModelConfig, code_activation: str) -> None:
+class PenalizedAutoencoder(Autoencoder):
+    """An autoencoder whose config has ``CodePenaltyKeys``: L1 activity and KL sparsity on the code."""
+
+    def code_penalty(self, z: torch.Tensor) -> torch.Tensor | None:
+        """L1 activity (Keras' activity_regularizer: per sample sum, batch mean) and KL sparsity."""
+        pen = None
+        if self.cfg.l1 > 0:
+            pen = self.cfg.l1 * z.abs().flatten(1).sum(1).mean()
+        if self.cfg.sparsity_target is not None and self.cfg.sparsity_weight > 0:
+            rho = self.cfg.sparsity_target
+            rho_hat = z.flatten(1).float().mean(0).clamp(1e-6, 1 - 1e-6)
+            kl = (rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))).sum()
+            pen = self.cfg.sparsity_weight * kl if pen is None else pen + self.cfg.sparsity_weight * kl
+        return pen
+
+
+def check_activations(key: str, value: str | list[str]) -> None:
+    for a in (value if isinstance(value, list) else [value]):
+        check_choice(key, a, ACTIVATIONS)
+
+
+def check_rates(key: str, value: float | list[float]) -> None:
+    for r in (value if isinstance(value, list) else [value]):
+        if not 0.0 <= r < 1.0:
+            raise ConfigError(f"{key}: rates must be in [0, 1), got {value}")
+
+
+def check_kernel(k: int) -> None:
+    if k < 1 or k % 2 == 0:
+        raise ConfigError(f"model.kernel_size: must be an odd integer >= 1, got {k}")
+
+
+def check_sparsity(cfg: Any, code_activation: str) -> None:
     if cfg.sparsity_target is not None and cfg.sparsity_weight > 0 and code_activation != "sigmoid":
         raise ConfigError("model.sparsity_target: KL sparsity needs codes in (0, 1); set model.code_activation=sigmoid")

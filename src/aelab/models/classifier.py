@@ -21,16 +21,64 @@ conv2d_9).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 import numpy as np
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
-from ..config import ModelConfig
+from ..config import ModelConfig, TrainConfig, check_positive
 from ..errors import ConfigError, DataError
-from ._registry import register_model
-from .base import Autoencoder, LossOutput, glorot_init, reconstruction_loss
+from ._registry import Capabilities, register_model
+from .base import Autoencoder, LossOutput, check_kernel, check_rates, glorot_init, reconstruction_loss
 from .conv import conv_sizes
+
+
+@dataclass
+class ClassifierConfig(ModelConfig):
+    """model: keys of the classifier autoencoder."""
+
+    name: str = "classifier-ae"
+    channels: list[int] = field(default_factory=lambda: [16, 8, 8])  # filters of each conv block (one pool each)
+    convs_per_block: int | list[int] = 2  # 3x3 convs before each pool (one, or one per block)
+    kernel_size: int = 3
+    batch_norm: bool = False
+    dropout: float | list[float] = 0.0  # between the convs of a block (one rate, or one per block)
+    hidden: list[int] = field(default_factory=list)  # dense layers of the classifier head
+    head_dropout: float = 0.5  # dropout in the dense classifier head
+    num_classes: int = 10
+    tap: int = 1  # reconstruct from the output of this pooling block
+    recon_weight: float = 1.0  # weight of the reconstruction loss
+    probe_taps: list[int] = field(default_factory=list)  # extra recon heads on detached features (a second tap depth for the report)
+
+    def validate(self, train: TrainConfig) -> None:
+        super().validate(train)
+        for i, c in enumerate(self.channels):
+            check_positive(f"model.channels[{i}]", c)
+        for i, h in enumerate(self.hidden):
+            check_positive(f"model.hidden[{i}]", h)
+        check_kernel(self.kernel_size)
+        check_rates("model.dropout", self.dropout)
+        if self.num_classes < 2:
+            raise ConfigError(f"model.num_classes: must be >= 2, got {self.num_classes}")
+        check_positive("model.tap", self.tap)
+        check_positive("model.recon_weight", self.recon_weight, allow_zero=True)
+        for i, n in enumerate(self.convs_per_block if isinstance(self.convs_per_block, list) else [self.convs_per_block]):
+            check_positive(f"model.convs_per_block[{i}]", n)
+        if not 0.0 <= self.head_dropout < 1.0:
+            raise ConfigError(f"model.head_dropout: must be in [0, 1), got {self.head_dropout}")
+        for i, k in enumerate(self.probe_taps):
+            check_positive(f"model.probe_taps[{i}]", k)
+
+    def facts(self) -> list[tuple[str, Any]]:
+        out: list[tuple[str, Any]] = [("channels", self.channels), ("tap", self.tap), ("classes", self.num_classes)]
+        if self.dropout not in (0, 0.0, []):
+            out.append(("dropout", self.dropout))
+        if self.batch_norm:
+            out.append(("batch_norm", True))
+        return out
 
 
 def _per_block(value, n: int, key: str, kind: type) -> list:
@@ -59,9 +107,7 @@ def _recon_head(cin: int, cout: int, size: tuple[int, int], k: int) -> nn.Sequen
 
 
 class ClassifierAutoencoder(Autoencoder):
-    log_extra_metrics = True  # the training loop logs validation accuracy every epoch
-
-    def __init__(self, cfg: ModelConfig, input_shape: tuple[int, ...]):
+    def __init__(self, cfg: ClassifierConfig, input_shape: tuple[int, ...]):
         super().__init__(cfg, input_shape)
         if len(input_shape) != 3:
             raise ConfigError(f"model.name: 'classifier-ae' needs image data shaped (C, H, W), got samples shaped {tuple(input_shape)}")
@@ -147,9 +193,7 @@ class ClassifierAutoencoder(Autoencoder):
     # -- training -----------------------------------------------------------
     def check_data(self, splits) -> None:
         """Refuses data the classifier cannot learn from before anything is written."""
-        if splits.y_train is None:
-            raise DataError(f"data.name: the classifier autoencoder needs class labels, and {splits.name} has none; "
-                            "use a labelled dataset (mnist, fashion-mnist, cifar10, a folder of class sub-folders)")
+        super().check_data(splits)  # labels (capability needs_labels)
         top = int(np.max(splits.y_train)) if len(splits.y_train) else -1
         for y in (splits.y_test, splits.y_val):
             if y is not None and len(y):
@@ -172,101 +216,21 @@ class ClassifierAutoencoder(Autoencoder):
             total = total + parts[f"recon_tap{k}"]
         return LossOutput(total, parts)
 
-    # -- evaluation -------------------------------------------------------------
-    @torch.no_grad()
-    def predict(self, x, batch_size: int = 1024) -> np.ndarray:
-        """Predicted class of every sample (eval mode, in batches)."""
-        from ..evaluate.evaluate import batches
+    def tap_logits(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Reconstruction logits from every tap depth, main tap included (evaluate/extra.py batches it)."""
+        _, logits, probes = self.outputs(x)
+        return {self.tap: logits, **probes}
 
-        was = self.training
-        self.eval()
-        try:
-            return torch.cat([self.classify(b).argmax(1).cpu() for b in batches(x, batch_size, self.device)]).numpy()
-        finally:
-            self.train(was)
-
-    @torch.no_grad()
-    def probe_reconstructions(self, x, batch_size: int = 1024) -> dict[int, np.ndarray]:
-        """Reconstructions (after the output activation) from every tap depth, main tap included."""
-        from ..evaluate.evaluate import batches
-
-        was = self.training
-        self.eval()
-        out: dict[int, list[torch.Tensor]] = {k: [] for k in [self.tap, *self.probe_taps]}
-        act = torch.sigmoid if self.output_activation == "sigmoid" else (lambda t: t)
-        try:
-            for b in batches(x, batch_size, self.device):
-                _, logits, probes = self.outputs(b)
-                out[self.tap].append(act(logits.float()).cpu())
-                for k, p in probes.items():
-                    out[k].append(act(p.float()).cpu())
-        finally:
-            self.train(was)
-        return {k: torch.cat(v).numpy() for k, v in out.items()}
-
-    def extra_metrics(self, x, y) -> dict[str, float]:
-        """Accuracy (when labels are given) and the MSE of each probe's reconstruction."""
-        res: dict[str, float] = {}
-        if y is not None and len(y):
-            res["accuracy"] = float((self.predict(x) == np.asarray(y)).mean())
-        if self.probe_taps:
-            recs = self.probe_reconstructions(x)
-            xs = np.asarray(x, dtype=np.float32)
-            for k in self.probe_taps:
-                res[f"mse_tap{k}"] = float(((recs[k] - xs) ** 2).mean())
-        return res
-
-    def report_figures(self, splits, n: int = 10) -> list:
-        """Test images and their reconstructions from each tap depth, plus per-class accuracy."""
-        from matplotlib.figure import Figure
-
-        from ..report.images import grid
-
-        x = splits.x_test[:n]
-        recs = self.probe_reconstructions(x)
-        depths = sorted(recs)
-        rows = [("input", x)] + [(f"block {k}" + (" (tap)" if k == self.tap else " (probe)"), recs[k]) for k in depths]
-        fig = Figure(figsize=(n * 0.9 + 1.2, 1.0 * len(rows) + 0.3))
-        axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
-        for ax, (label, imgs) in zip(axes, rows):
-            img = grid(imgs, ncols=n)
-            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=255)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
-        fig.tight_layout()
-        shapes = ", ".join(f"block {k}: {'x'.join(map(str, self._tap_shape(k)))}" for k in depths)
-        figs = [("classifier_taps", fig,
-                 f"Test images reconstructed from the feature maps after pooling blocks {', '.join(map(str, depths))} "
-                 f"({shapes}); the tap head is trained with the classifier, probe heads on frozen features.")]
-        if splits.y_test is not None:
-            figs.append(self._class_accuracy_figure(splits))
-        return figs
-
-    def _tap_shape(self, k: int) -> tuple[int, ...]:
+    def tap_shape(self, k: int) -> tuple[int, ...]:
+        """(C, H, W) of the feature map after pooling block ``k``."""
         c, h, w = self.input_shape
         sizes = conv_sizes((h, w), k)
         return (self.cfg.channels[k - 1], *sizes[-1])
 
-    def _class_accuracy_figure(self, splits):
-        from matplotlib.figure import Figure
 
-        y = np.asarray(splits.y_test)
-        pred = self.predict(splits.x_test)
-        classes = splits.classes or [str(i) for i in range(self.num_classes)]
-        acc = [float((pred[y == i] == i).mean()) if (y == i).any() else np.nan for i in range(self.num_classes)]
-        fig = Figure(figsize=(6, 3))
-        ax = fig.subplots()
-        ax.bar(range(self.num_classes), acc, color="tab:blue")
-        ax.set_xticks(range(self.num_classes))
-        ax.set_xticklabels([str(c) for c in classes[: self.num_classes]], rotation=45, ha="right", fontsize=7)
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("test accuracy")
-        ax.axhline(float((pred == y).mean()), color="k", lw=0.8, ls="--")
-        fig.tight_layout()
-        return ("classifier_accuracy", fig, f"Test accuracy per class (dashed: overall {float((pred == y).mean()):.4f}).")
-
-
-@register_model("classifier-ae", "VGG-style classifier with a reconstruction head on a chosen pooling block (seed 002)")
-def build_classifier(cfg: ModelConfig, input_shape: tuple[int, ...]) -> ClassifierAutoencoder:
+@register_model("classifier-ae", "VGG-style classifier with a reconstruction head on a chosen pooling block (seed 002)",
+                config=ClassifierConfig,
+                capabilities=Capabilities(needs_labels=True, metrics=("classifier",), epoch_metrics=True,
+                                          figures=("classifier",)))
+def build_classifier(cfg: ClassifierConfig, input_shape: tuple[int, ...]) -> ClassifierAutoencoder:
     return ClassifierAutoencoder(cfg, input_shape)

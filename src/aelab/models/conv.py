@@ -6,13 +6,65 @@ way up the feature map is cropped back to the encoder's size at that level
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 import torch
 from torch import nn
 
-from ..config import ModelConfig
+from ..config import ModelConfig, TrainConfig, check_positive
 from ..errors import ConfigError
-from ._registry import register_model
-from .base import Autoencoder, check_sparsity, glorot_init, make_activation
+from ._registry import Capabilities, register_model
+from .base import (
+    CodePenaltyKeys,
+    PenalizedAutoencoder,
+    check_activations,
+    check_kernel,
+    check_rates,
+    check_sparsity,
+    glorot_init,
+    make_activation,
+)
+
+
+@dataclass
+class ConvConfig(CodePenaltyKeys, ModelConfig):
+    """model: keys of the convolutional autoencoder (its code is the last feature map)."""
+
+    name: str = "conv"
+    channels: list[int] = field(default_factory=lambda: [16, 8, 8])  # encoder filters, one pooling step each
+    decoder_channels: list[int] | None = None  # None: the mirror of `channels`
+    kernel_size: int = 3
+    batch_norm: bool = False
+    activation: str = "relu"  # one for every conv layer
+    dropout: float = 0.0  # one rate for every conv layer
+
+    def validate(self, train: TrainConfig) -> None:
+        super().validate(train)
+        for i, c in enumerate(self.channels):
+            check_positive(f"model.channels[{i}]", c)
+        for i, c in enumerate(self.decoder_channels or []):
+            check_positive(f"model.decoder_channels[{i}]", c)
+        check_kernel(self.kernel_size)
+        check_activations("model.activation", self.activation)
+        check_rates("model.dropout", self.dropout)
+        self.validate_penalty()
+
+    def stack_refusal(self) -> str | None:
+        if self.dropout > 0:
+            return "dropout draws from the global random stream, not each member's own"
+        if self.batch_norm:
+            return "batch norm or tied weights"
+        return None
+
+    def facts(self) -> list[tuple[str, Any]]:
+        out: list[tuple[str, Any]] = [("channels", self.channels), ("activation", self.activation)]
+        if self.dropout:
+            out.append(("dropout", self.dropout))
+        out += self.penalty_facts()
+        if self.batch_norm:
+            out.append(("batch_norm", True))
+        return out
 
 
 class CropTo(nn.Module):
@@ -45,8 +97,8 @@ def conv_sizes(hw: tuple[int, int], n_pools: int) -> list[tuple[int, int]]:
     return sizes
 
 
-class ConvAutoencoder(Autoencoder):
-    def __init__(self, cfg: ModelConfig, input_shape: tuple[int, ...]):
+class ConvAutoencoder(PenalizedAutoencoder):
+    def __init__(self, cfg: ConvConfig, input_shape: tuple[int, ...]):
         super().__init__(cfg, input_shape)
         if len(input_shape) != 3:
             raise ConfigError(f"model.name: '{cfg.name}' needs image data shaped (C, H, W), got samples shaped {tuple(input_shape)}; use model.name=dense")
@@ -63,11 +115,11 @@ class ConvAutoencoder(Autoencoder):
         dec_channels = list(reversed(cfg.channels)) if cfg.decoder_channels is None else cfg.decoder_channels
         if len(dec_channels) != len(cfg.channels):
             raise ConfigError(f"model.decoder_channels: needs {len(cfg.channels)} entries (one per upsampling step), got {len(dec_channels)}")
-        act = cfg.activation if isinstance(cfg.activation, str) else cfg.activation[0]
+        act = cfg.activation
         code_act = cfg.code_activation or act
         check_sparsity(cfg, code_act)
         k = cfg.kernel_size
-        drop = cfg.dropout if isinstance(cfg.dropout, float) else 0.0
+        drop = cfg.dropout
 
         enc: list[nn.Module] = []
         prev = c
@@ -106,6 +158,7 @@ class ConvAutoencoder(Autoencoder):
         return self.encoder[0].weight.detach()
 
 
-@register_model("conv", "convolutional: conv+pool down to a feature-map code, conv+upsample up (seed 004)")
-def build_conv(cfg: ModelConfig, input_shape: tuple[int, ...]) -> ConvAutoencoder:
+@register_model("conv", "convolutional: conv+pool down to a feature-map code, conv+upsample up (seed 004)",
+                config=ConvConfig, capabilities=Capabilities(figures=("weights_first",), stackable=True))
+def build_conv(cfg: ConvConfig, input_shape: tuple[int, ...]) -> ConvAutoencoder:
     return ConvAutoencoder(cfg, input_shape)

@@ -2,15 +2,71 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
-from ..config import ModelConfig
+from ..config import ModelConfig, TrainConfig, check_positive
 from ..errors import ConfigError
-from ._registry import register_model
-from .base import Autoencoder, check_sparsity, glorot_init, make_activation
+from ._registry import Capabilities, register_model
+from .base import (
+    CodePenaltyKeys,
+    PenalizedAutoencoder,
+    check_activations,
+    check_rates,
+    check_sparsity,
+    glorot_init,
+    make_activation,
+)
+
+
+@dataclass
+class DenseConfig(CodePenaltyKeys, ModelConfig):
+    """model: keys of the fully connected autoencoder."""
+
+    name: str = "dense"
+    hidden: list[int] = field(default_factory=list)  # encoder layers before the code
+    code_dim: int = 32
+    decoder_hidden: list[int] | None = None  # None: the mirror of `hidden`
+    activation: str | list[str] = "relu"  # one for every hidden layer, or one per hidden layer
+    dropout: float | list[float] = 0.0  # one rate for every hidden layer, or one per hidden layer
+    tied: bool = False  # decoder weights are the encoder's transposed
+    batch_norm: bool = False  # BatchNorm1d after every hidden linear layer, before its activation
+
+    def validate(self, train: TrainConfig) -> None:
+        super().validate(train)
+        check_positive("model.code_dim", self.code_dim)
+        for i, h in enumerate(self.hidden):
+            check_positive(f"model.hidden[{i}]", h)
+        for i, h in enumerate(self.decoder_hidden or []):
+            check_positive(f"model.decoder_hidden[{i}]", h)
+        check_activations("model.activation", self.activation)
+        check_rates("model.dropout", self.dropout)
+        self.validate_penalty()
+
+    def stack_refusal(self) -> str | None:
+        drop = self.dropout if isinstance(self.dropout, list) else [self.dropout]
+        if any(d > 0 for d in drop):
+            return "dropout draws from the global random stream, not each member's own"
+        if self.batch_norm or self.tied:
+            return "batch norm or tied weights"
+        return None
+
+    def facts(self) -> list[tuple[str, Any]]:
+        dec = list(reversed(self.hidden)) if self.decoder_hidden is None else self.decoder_hidden
+        out: list[tuple[str, Any]] = [("layers", "-".join(map(str, ["in", *self.hidden, self.code_dim, *dec, "out"]))),
+                                      ("activation", self.activation)]
+        if self.dropout not in (0, 0.0, []):
+            out.append(("dropout", self.dropout))
+        out += self.penalty_facts()
+        if self.batch_norm:
+            out.append(("batch_norm", True))
+        if self.tied:
+            out.append(("tied", True))
+        return out
 
 
 class TiedLinear(nn.Module):
@@ -37,8 +93,8 @@ def _per_layer(value, n: int, key: str) -> list:
     return [value] * n
 
 
-class DenseAutoencoder(Autoencoder):
-    def __init__(self, cfg: ModelConfig, input_shape: tuple[int, ...]):
+class DenseAutoencoder(PenalizedAutoencoder):
+    def __init__(self, cfg: DenseConfig, input_shape: tuple[int, ...]):
         super().__init__(cfg, input_shape)
         d_in = math.prod(input_shape)
         enc_sizes = [*cfg.hidden, cfg.code_dim]
@@ -58,7 +114,7 @@ class DenseAutoencoder(Autoencoder):
         for i, h in enumerate(enc_sizes):
             lin = nn.Linear(prev, h)
             linears.append(lin)
-            enc += [lin, make_activation(acts[i])]
+            enc += [lin, *([nn.BatchNorm1d(h)] if cfg.batch_norm else []), make_activation(acts[i])]
             if drops[i] > 0:
                 enc.append(nn.Dropout(drops[i]))
             prev = h
@@ -68,7 +124,7 @@ class DenseAutoencoder(Autoencoder):
             dec.append(lin)
             k = len(enc_sizes) + j
             if k < n_hidden:
-                dec.append(make_activation(acts[k]))
+                dec += [*([nn.BatchNorm1d(h)] if cfg.batch_norm else []), make_activation(acts[k])]
                 if drops[k] > 0:
                     dec.append(nn.Dropout(drops[k]))
             prev = h
@@ -90,6 +146,7 @@ class DenseAutoencoder(Autoencoder):
         return w.detach().reshape(-1, *self.input_shape)
 
 
-@register_model("dense", "fully connected: input-hidden...-code-...hidden-input (seeds 000, 001, 003, 004)")
-def build_dense(cfg: ModelConfig, input_shape: tuple[int, ...]) -> DenseAutoencoder:
+@register_model("dense", "fully connected: input-hidden...-code-...hidden-input (seeds 000, 001, 003, 004)",
+                config=DenseConfig, capabilities=Capabilities(figures=("weights_first", "weights_last"), stackable=True))
+def build_dense(cfg: DenseConfig, input_shape: tuple[int, ...]) -> DenseAutoencoder:
     return DenseAutoencoder(cfg, input_shape)

@@ -7,22 +7,93 @@ the negative ELBO: reconstruction NLL + beta * KL(q(z|x) || N(0, I)).
 Scales, stated once: ``compute_loss`` returns the negative ELBO divided by the
 number of values per sample (so ``train_loss`` sits on the per-pixel scale of
 the other models), and logs ``recon`` and ``kl`` in nats per sample.
-``extra_metrics`` reports the test negative ELBO in nats per image.
+The test negative ELBO in nats per image is the "elbo" metric set (evaluate/extra.py),
+the pictures are the "vae" figure set (report/model_figures.py).
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
-from ..config import ModelConfig
+from ..config import ModelConfig, TrainConfig, check_choice, check_positive
 from ..errors import ConfigError
-from ._registry import register_model
-from .base import Autoencoder, glorot_init, make_activation
+from ._registry import Capabilities, register_model
+from .base import Autoencoder, LossOutput, check_activations, check_kernel, check_rates, glorot_init, make_activation
 from .conv import ConvAutoencoder, CropTo, _block, conv_sizes
 from .dense import _per_layer
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+@dataclass
+class VAEConfig(ModelConfig):
+    """model: keys of both VAEs (vae-dense reads the dense keys, vae-conv the conv ones)."""
+
+    name: str = "vae-dense"
+    hidden: list[int] = field(default_factory=list)  # vae-dense: encoder layers before the Gaussian heads
+    code_dim: int = 32  # size of the Gaussian code
+    decoder_hidden: list[int] | None = None  # vae-dense: None is the mirror of `hidden`
+    activation: str | list[str] = "relu"  # vae-dense: one, or one per hidden layer; vae-conv: one
+    dropout: float | list[float] = 0.0  # vae-dense: one rate, or one per hidden layer; vae-conv: one
+    channels: list[int] = field(default_factory=lambda: [16, 8, 8])  # vae-conv: encoder filters
+    decoder_channels: list[int] | None = None  # vae-conv: None is the mirror of `channels`
+    kernel_size: int = 3  # vae-conv
+    batch_norm: bool = False  # vae-conv
+    beta: float = 1.0  # weight of the KL term
+    kl_warmup_epochs: int = 0  # ramp beta from 0 over this many epochs
+    likelihood: str = "bernoulli"  # decoder: bernoulli | gaussian
+    binarize: bool = False  # bernoulli: redraw every training pixel as 0/1 ~ Bernoulli(intensity) each batch
+    iw_samples: int = 1  # importance samples per example in the training bound (1: the ELBO; k > 1: IWAE, Burda et al. 2016)
+
+    def validate(self, train: TrainConfig) -> None:
+        super().validate(train)
+        check_positive("model.code_dim", self.code_dim)
+        for i, h in enumerate(self.hidden):
+            check_positive(f"model.hidden[{i}]", h)
+        for i, h in enumerate(self.decoder_hidden or []):
+            check_positive(f"model.decoder_hidden[{i}]", h)
+        for i, c in enumerate(self.channels):
+            check_positive(f"model.channels[{i}]", c)
+        check_activations("model.activation", self.activation)
+        check_rates("model.dropout", self.dropout)
+        if self.name == "vae-conv":
+            for key in ("activation", "dropout"):
+                if isinstance(getattr(self, key), list):
+                    raise ConfigError(f"model.{key}: vae-conv takes one value for every conv layer, got a list")
+        check_kernel(self.kernel_size)
+        check_positive("model.beta", self.beta, allow_zero=True)
+        check_positive("model.kl_warmup_epochs", self.kl_warmup_epochs, allow_zero=True)
+        check_positive("model.iw_samples", self.iw_samples)
+
+    def check_loss(self, train: TrainConfig) -> None:
+        check_choice("model.likelihood", self.likelihood, LIKELIHOODS)
+        want = {"bernoulli": "bce", "gaussian": "mse"}[self.likelihood]
+        if train.loss != want:
+            raise ConfigError(f"train.loss: a VAE with model.likelihood={self.likelihood} trains with {want}, got '{train.loss}'")
+
+    def facts(self) -> list[tuple[str, Any]]:
+        if self.name == "vae-conv":
+            out: list[tuple[str, Any]] = [("channels", self.channels)]
+        else:
+            dec = list(reversed(self.hidden)) if self.decoder_hidden is None else self.decoder_hidden
+            out = [("layers", "-".join(map(str, ["in", *self.hidden, self.code_dim, *dec, "out"])))]
+        out += [("activation", self.activation), ("likelihood", self.likelihood), ("beta", self.beta)]
+        if self.dropout not in (0, 0.0, []):
+            out.append(("dropout", self.dropout))
+        if self.batch_norm:
+            out.append(("batch_norm", True))
+        return out
+
+
+VAE_CAPABILITIES = Capabilities(metrics=("elbo",), figures=("vae",), anomaly_scores=("nelbo", "mse", "bce"),
+                                generative=True,  # 'auto' scores by MSE, as every family (measured best)
+                                real_valued_keys=MappingProxyType({"likelihood": "gaussian"}))
 
 LOGVAR_RANGE = (-30.0, 20.0)  # keeps exp(logvar) finite in fp32 early in training
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -42,27 +113,22 @@ def warmup_factor(epoch: int, warmup_epochs: int) -> float:
 
 
 class VAEMixin:
-    """What dense and conv VAEs share: heads, sampling, the ELBO and the report figures."""
+    """What dense and conv VAEs share: heads, sampling and the ELBO."""
 
     likelihood: str
     code_dim: int
 
-    def _setup_vae(self, cfg: ModelConfig, features: int) -> None:
+    def _setup_vae(self, cfg: VAEConfig, features: int) -> None:
         if cfg.likelihood == "bernoulli" and cfg.output_activation != "sigmoid":
             raise ConfigError("model.output_activation: a Bernoulli VAE decodes pixel probabilities; use sigmoid "
                               f"(or model.likelihood=gaussian for real-valued data), got '{cfg.output_activation}'")
         if cfg.binarize and cfg.likelihood != "bernoulli":
             raise ConfigError("model.binarize: only for model.likelihood=bernoulli (0/1 pixels need a Bernoulli decoder)")
-        for key in ("l1", "sparsity_weight"):
-            if getattr(cfg, key):
-                raise ConfigError(f"model.{key}: code penalties are for plain autoencoders; a VAE's code is "
-                                  "regularised by its KL term (use model.beta)")
-        if cfg.code_activation is not None:
-            raise ConfigError("model.code_activation: a VAE's code is Gaussian (linear mean and log-variance heads); leave it unset")
         self.likelihood = cfg.likelihood
         self.beta = cfg.beta
         self.kl_warmup_epochs = cfg.kl_warmup_epochs
         self.binarize = cfg.binarize
+        self.iw_samples = cfg.iw_samples
         self.code_dim = cfg.code_dim
         self.mu_head = nn.Linear(features, cfg.code_dim)
         self.logvar_head = nn.Linear(features, cfg.code_dim)
@@ -102,9 +168,7 @@ class VAEMixin:
         inv_var = torch.exp(-2 * self.log_sigma)
         return (0.5 * (target - mean).pow(2) * inv_var + self.log_sigma + HALF_LOG_2PI).sum(1)
 
-    def compute_loss(self, x: torch.Tensor, target: torch.Tensor, y, loss: str, epoch: int = 0):
-        from .base import LossOutput
-
+    def compute_loss(self, x: torch.Tensor, target: torch.Tensor, y, loss: str, epoch: int = 0) -> LossOutput:
         want = "bce" if self.likelihood == "bernoulli" else "mse"
         if loss != want:
             raise ConfigError(f"train.loss: a {self.likelihood} VAE trains with loss={want}, got '{loss}'")
@@ -112,14 +176,42 @@ class VAEMixin:
             b = torch.bernoulli(target.float().clamp(0, 1))
             x = b if x is target else x  # without input noise the encoder sees the same 0/1 image
             target = b
+        beta = self.beta * warmup_factor(epoch, self.kl_warmup_epochs)
+        values = math.prod(self.input_shape)
+        if self.iw_samples > 1:
+            # IWAE (Burda et al. 2016): -log mean_k w_k, w_k = p(x|z_k) p(z_k)^beta / q(z_k|x)^beta
+            log_px, log_pz, log_qz = self.log_weight_terms(x, self.iw_samples, target=target)
+            log_w = log_px + beta * (log_pz - log_qz)
+            bound = torch.logsumexp(log_w, 0) - math.log(self.iw_samples)
+            return LossOutput(-bound.mean() / values, {"iwae": -bound.mean(), "recon": -log_px.mean(),
+                                                       "kl": (log_qz - log_pz).mean()})
         mu, logvar = self.encode_stats(x)
         z = self.reparameterize(mu, logvar)
         recon = self.recon_nll(self.decode_logits(z), target)
         kl = kl_to_standard_normal(mu, logvar)
-        beta = self.beta * warmup_factor(epoch, self.kl_warmup_epochs)
-        values = math.prod(self.input_shape)
         total = (recon + beta * kl).mean() / values
         return LossOutput(total, {"recon": recon.mean(), "kl": kl.mean()})
+
+    def log_weight_terms(self, x: torch.Tensor, n: int, generator: torch.Generator | None = None,
+                         target: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """log p(x|z), log p(z), log q(z|x) for n draws z ~ q(z|x) per sample, each (n, N), in nats."""
+        target = x if target is None else target
+        mu, logvar = self.encode_stats(x)
+        mu, logvar = mu.float(), logvar.float()
+        eps = torch.randn((n, *mu.shape), generator=generator).to(mu.device) if generator is not None \
+            else torch.randn((n, *mu.shape), device=mu.device)
+        z = mu + torch.exp(0.5 * logvar) * eps  # (n, N, D)
+        logits = self.decode_logits(z.reshape(-1, mu.shape[1]))
+        tgt = target.unsqueeze(0).expand(n, *target.shape).reshape(-1, *target.shape[1:])
+        log_px = -self.recon_nll(logits, tgt).view(n, -1)
+        log_pz = (-0.5 * z.pow(2) - HALF_LOG_2PI).sum(-1)
+        log_qz = (-0.5 * eps.pow(2) - 0.5 * logvar - HALF_LOG_2PI).sum(-1)
+        return log_px, log_pz, log_qz
+
+    def log_importance_weights(self, x: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """log p(x, z) - log q(z|x) for n draws z ~ q(z|x) per sample: (n, N), what the NLL estimator averages."""
+        log_px, log_pz, log_qz = self.log_weight_terms(x, n, generator)
+        return log_px + log_pz - log_qz
 
     @torch.no_grad()
     def nelbo_per_sample(self, x: torch.Tensor, generator: torch.Generator | None = None,
@@ -136,48 +228,10 @@ class VAEMixin:
             self.train(was)
         return {"recon": recon, "kl": kl, "nelbo": recon + kl}
 
-    def extra_metrics(self, x, y) -> dict[str, float]:
-        """Test negative ELBO in nats per image.
-
-        Bernoulli: ``nelbo`` / ``recon_nats`` / ``kl_nats`` on the test set binarised once with
-        seed 0 (pixel ~ Bernoulli(intensity), the literature's protocol), and ``nelbo_grey`` on the
-        grey-level targets themselves. Gaussian: the NLL of the real values under the decoder's density.
-        """
-        from ..evaluate.evaluate import batches
-
-        gen = torch.Generator().manual_seed(0)
-        sums: dict[str, float] = {}
-        n = 0
-        for b in batches(x, 1024, self.device):
-            b = b.float()
-            if self.likelihood == "bernoulli":
-                grey = self.nelbo_per_sample(b, gen)["nelbo"]
-                sums["nelbo_grey"] = sums.get("nelbo_grey", 0.0) + float(grey.double().sum())
-                b = torch.bernoulli(b.clamp(0, 1).cpu(), generator=gen).to(b.device)
-            res = self.nelbo_per_sample(b, gen)
-            for k, name in (("nelbo", "nelbo"), ("recon", "recon_nats"), ("kl", "kl_nats")):
-                sums[name] = sums.get(name, 0.0) + float(res[k].double().sum())
-            n += len(b)
-        out = {k: v / max(n, 1) for k, v in sums.items()}
-        if self.likelihood == "gaussian":
-            out["sigma"] = float(self.log_sigma.detach().exp())
-        return out
-
-    # -- figures for the run report -------------------------------------------
-    def report_figures(self, splits) -> list[tuple[str, object, str]]:
-        """(file_stem, matplotlib figure, caption): prior samples, an interpolation, the 2-D manifold."""
-        if len(self.input_shape) != 3:
-            return []
-        from . import vae_figures
-
-        return vae_figures.vae_figures(self, splits)
-
 
 class DenseVAE(VAEMixin, Autoencoder):
-    def __init__(self, cfg: ModelConfig, input_shape: tuple[int, ...]):
+    def __init__(self, cfg: VAEConfig, input_shape: tuple[int, ...]):
         super().__init__(cfg, input_shape)
-        if cfg.tied:
-            raise ConfigError("model.tied: not available for VAEs (the code layer has two heads)")
         d_in = math.prod(input_shape)
         dec_hidden = list(reversed(cfg.hidden)) if cfg.decoder_hidden is None else cfg.decoder_hidden
         n_hidden = len(cfg.hidden) + len(dec_hidden)
@@ -211,7 +265,7 @@ class ConvVAE(VAEMixin, Autoencoder):
     """Conv + pool blocks down to a feature map, flattened into the Gaussian heads; a dense layer
     back up to that feature map, then conv + upsample blocks (the conv autoencoder's blocks)."""
 
-    def __init__(self, cfg: ModelConfig, input_shape: tuple[int, ...]):
+    def __init__(self, cfg: VAEConfig, input_shape: tuple[int, ...]):
         super().__init__(cfg, input_shape)
         if len(input_shape) != 3:
             raise ConfigError(f"model.name: '{cfg.name}' needs image data shaped (C, H, W), got samples shaped "
@@ -228,8 +282,8 @@ class ConvVAE(VAEMixin, Autoencoder):
         if len(dec_channels) != len(cfg.channels):
             raise ConfigError(f"model.decoder_channels: needs {len(cfg.channels)} entries (one per upsampling step), "
                               f"got {len(dec_channels)}")
-        act = cfg.activation if isinstance(cfg.activation, str) else cfg.activation[0]
-        drop = cfg.dropout if isinstance(cfg.dropout, float) else 0.0
+        act = cfg.activation if isinstance(cfg.activation, str) else cfg.activation[0]  # validate refuses lists
+        drop = cfg.dropout if isinstance(cfg.dropout, float) else cfg.dropout[0]
         k = cfg.kernel_size
 
         enc: list[nn.Module] = []
@@ -258,13 +312,15 @@ class ConvVAE(VAEMixin, Autoencoder):
         return self.encoder[0].weight.detach()
 
 
-@register_model("vae-dense", "variational, fully connected: Gaussian code (model.code_dim), Bernoulli or Gaussian decoder, beta, KL warm-up")
-def build_vae_dense(cfg: ModelConfig, input_shape: tuple[int, ...]) -> DenseVAE:
+@register_model("vae-dense", "variational, fully connected: Gaussian code (model.code_dim), Bernoulli or Gaussian decoder, beta, KL warm-up",
+                config=VAEConfig, capabilities=VAE_CAPABILITIES)
+def build_vae_dense(cfg: VAEConfig, input_shape: tuple[int, ...]) -> DenseVAE:
     return DenseVAE(cfg, input_shape)
 
 
-@register_model("vae-conv", "variational, convolutional: conv+pool encoder, dense Gaussian heads, conv+upsample decoder")
-def build_vae_conv(cfg: ModelConfig, input_shape: tuple[int, ...]) -> ConvVAE:
+@register_model("vae-conv", "variational, convolutional: conv+pool encoder, dense Gaussian heads, conv+upsample decoder",
+                config=VAEConfig, capabilities=VAE_CAPABILITIES)
+def build_vae_conv(cfg: VAEConfig, input_shape: tuple[int, ...]) -> ConvVAE:
     return ConvVAE(cfg, input_shape)
 
 
@@ -272,4 +328,4 @@ def is_vae(model) -> bool:
     return isinstance(model, VAEMixin)
 
 
-__all__ = ["DenseVAE", "ConvVAE", "kl_to_standard_normal", "warmup_factor", "is_vae"]
+__all__ = ["DenseVAE", "ConvVAE", "VAEConfig", "kl_to_standard_normal", "warmup_factor", "is_vae"]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from ..config import Config
 from ..errors import ConfigError
 
 HERE = Path(__file__).parent
@@ -106,3 +107,14 @@ def suite_members(spec: str) -> tuple[str, str, list[SuiteMember]]:
     if dup:
         raise ConfigError(f"{path}: suite members need distinct run names; {', '.join(dup)} repeats (give each a 'name:')")
     return str(d.get("name") or path.stem), " ".join(str(d.get("description", "")).split()), members
+
+
+def resolve_config(spec: str, overrides: list[str]) -> Config:
+    """A YAML path, or the name of a built-in recipe, with ``--set`` overrides applied."""
+    p = Path(spec)
+    if p.is_file():
+        return Config.from_yaml(p, overrides)
+    rp = recipe_path(spec)
+    if rp is not None:
+        return Config.from_yaml(rp, overrides)
+    raise ConfigError(f"'{spec}' is neither a config file nor a recipe name (see `aelab recipes`)")

@@ -4,9 +4,9 @@
     write_run_report("runs/a")                                  # runs/a/figures/*.png, runs/a/report.html
     write_comparison(["runs/a", "runs/b"], "compare.html")      # one page, configs that differ + metrics + pictures
 
-A model may add its own figures: a method ``report_figures(splits)`` returning
-``[(file_stem, matplotlib_figure, caption), ...]`` is called and each is saved
-and shown. A run's ``probe.json`` (from `aelab probe`) is shown in its header
+A model family adds its own figures by declaring figure sets (``Capabilities.figures``)
+registered in ``model_figures.py``: each returns ``[(file_stem, matplotlib_figure, caption), ...]``,
+and each figure is saved and shown. A run's ``probe.json`` (from `aelab probe`) is shown in its header
 and as columns of the comparison table.
 """
 from .html import write_comparison, write_run_report

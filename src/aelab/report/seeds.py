@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 # keys that do not make two runs different settings
 _IGNORED = ("name", "description", "published", "train.seed")

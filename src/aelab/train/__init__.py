@@ -1,126 +1,26 @@
-"""``train(cfg) -> Run``: data -> model -> loop -> run directory."""
+"""The training loop and its callbacks; it knows models, data and evaluation, not run directories.
+
+``aelab.train(cfg)`` (runner.py) is the one entry point: it loads the data, builds the
+model, assembles the callbacks and writes the run directory around ``fit``.
+"""
 from __future__ import annotations
 
-import statistics
-from pathlib import Path
-from typing import Callable, Sequence
+from .callbacks import (
+                        Callback,
+                        CallbackList,
+                        Checkpointing,
+                        EarlyStopping,
+                        EpochLog,
+                        NaNGuard,
+                        OnState,
+                        ProgressBar,
+                        StopOnCtrlC,
+                        TrainingInterrupted,
+                        standard_callbacks,
+)
+from .checkpoint import TrainState
+from .loop import Loop, fit, resolve_device, setup_runtime
 
-import torch
-
-from .. import _threads
-from ..config import Config
-from ..data import Splits, load_data
-from ..errors import RunError
-from ..evaluate.evaluate import evaluate
-from ..evaluate.metrics import entropy_floor
-from ..models import build_model
-from ..run import (Run, default_run_dir, load_config, write_config, write_history, write_scaler, write_summary,
-                   write_weights)
-from . import distributed
-from .loop import EpochHook, TrainingInterrupted, fit, resolve_device
-from .precision import resolve_precision
-
-__all__ = ["train", "fit", "EpochHook", "TrainingInterrupted"]
-
-
-def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: str | Path | None = None,
-          data: Splits | None = None, hooks: Sequence[EpochHook] = (), overwrite: bool = False,
-          log: Callable[[str], None] = print, is_writer: bool = True) -> Run:
-    """Trains the model ``cfg`` describes and returns the finished Run.
-
-    ``resume`` continues the run in that folder from its last checkpoint (its
-    own config.yaml wins). ``data`` skips loading when the caller has it.
-    """
-    if resume is not None:
-        run_dir = Path(resume)
-        cfg = load_config(run_dir)
-        if not (run_dir / "checkpoint" / "latest.json").is_file():
-            raise RunError(f"{run_dir}: no checkpoint to resume from")
-    else:
-        if cfg is None:
-            raise ValueError("train() needs a config or resume=")
-        run_dir = Path(out) if out is not None else default_run_dir(cfg)
-        if (run_dir / "config.yaml").exists() and not overwrite:
-            raise RunError(f"{run_dir}: already holds a run; choose another --out, --resume it, or pass --overwrite")
-    group = distributed.setup(cfg.train.device)  # under torchrun: join the process group; else a world of one
-    run_dir = Path(group.agree(str(run_dir)))  # rank 0's folder (a default name holds the clock)
-    is_writer = is_writer and group.is_writer
-    if not group.is_writer:
-        log, hooks = (lambda s: None), ()
-    splits = data if data is not None else load_data(cfg.data, need_unit_range=cfg.model.output_activation == "sigmoid" and cfg.train.loss == "bce")
-    torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg, splits.sample_shape)
-    if hasattr(model, "check_data"):  # e.g. a classifier refuses unlabelled data before anything is written
-        model.check_data(splits)
-    if is_writer:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if resume is None:
-            start_run_dir(run_dir, cfg, splits)
-    log(f"training {cfg.model.name} on {splits.name}: {len(splits.x_train)} train / {len(splits.x_test)} test samples "
-        f"shaped {splits.sample_shape}; {sum(p.numel() for p in model.parameters()):,} parameters -> {run_dir}")
-
-    def on_checkpoint(state):
-        if is_writer:
-            write_history(run_dir, state.history, state.batches)
-
-    state = fit(model, splits, cfg, run_dir / "checkpoint" if is_writer or group.world > 1 else None, hooks=hooks,
-                resume=resume is not None, log=log, on_checkpoint=on_checkpoint)
-    run = finish_run(run_dir, cfg, splits, model, state, is_writer=is_writer)
-    distributed.shutdown()
-    sm = run.summary
-    log(f"test {cfg.train.loss} {sm['test_loss']:.4f}  bce {sm['test_bce']:.4f}  mse {sm['test_mse']:.4f}  "
-        f"psnr {sm['test_psnr']:.2f} dB")
-    return run
-
-
-def start_run_dir(run_dir: Path, cfg: Config, splits: Splits) -> None:
-    """A fresh run's folder: what an earlier run left there goes; config.yaml and the scaler are written."""
-    for stale in ("summary.json", "model.safetensors", "metrics.csv", "batches.csv", "checkpoint/latest.json"):
-        (run_dir / stale).unlink(missing_ok=True)
-    write_config(run_dir, cfg)
-    write_scaler(run_dir, splits.scaler)
-
-
-def finish_run(run_dir: Path, cfg: Config, splits: Splits, model: torch.nn.Module, state, *, is_writer: bool = True,
-               extra: dict | None = None) -> Run:
-    """Test metrics, summary.json and the weights of a trained model; ``extra`` joins the summary."""
-    model.eval()
-    test = evaluate(model, splits.x_test, cfg.train.loss)
-    secs = [r["seconds"] for r in state.history]
-    device = resolve_device(cfg.train.device)
-    summary = {
-        "name": cfg.name,
-        "model": cfg.model.name,
-        "data": splits.name,
-        "train_size": int(len(splits.x_train)),
-        "test_size": int(len(splits.x_test)),
-        "input_shape": list(splits.sample_shape),
-        "code_shape": list(model.code_shape),
-        "parameters": int(sum(p.numel() for p in model.parameters())),
-        "epochs": state.epoch,
-        "loss": cfg.train.loss,
-        "test_loss": test["loss"],
-        "test_bce": test["bce"],
-        "test_mse": test["mse"],
-        "test_psnr": test["psnr"],
-        "seconds_per_epoch": statistics.median(secs) if secs else None,
-        "seconds_total": sum(secs),
-        "device": str(device),
-        "precision": resolve_precision(cfg.train.precision, device),
-        "threads": torch.get_num_threads(),
-        "omp_wait_policy": _threads.wait_policy,
-        "torch": torch.__version__,
-    }
-    if splits.scaler is None and cfg.model.output_activation == "sigmoid":
-        floor = entropy_floor(splits.x_test)
-        summary["test_bce_floor"] = floor
-        summary["test_bce_above_floor"] = test["bce"] - floor
-    summary.update({f"test_{k}": v for k, v in model.extra_metrics(splits.x_test, splits.y_test).items()})
-    if state.history:
-        summary["final_train_loss"] = state.history[-1]["train_loss"]
-    summary.update(extra or {})
-    run = Run(run_dir, cfg, model, summary, splits.scaler)
-    if is_writer:
-        write_weights(run_dir, model, cfg)
-        write_summary(run_dir, summary)  # last: marks the run finished
-    return run
+__all__ = ["Callback", "CallbackList", "Checkpointing", "EarlyStopping", "EpochLog", "Loop", "NaNGuard", "OnState",
+           "ProgressBar", "StopOnCtrlC", "TrainState", "TrainingInterrupted", "fit", "resolve_device", "setup_runtime",
+           "standard_callbacks"]

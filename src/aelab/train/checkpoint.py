@@ -46,6 +46,11 @@ def save_checkpoint(folder: Path, model: torch.nn.Module, opt: torch.optim.Optim
                        f"({e.strerror or e}); {kept_txt}") from None
 
 
+def checkpoint_epoch(folder: Path) -> int:
+    """The epoch the published checkpoint in ``folder`` holds (0: none)."""
+    return _published_epoch(folder)
+
+
 def _published_epoch(folder: Path) -> int:
     try:
         return int(json.loads((folder / "latest.json").read_text())["epoch"])

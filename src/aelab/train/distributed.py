@@ -12,6 +12,7 @@ training loop runs exactly as in one process.
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import Callable
 
@@ -20,6 +21,7 @@ from torch import nn
 
 from ..errors import TrainingError
 from ..evaluate.evaluate import evaluate, per_sample_errors
+from ..evaluate.metrics import RegressionStats
 from ..models.base import LossOutput
 
 _METRICS = ("loss", "bce", "mse", "psnr")
@@ -46,8 +48,8 @@ class Single:
     def average(self, t: torch.Tensor) -> torch.Tensor:
         return t
 
-    def evaluate(self, model, x, loss: str) -> dict[str, float]:
-        return evaluate(model, x, loss)
+    def evaluate(self, model, x, loss: str, stats: RegressionStats | None = None) -> dict[str, float]:
+        return evaluate(model, x, loss, stats=stats)
 
     def any(self, flag: bool) -> bool:
         return flag
@@ -111,16 +113,25 @@ class Group(Single):
         self.dist.all_reduce(t)
         return t / self.world
 
-    def evaluate(self, model, x, loss: str) -> dict[str, float]:
-        """Each rank scores its slice; sums and counts are added up, so the means are over all of x."""
+    def evaluate(self, model, x, loss: str, stats: RegressionStats | None = None) -> dict[str, float]:
+        """Each rank scores its slice; sums and counts are added up, so the means are over all of x
+        (and ``stats``, when given, holds the per-feature sums of all of x)."""
         lo, hi = self.bounds(len(x))
         sums = torch.zeros(len(_METRICS) + 1, dtype=torch.float64)
+        mine = RegressionStats() if stats is not None else None
         if hi > lo:
-            per = per_sample_errors(model, x[lo:hi], loss)
+            per = per_sample_errors(model, x[lo:hi], loss, stats=mine)
             sums = torch.tensor([float(per[k].double().sum()) for k in _METRICS] + [hi - lo], dtype=torch.float64)
         sums = sums.to(self.device)
         self.dist.all_reduce(sums)
         sums = sums.cpu()
+        if stats is not None and mine is not None:
+            d = math.prod(x.shape[1:])
+            parts = [mine.sse, mine.sum, mine.sumsq] if mine.sse is not None else [torch.zeros(d, dtype=torch.float64)] * 3
+            flat = torch.cat(parts).to(self.device)
+            self.dist.all_reduce(flat)
+            stats.sse, stats.sum, stats.sumsq = flat.cpu().split(d)
+            stats.n = int(sums[-1])
         return {k: float(sums[i] / sums[-1]) for i, k in enumerate(_METRICS)}
 
     def any(self, flag: bool) -> bool:

@@ -3,16 +3,17 @@
 The whole training set lives in one tensor on the device; every epoch draws a
 permutation and each batch is an index slice of it (no DataLoader, no worker
 processes). Batch losses stay on the device until the epoch ends, so the loop
-never waits on a host sync; NaN is caught there, before a checkpoint is written.
+never waits on a host sync; the NaN guard reads them there, before a checkpoint
+is written. Everything around the loop (NaN guard, log, progress bar, early
+stopping, Ctrl-C, checkpoints, run files, pictures) is a callback (callbacks.py).
 """
 from __future__ import annotations
 
 import math
-import os
-import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,20 +23,158 @@ from ..data import Splits
 from ..data.mapped import MappedRows
 from ..data.noise import compose
 from ..errors import TrainingError
-from ..evaluate.evaluate import evaluate
-from .checkpoint import TrainState, load_checkpoint, save_checkpoint
+from ..evaluate.evaluate import data_fit, fitting_metrics
+from ..evaluate.extra import extra_metrics
+from ..evaluate.metrics import RegressionStats
+from ..models import capabilities
+from .callbacks import Callback, CallbackList, TrainingInterrupted
+from .checkpoint import TrainState
 from .distributed import current as process_group
-from .interrupt import StopRequest
 from .optim import make_optimizer, make_scheduler
 from .precision import autocast_context, resolve_precision
 
 
-class EpochHook(Protocol):
-    def on_epoch_end(self, epoch: int, row: dict[str, Any], model: torch.nn.Module) -> None: ...
+def fit(model: torch.nn.Module, data: Splits, cfg: Config, callbacks: Sequence[Callback] = (),
+        log: Callable[[str], None] = print) -> TrainState:
+    """Trains ``model`` on ``data`` for ``cfg.train.epochs`` epochs; returns the final TrainState.
+
+    ``callbacks`` do everything else (``standard_callbacks`` gives the usual list); callers
+    go through the one entry point, ``aelab.train`` (runner.py), which assembles them."""
+    flush_before = flush_denormal_enabled()
+    try:
+        return _fit(model, data, cfg, callbacks, log)
+    finally:
+        torch.set_flush_denormal(flush_before)  # setup_runtime turned it on for training: the caller's floats are theirs
 
 
-class TrainingInterrupted(TrainingError):
-    exit_code = 130
+def _fit(model: torch.nn.Module, data: Splits, cfg: Config, callbacks: Sequence[Callback],
+         log: Callable[[str], None]) -> TrainState:
+    loop = Loop(model, data, cfg, log)
+    cbs = CallbackList(callbacks)
+    try:
+        cbs.on_train_begin(loop)  # e.g. resume from the checkpoint, install the Ctrl-C handler
+        for epoch in range(loop.state.epoch, cfg.train.epochs):
+            cbs.on_epoch_begin(loop, epoch)
+            if loop.stop_reason is not None:
+                break
+            t0 = time.perf_counter()
+            loop.batch_losses, parts = loop.train_epoch(epoch, cbs)
+            seconds = time.perf_counter() - t0
+            if loop.sched is not None:
+                loop.sched.step()
+            row = loop.validate(epoch, parts, seconds)
+            loop.record(row)
+            cbs.on_epoch_end(loop, row)  # NaN guard first, checkpoint after every callback that may stop
+            if loop.stop_reason is not None:
+                break
+        cbs.on_train_end(loop)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(f"interrupted during epoch {loop.state.epoch + 1}; the checkpoint holds epoch "
+                                  f"{loop.saved_epoch}{loop.resume_hint()}") from None
+    finally:
+        cbs.teardown(loop)
+    return loop.state
+
+
+class Loop:
+    """What one training holds: model, data on the device, optimizer, schedule, generator, state.
+
+    Callbacks read and change it; ``train_epoch`` is the hot path."""
+
+    def __init__(self, model: torch.nn.Module, data: Splits, cfg: Config, log: Callable[[str], None] = print):
+        t = cfg.train
+        self.model, self.data, self.cfg, self.log = model, data, cfg, log
+        self.device = resolve_device(t.device)
+        setup_runtime(cfg)
+        self.precision = resolve_precision(t.precision, self.device)
+        model.to(self.device)
+        if any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
+            # oneDNN / cuDNN convolutions run faster in NHWC
+            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.x_train: Any = _as_tensor(data.x_train, self.device)  # a tensor, or MappedRows for data.mmap
+        self.y_train: Any = _as_tensor(data.y_train, self.device)
+        self.x_val, self.y_val = data.validation
+        if len(data.x_train) < 1:
+            raise TrainingError("the training split is empty")
+        self.batches_per_epoch = math.ceil(len(data.x_train) / t.batch_size)
+        self.noise = compose(cfg.data.noise)
+        self.gen = torch.Generator().manual_seed(t.seed + 1)  # shuffling and noise, saved in checkpoints
+        self.opt = make_optimizer(model.parameters(), t, self.device)
+        self.sched = make_scheduler(self.opt, t)
+        self.scaler = torch.amp.GradScaler("cuda") if (self.precision == "fp16-mixed" and self.device.type == "cuda") else None
+        self.group = process_group()  # one process, or this rank's share under torchrun (distributed.py)
+        self.loss_fn = self.group.loss_fn(model)
+        # which validation metrics fit the data: BCE and PSNR (peak 1) on targets in [0, 1] only, as in summary.json
+        self.data_fit = data_fit(self.x_val, data.scaler)
+        self.epoch_metrics = capabilities(cfg.model).epoch_metrics  # e.g. the classifier's validation accuracy
+        self.state = TrainState(epoch=0)
+        self.batch_losses = torch.empty(0)  # the last epoch's, on the host
+        self.stop_reason: str | None = None
+        self.saved_epoch = 0  # the epoch the newest checkpoint holds (0: none)
+        self.checkpoint_dir: Path | None = None
+
+    def request_stop(self, reason: str) -> None:
+        """Ends training after this epoch's callbacks (the first reason wins)."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+
+    def resume_hint(self) -> str:
+        d = self.checkpoint_dir
+        return f"; resume with: aelab train --resume {d.parent}" if d is not None and self.saved_epoch else ""
+
+    def train_epoch(self, epoch: int, cbs: CallbackList) -> tuple[torch.Tensor, dict[str, list[torch.Tensor]]]:
+        """One pass over the shuffled training set; batch losses (host) and loss parts (device)."""
+        t, model, opt, scaler, dev = self.cfg.train, self.model, self.opt, self.scaler, self.device
+        model.train()
+        n = len(self.x_train)
+        perm = torch.randperm(n, generator=self.gen).to(dev)
+        losses = []
+        parts: dict[str, list[torch.Tensor]] = {}
+        for i in range(0, n, t.batch_size):
+            idx = perm[i: i + t.batch_size]
+            xb = self.x_train[idx]
+            if xb.dtype == torch.uint8:  # memory-mapped data arrives as bytes
+                xb = xb.float().div_(255)
+            yb = self.y_train[idx] if self.y_train is not None else None
+            xin = self.noise(xb, self.gen if dev.type == "cpu" else None) if self.noise else xb
+            with autocast_context(dev, self.precision):
+                out = self.loss_fn(xin, xb, yb, t.loss, epoch)
+            opt.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(out.total).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                out.total.backward()
+                opt.step()
+            losses.append(out.total.detach())
+            for k, v in out.parts.items():
+                parts.setdefault(k, []).append(v.detach())
+            cbs.on_batch_end(self)
+        return self.group.average(torch.stack(losses).float()).cpu(), parts
+
+    def validate(self, epoch: int, parts: dict[str, list[torch.Tensor]], seconds: float) -> dict[str, Any]:
+        """The epoch's metrics.csv row: train loss, the validation metrics that fit the data
+        (evaluate.fitting_metrics: the rule summary.json follows), lr, seconds, loss parts."""
+        stats = None if self.data_fit.unit_range else RegressionStats()
+        val = fitting_metrics(self.group.evaluate(self.model, self.x_val, self.cfg.train.loss, stats), stats,
+                              self.data_fit)
+        row = {"epoch": epoch + 1, "train_loss": float(self.batch_losses.mean()),
+               **{f"val_{k}": v for k, v in val.items() if k != "psnr_peak"},  # the peak is the split's, not the epoch's
+               "lr": self.opt.param_groups[0]["lr"], "seconds": seconds}
+        if self.epoch_metrics:
+            row.update({f"val_{k}": v for k, v in extra_metrics(self.model, self.x_val, self.y_val).items()})
+        if len(parts) > 1:  # e.g. recon + penalty, or a VAE's recon + kl
+            row.update({f"train_{k}": float(self.group.average(torch.stack(v).float()).mean()) for k, v in parts.items()})
+        return row
+
+    def record(self, row: dict[str, Any]) -> None:
+        s = self.state
+        first = len(s.batches)
+        s.batches.extend({"epoch": row["epoch"], "batch": k + 1, "step": first + k + 1, "loss": float(v)}
+                         for k, v in enumerate(self.batch_losses))
+        s.history.append(row)
+        s.epoch = row["epoch"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -46,164 +185,25 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def flush_denormal_enabled() -> bool:
+    """Whether this thread flushes denormal floats to zero now (torch can set it but not read it back):
+    a denormal float32 multiplied by one survives unless flushing is on."""
+    tiny = torch.tensor([1e-40], dtype=torch.float64).float()  # made while flushing may be on, so built in float64
+    return bool((tiny * 1.0).item() == 0.0)
+
+
 def setup_runtime(cfg: Config) -> None:
-    """Process-wide settings that make CPU training fast and repeatable."""
+    """Process-wide settings that make CPU training fast and repeatable (``fit`` restores flush-denormal after)."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     # Denormal floats make CPU matmuls crawl as weights shrink; flushing them keeps epochs flat.
     torch.set_flush_denormal(True)
 
 
-def _as_tensor(a: np.ndarray | None, device: torch.device) -> torch.Tensor | None:
+def _as_tensor(a: np.ndarray | None, device: torch.device) -> torch.Tensor | MappedRows | None:
     if a is None:
         return None
     if isinstance(a, np.memmap):  # data.mmap: batches are read from disk, never the whole file
         return MappedRows(a, device)
     t = torch.as_tensor(np.ascontiguousarray(a))
     return t.to(device)
-
-
-def _progress(total: int, desc: str):
-    if sys.stderr.isatty() and not os.environ.get("AELAB_NO_PROGRESS"):
-        from tqdm import tqdm
-
-        return tqdm(total=total, desc=desc, leave=False, unit="batch", dynamic_ncols=True)
-    return None
-
-
-def fit(model: torch.nn.Module, data: Splits, cfg: Config, checkpoint_dir: Path | None = None,
-        hooks: Sequence[EpochHook] = (), resume: bool = False, log: Callable[[str], None] = print,
-        on_checkpoint: Callable[[TrainState], None] | None = None) -> TrainState:
-    t = cfg.train
-    device = resolve_device(t.device)
-    setup_runtime(cfg)
-    precision = resolve_precision(t.precision, device)
-    model.to(device)
-    if any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
-        model.to(memory_format=torch.channels_last)  # oneDNN / cuDNN convolutions run faster in NHWC
-
-    x_train = _as_tensor(data.x_train, device)
-    y_train = _as_tensor(data.y_train, device)
-    x_val, y_val = data.validation
-    n = len(x_train)
-    if n < 1:
-        raise TrainingError("the training split is empty")
-    noise = compose(cfg.data.noise)
-    gen = torch.Generator().manual_seed(t.seed + 1)  # shuffling and noise, saved in checkpoints
-
-    opt = make_optimizer(model.parameters(), t, device)
-    sched = make_scheduler(opt, t)
-    scaler = torch.amp.GradScaler("cuda") if (precision == "fp16-mixed" and device.type == "cuda") else None
-    group = process_group()  # one process, or this rank's share under torchrun (distributed.py)
-    loss_fn = group.loss_fn(model)
-    state = TrainState(epoch=0)
-    if resume and checkpoint_dir is not None:
-        state = load_checkpoint(checkpoint_dir, model, opt, sched, gen)
-        group.barrier()  # every rank has read it before rank 0 may replace it
-        log(f"resumed after epoch {state.epoch}")
-        if on_checkpoint is not None:
-            on_checkpoint(state)  # metrics.csv / batches.csv back to what the checkpoint holds
-    saved_epoch = state.epoch
-    stopped_early = bool(t.early_stopping) and state.bad_epochs >= t.early_stopping  # resumed after it stopped
-
-    ctrl_c = StopRequest(announce=group.is_writer).install()  # first Ctrl-C: finish and save this epoch
-    try:
-        for epoch in range(state.epoch, state.epoch if stopped_early else t.epochs):
-            model.train()
-            t0 = time.perf_counter()
-            perm = torch.randperm(n, generator=gen).to(device)
-            losses = []
-            parts: dict[str, list[torch.Tensor]] = {}
-            bar = _progress(math.ceil(n / t.batch_size), f"epoch {epoch + 1}/{t.epochs}")
-            for i in range(0, n, t.batch_size):
-                idx = perm[i: i + t.batch_size]
-                xb = x_train[idx]
-                if xb.dtype == torch.uint8:  # memory-mapped data arrives as bytes
-                    xb = xb.float().div_(255)
-                yb = y_train[idx] if y_train is not None else None
-                xin = noise(xb, gen if device.type == "cpu" else None) if noise else xb
-                with autocast_context(device, precision):
-                    out = loss_fn(xin, xb, yb, t.loss, epoch)
-                opt.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(out.total).backward()
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    out.total.backward()
-                    opt.step()
-                losses.append(out.total.detach())
-                for k, v in out.parts.items():
-                    parts.setdefault(k, []).append(v.detach())
-                if bar is not None:
-                    bar.update(1)
-            if bar is not None:
-                bar.close()
-            batch_losses = group.average(torch.stack(losses).float()).cpu()
-            bad = (~torch.isfinite(batch_losses)).nonzero()
-            if len(bad):
-                j = int(bad[0])
-                kept = f"the checkpoint of epoch {saved_epoch} is kept" if saved_epoch else "no checkpoint was written"
-                raise TrainingError(f"loss became {batch_losses[j].item()} at epoch {epoch + 1}, batch {j + 1}; "
-                                    f"training stopped and {kept}; try a lower train.lr")
-            train_seconds = time.perf_counter() - t0
-            if sched is not None:
-                sched.step()
-            val = group.evaluate(model, x_val, t.loss)
-            row = {
-                "epoch": epoch + 1,
-                "train_loss": float(batch_losses.mean()),
-                "val_loss": val["loss"],
-                "val_bce": val["bce"],
-                "val_mse": val["mse"],
-                "val_psnr": val["psnr"],
-                "lr": opt.param_groups[0]["lr"],
-                "seconds": train_seconds,
-            }
-            if getattr(model, "log_extra_metrics", False):  # e.g. the classifier's validation accuracy
-                row.update({f"val_{k}": v for k, v in model.extra_metrics(x_val, y_val).items()})
-            if len(parts) > 1:  # e.g. recon + penalty, or a VAE's recon + kl
-                row.update({f"train_{k}": float(group.average(torch.stack(v).float()).mean()) for k, v in parts.items()})
-            first_batch = len(state.batches)
-            state.batches.extend({"epoch": epoch + 1, "batch": k + 1, "step": first_batch + k + 1, "loss": float(v)}
-                                 for k, v in enumerate(batch_losses))
-            state.history.append(row)
-            state.epoch = epoch + 1
-            log(f"epoch {epoch + 1}/{t.epochs}  train {row['train_loss']:.4f}  val {t.loss} {row['val_loss']:.4f}  "
-                f"mse {row['val_mse']:.4f}  psnr {row['val_psnr']:.2f} dB  {train_seconds:.2f}s")
-            for h in hooks:
-                h.on_epoch_end(epoch + 1, row, model)
-
-            stop = False
-            if t.early_stopping:
-                if state.best_val is None or row["val_loss"] < state.best_val - 1e-6:
-                    state.best_val, state.bad_epochs = row["val_loss"], 0
-                    state.best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                else:
-                    state.bad_epochs += 1
-                    stop = state.bad_epochs >= t.early_stopping
-            interrupted = group.any(ctrl_c.requested)
-            if checkpoint_dir is not None and group.is_writer and (
-                    state.epoch % t.checkpoint_every == 0 or state.epoch == t.epochs or stop or interrupted):
-                save_checkpoint(checkpoint_dir, model, opt, sched, gen, state)
-                saved_epoch = state.epoch
-            if on_checkpoint is not None:
-                on_checkpoint(state)
-            if interrupted and state.epoch < t.epochs and not stop:
-                raise TrainingInterrupted(f"stopped by Ctrl-C after epoch {state.epoch}; the checkpoint holds epoch "
-                                          f"{saved_epoch}{_resume_hint(checkpoint_dir, saved_epoch)}")
-            if stop:
-                log(f"early stopping: no improvement for {t.early_stopping} epochs; keeping the best weights")
-                break
-    except KeyboardInterrupt:
-        raise TrainingInterrupted(f"interrupted during epoch {state.epoch + 1}; the checkpoint holds epoch "
-                                  f"{saved_epoch}{_resume_hint(checkpoint_dir, saved_epoch)}") from None
-    finally:
-        ctrl_c.restore()
-    if state.best_weights is not None:
-        model.load_state_dict(state.best_weights)
-    return state
-
-
-def _resume_hint(checkpoint_dir: Path | None, saved_epoch: int) -> str:
-    return f"; resume with: aelab train --resume {checkpoint_dir.parent}" if checkpoint_dir is not None and saved_epoch else ""

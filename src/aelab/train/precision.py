@@ -6,13 +6,19 @@ fp32, because emulated bf16 is slower, not faster: on an AVX2 CPU aelab bench
 measured a bf16 matmul at 1.3 GFLOP/s against 144 fp32 (docs/PERFORMANCE.md).
 On CUDA auto stays fp32 as well: the seeds' models are too small for tensor
 cores to matter next to kernel-launch time; ask for bf16-mixed or fp16-mixed.
+``AELAB_PRECISION=fp32`` (or ``bf16-mixed``) in the environment decides what auto
+means on any machine: `make test` uses it to run the precision-sensitive tests in
+the format this CPU would not pick.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
 
 import torch
+
+from ..errors import ConfigError
 
 # /proc/cpuinfo flags of CPUs that multiply bf16 natively (oneDNN uses them for bf16 matmuls)
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
@@ -30,6 +36,27 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+# the flags that decide how fast (and in which format) a CPU trains; named beside every result
+KIND_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def cpu_kind() -> str:
+    """'AMD EPYC, avx2 avx512f avx512_bf16': the CPU model and its flags that matter here (summary.json, docs)."""
+    name = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import platform
+
+    flags = " ".join(f for f in KIND_FLAGS if f in cpu_flags())
+    return f"{name or platform.processor() or platform.machine()}, {flags or 'no avx2'}"
+
+
 def cpu_has_native_bf16(flags: frozenset[str] | None = None) -> bool:
     flags = cpu_flags() if flags is None else flags
     return any(f in flags for f in NATIVE_BF16_FLAGS)
@@ -39,6 +66,11 @@ def resolve_precision(precision: str, device: torch.device, flags: frozenset[str
     """``auto`` -> the format this device trains fastest in without hurting the result; others as asked."""
     if precision != "auto":
         return precision
+    forced = os.environ.get("AELAB_PRECISION", "").strip()
+    if forced:  # what auto means here, whatever the CPU: the test suite's second pass, or matching another machine
+        if forced not in ("fp32", "bf16-mixed"):
+            raise ConfigError(f"AELAB_PRECISION: must be fp32 or bf16-mixed (what train.precision auto resolves to), got '{forced}'")
+        return forced
     if device.type == "cpu" and cpu_has_native_bf16(flags):
         return "bf16-mixed"
     return "fp32"

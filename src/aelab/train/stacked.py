@@ -1,26 +1,28 @@
 """Several runs of one architecture trained together as one stacked model: seeds, learning rates, noise levels.
 
-Every member keeps what ``fit`` would give it alone: its own nn.Module (initialised
-from its own seed), its own optimizer and scheduler, and its own generator for
-shuffling and noise. Each step stacks the members' parameters (``torch.stack``,
-so gradients flow back to each member's own tensors), runs the model once under
-``torch.func.vmap`` (batched matmuls instead of M small ones: the per-step
-Python and dispatch cost is paid once for all members), and the backward of the
-summed losses gives every member the gradient of its own loss. Validation,
-early stopping, checkpoints and metrics are per member, so each run directory
-is the one ``aelab train`` would write for that config, and a member that stops
-(early stopping, a NaN) simply leaves the stack.
+Every member keeps what ``fit`` would give it alone: its own ``Loop`` (model initialised
+from its own seed, optimizer, scheduler, generator for shuffling and noise) and its own
+standard callbacks (NaN guard, early stopping, checkpointing, metrics.csv). Each step stacks
+the members' parameters (``torch.stack``, so gradients flow back to each member's own
+tensors), runs the model once (batched GEMMs for plain dense models, ``torch.func.vmap``
+otherwise: the per-step Python and dispatch cost is paid once for all members), and the
+backward of the summed losses gives every member the gradient of its own loss. Validation
+and the end of each epoch go through the member's ``Loop.validate`` / ``record`` and its
+callbacks, so each member's state is the one ``fit`` would reach; a member that stops (early
+stopping, a NaN) simply leaves the stack. The run directories are written by runner.py
+(``aelab.runner.train_stacked``) with the code that writes a single run's.
 
-Members agree on everything that shapes a step (model, data, batch size, loss,
-precision, device) and may differ in :data:`MAY_DIFFER`. ``why_not_stackable``
-says why a set of configs cannot be stacked; the sweep then trains them one by one.
+Members agree on everything that shapes a step (model, data, batch size, loss, precision,
+device) and may differ in :data:`MAY_DIFFER`; the family must declare ``Capabilities.stackable``
+and its config may refuse (``ModelConfig.stack_refusal``). ``why_not_stackable`` says why a set
+of configs cannot be stacked; the sweep then trains them one by one.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -29,13 +31,12 @@ from torch.func import functional_call, vmap
 
 from ..config import Config
 from ..data import Splits
-from ..data.noise import compose
 from ..errors import TrainingError
-from ..evaluate.evaluate import evaluate
-from .checkpoint import TrainState, save_checkpoint
-from .loop import _as_tensor, resolve_device, setup_runtime
-from .optim import make_optimizer, make_scheduler
-from .precision import autocast_context, resolve_precision
+from ..models import Autoencoder, capabilities
+from .callbacks import Callback, CallbackList, EpochLog, ProgressBar, StopOnCtrlC
+from .checkpoint import TrainState
+from .loop import Loop, flush_denormal_enabled
+from .precision import autocast_context
 
 # config keys (dotted) whose values may differ between the members of one stack
 MAY_DIFFER = frozenset({
@@ -43,7 +44,6 @@ MAY_DIFFER = frozenset({
     "train.epochs", "train.early_stopping", "train.schedule", "train.step_size", "train.gamma",
     "train.checkpoint_every", "data.noise",
 })
-FAMILIES = ("dense", "conv")  # models whose loss is a pure function of parameters and input (no sampling, no labels)
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -70,13 +70,11 @@ def why_not_stackable(cfgs: Sequence[Config]) -> str | None:
     if any(shape_key(c) != shape_key(first) for c in cfgs[1:]):
         return "the configs differ in more than seed, lr, weight decay, schedule, epochs, early stopping or noise"
     m = first.model
-    if m.name not in FAMILIES:
-        return f"model {m.name} (stacking covers {', '.join(FAMILIES)})"
-    drop = m.dropout if isinstance(m.dropout, list) else [m.dropout]
-    if any(d > 0 for d in drop):
-        return "dropout draws from the global random stream, not each member's own"
-    if m.batch_norm or m.tied:
-        return "batch norm or tied weights"
+    if not capabilities(m).stackable:
+        return f"model {m.name} (its family does not declare Capabilities.stackable)"
+    refusal = m.stack_refusal()
+    if refusal is not None:
+        return refusal
     if first.data.mmap:
         return "data.mmap reads batches from disk"
     from .distributed import current
@@ -88,18 +86,16 @@ def why_not_stackable(cfgs: Sequence[Config]) -> str | None:
 
 @dataclass
 class Member:
-    """One run inside the stack: what fit() would hold for it alone."""
-    cfg: Config
-    model: nn.Module
-    checkpoint_dir: Path | None = None
-    on_checkpoint: Callable[[TrainState], None] | None = None
-    opt: torch.optim.Optimizer = field(init=False)
-    sched: Any = field(init=False)
-    gen: torch.Generator = field(init=False)
-    noise: Any = field(init=False)
-    state: TrainState = field(default_factory=lambda: TrainState(epoch=0))
+    """One run inside the stack: the ``Loop`` and callbacks ``fit`` would hold for it alone."""
+    model: Autoencoder
+    loop: Loop
+    callbacks: CallbackList
     error: str | None = None
     done: bool = False
+
+    @property
+    def state(self) -> TrainState:
+        return self.loop.state
 
 
 class _Forward(nn.Module):
@@ -114,8 +110,8 @@ class _Forward(nn.Module):
         return z, self.model.decode_logits(z)
 
 
-def stacked_loss(model: nn.Module, z: torch.Tensor, logits: torch.Tensor, target: torch.Tensor,
-                 loss: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def stacked_loss(model: Autoencoder, z: torch.Tensor, logits: torch.Tensor, target: torch.Tensor,
+                 loss: str, penalised: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Autoencoder.compute_loss for (members, batch, ...) tensors: one loss per member, mean per value.
 
     Outside vmap on purpose: vmap has no batching rule for BCE with logits and decomposes it into a
@@ -128,9 +124,9 @@ def stacked_loss(model: nn.Module, z: torch.Tensor, logits: torch.Tensor, target
         out = torch.sigmoid(logits) if model.output_activation == "sigmoid" else logits
         per = F.mse_loss(out, target, reduction="none")
     recon = per.flatten(1).mean(1)
-    if not (model.cfg.l1 > 0 or (model.cfg.sparsity_target is not None and model.cfg.sparsity_weight > 0)):
+    if not penalised:
         return recon, {"recon": recon}
-    pen = vmap(model.code_penalty)(z)
+    pen = cast(torch.Tensor, vmap(model.code_penalty)(z))
     return recon + pen, {"recon": recon, "penalty": pen}
 
 
@@ -139,7 +135,7 @@ _ELEMENTWISE = (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.Identity, nn.LeakyReLU, nn.ELU)
 
 def _dense_layers(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
     """The layers of a plain dense autoencoder (Flatten, Linear, element-wise, Unflatten), named; else None."""
-    layers = []
+    layers: list[tuple[str, nn.Module]] = []
     for part in ("encoder", "decoder"):
         seq = getattr(model, part, None)
         if not isinstance(seq, nn.Sequential):
@@ -178,27 +174,35 @@ class StackedStep:
     ``models`` share an architecture; returns the detached per-member loss (members,) and its parts.
     """
 
-    def __init__(self, models: Sequence[nn.Module], opts: Sequence[torch.optim.Optimizer], loss: str,
+    def __init__(self, models: Sequence[Autoencoder], opts: Sequence[torch.optim.Optimizer], loss: str,
                  device: torch.device, precision: str):
         self.models, self.opts, self.loss, self.device, self.precision = list(models), list(opts), loss, device, precision
         self.names = [k for k, _ in models[0].named_parameters()]
         self.plist = [dict(m.named_parameters()) for m in models]
         self.model = models[0]
+        self.penalised: bool | None = None  # does the model add a code penalty (asked of it on the first step)
         layers = _dense_layers(self.model)
         if layers is not None:  # dense: batched GEMMs written out (vmap's linear copies more)
-            code = len(self.model.encoder) - 1
-            self.forward = lambda params, xin: _dense_forward(layers, params, xin, code)
+            code = len(self.model.get_submodule("encoder")) - 1  # type: ignore[arg-type]  # an nn.Sequential
+            self.forward: Callable[..., tuple[torch.Tensor, torch.Tensor]] = (
+                lambda params, xin: _dense_forward(layers, params, xin, code))
         else:
             buffers = dict(models[0].named_buffers())
             template = _Forward(models[0])
-            self.forward = vmap(lambda params, xin: functional_call(
-                template, {f"model.{k}": v for k, v in {**params, **buffers}.items()}, (xin,)))
+
+            def one(params: dict[str, torch.Tensor], xin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                return functional_call(template, {f"model.{k}": v for k, v in {**params, **buffers}.items()}, (xin,))
+
+            self.forward = vmap(one)
 
     def __call__(self, xin: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         params = {k: torch.stack([p[k] for p in self.plist]) for k in self.names}
         with autocast_context(self.device, self.precision):
             z, logits = self.forward(params, xin)
-            total, parts = stacked_loss(self.model, z, logits, target, self.loss)
+            if self.penalised is None:
+                with torch.no_grad():
+                    self.penalised = self.model.code_penalty(z[0]) is not None
+            total, parts = stacked_loss(self.model, z, logits, target, self.loss, self.penalised)
         for o in self.opts:
             o.zero_grad(set_to_none=True)
         total.sum().backward()  # member m's parameters get the gradient of member m's loss alone
@@ -207,144 +211,98 @@ class StackedStep:
         return total.detach(), {k: v.detach() for k, v in parts.items()}
 
 
-def fit_stacked(members: Sequence[Member], data: Splits, log: Callable[[str], None] = print) -> list[Member]:
-    """Trains every member as fit() would alone, in one stacked model; returns them with state, or error set."""
-    cfgs = [m.cfg for m in members]
+# a stack logs one line per epoch for all members, and Ctrl-C ends the whole stack; the rest of the standard
+# callbacks (NaN guard, early stopping, checkpointing, metrics.csv, the caller's) run per member as in fit()
+_PER_STACK = (EpochLog, ProgressBar, StopOnCtrlC)
+
+
+def fit_stacked(models: Sequence[Autoencoder], cfgs: Sequence[Config], data: Splits,
+                callbacks: Sequence[Sequence[Callback]], log: Callable[[str], None] = print) -> list[Member]:
+    """Trains every model as ``fit(model, data, cfg, callbacks)`` would alone, in one stacked model.
+
+    Returns the members in order, each with its final state, or ``error`` set (e.g. a NaN loss) when its
+    callbacks stopped it with a TrainingError; the others go on."""
     why = why_not_stackable(cfgs)
     if why is not None:
         raise TrainingError(f"cannot stack these runs: {why}")
-    t = cfgs[0].train
-    device = resolve_device(t.device)
-    setup_runtime(cfgs[0])
-    precision = resolve_precision(t.precision, device)
-    for m in members:
-        m.model.to(device)
-        if any(isinstance(x, nn.Conv2d) for x in m.model.modules()):
-            m.model.to(memory_format=torch.channels_last)
-        m.opt = make_optimizer(m.model.parameters(), m.cfg.train, device)
-        m.sched = make_scheduler(m.opt, m.cfg.train)
-        m.gen = torch.Generator().manual_seed(m.cfg.train.seed + 1)  # the stream fit() gives this seed
-        m.noise = compose(m.cfg.data.noise)
-    x_train = _as_tensor(data.x_train, device)
-    x_val, _ = data.validation
-    n = len(x_train)
-    if n < 1:
-        raise TrainingError("the training split is empty")
-    bs, loss_name = t.batch_size, t.loss
-    epoch = 0
-    while True:
-        active = [m for m in members if not m.done and m.error is None and m.state.epoch < m.cfg.train.epochs]
-        if not active:
-            break
-        epoch = min(m.state.epoch for m in active)
-        for m in active:
-            m.model.train()
-        t0 = time.perf_counter()
-        perms = torch.stack([torch.randperm(n, generator=m.gen) for m in active]).to(device)
-        noisy = any(m.noise for m in active)
-        losses: list[torch.Tensor] = []
-        parts: dict[str, list[torch.Tensor]] = {}
-        step = StackedStep([m.model for m in active], [m.opt for m in active], loss_name, device, precision)
-        for i in range(0, n, bs):
-            xb = x_train[perms[:, i: i + bs]]  # (members, batch, ...): one gather
-            xin = torch.stack([m.noise(x, m.gen if device.type == "cpu" else None) if m.noise else x
-                               for m, x in zip(active, xb)]) if noisy else xb
-            total, part = step(xin, xb)
-            losses.append(total)
-            for k, v in part.items():
-                parts.setdefault(k, []).append(v)
-        train_seconds = time.perf_counter() - t0
-        all_losses = torch.stack(losses).float().cpu()  # (batches, members)
-        all_parts = {k: torch.stack(v).float().cpu() for k, v in parts.items()}
-        for j, m in enumerate(active):
-            _end_epoch(m, j, all_losses[:, j], {k: v[:, j] for k, v in all_parts.items()}, x_val, train_seconds, log)
-        vals = "  ".join(f"{m.state.history[-1]['val_loss']:.4f}" for m in active if m.error is None)
-        log(f"epoch {epoch + 1}  val {loss_name} {vals}  {train_seconds:.2f}s for {len(active)} runs")
-    for m in members:
-        if m.state.best_weights is not None:
-            m.model.load_state_dict(m.state.best_weights)
-    return list(members)
+    flush_before = flush_denormal_enabled()
+    try:
+        return _fit_stacked(models, cfgs, data, callbacks, log)
+    finally:
+        torch.set_flush_denormal(flush_before)  # as fit() does: the caller's floats are theirs
 
 
-def _end_epoch(m: Member, j: int, batch_losses: torch.Tensor, parts: dict[str, torch.Tensor], x_val,
-               train_seconds: float, log: Callable[[str], None]) -> None:
-    """fit()'s end of an epoch for one member: NaN check, validation, metrics row, early stopping, checkpoint."""
-    t = m.cfg.train
-    epoch = m.state.epoch
-    bad = (~torch.isfinite(batch_losses)).nonzero()
-    if len(bad):
-        k = int(bad[0])
-        m.error = (f"loss became {batch_losses[k].item()} at epoch {epoch + 1}, batch {k + 1}; training stopped; "
-                   f"try a lower train.lr")
-        log(f"  {m.cfg.name or 'member'} {j + 1}: {m.error}")
-        return
-    if m.sched is not None:
-        m.sched.step()
-    val = evaluate(m.model, x_val, t.loss)
-    row = {"epoch": epoch + 1, "train_loss": float(batch_losses.mean()), "val_loss": val["loss"],
-           "val_bce": val["bce"], "val_mse": val["mse"], "val_psnr": val["psnr"], "lr": m.opt.param_groups[0]["lr"],
-           "seconds": train_seconds}
-    if len(parts) > 1:
-        row.update({f"train_{k}": float(v.mean()) for k, v in parts.items()})
-    first = len(m.state.batches)
-    m.state.batches.extend({"epoch": epoch + 1, "batch": k + 1, "step": first + k + 1, "loss": float(v)}
-                           for k, v in enumerate(batch_losses))
-    m.state.history.append(row)
-    m.state.epoch = epoch + 1
-    stop = False
-    if t.early_stopping:
-        if m.state.best_val is None or row["val_loss"] < m.state.best_val - 1e-6:
-            m.state.best_val, m.state.bad_epochs = row["val_loss"], 0
-            m.state.best_weights = {k: v.detach().clone() for k, v in m.model.state_dict().items()}
-        else:
-            m.state.bad_epochs += 1
-            stop = m.state.bad_epochs >= t.early_stopping
-    if m.checkpoint_dir is not None and (m.state.epoch % t.checkpoint_every == 0 or m.state.epoch == t.epochs or stop):
-        save_checkpoint(m.checkpoint_dir, m.model, m.opt, m.sched, m.gen, m.state)
-    if m.on_checkpoint is not None:
-        m.on_checkpoint(m.state)
-    m.done = stop
-
-
-def train_stacked(cfgs: Sequence[Config], run_dirs: Sequence[str | Path], log: Callable[[str], None] = print) -> list:
-    """``train(cfg, dir)`` for every pair, trained as one stack; returns the finished Runs in order.
-
-    The data is loaded once (the members share it); each folder gets what train() writes. A member whose
-    loss became NaN is reported after the others finished, as one TrainingError naming each.
-    """
-    from ..data import load_data
-    from ..models import build_model
-    from ..run import write_history
-    from . import finish_run, start_run_dir
-
-    why = why_not_stackable(cfgs)
-    if why is not None:
-        raise TrainingError(f"cannot stack these runs: {why}")
-    first = cfgs[0]
-    splits = load_data(first.data, need_unit_range=first.model.output_activation == "sigmoid" and first.train.loss == "bce")
+def _fit_stacked(models: Sequence[Autoencoder], cfgs: Sequence[Config], data: Splits,
+                 callbacks: Sequence[Sequence[Callback]], log: Callable[[str], None]) -> list[Member]:
     members = []
-    for cfg, d in zip(cfgs, run_dirs):
-        d = Path(d)
-        torch.manual_seed(cfg.train.seed)  # the init train() gives this seed
-        model = build_model(cfg, splits.sample_shape)
-        d.mkdir(parents=True, exist_ok=True)
-        start_run_dir(d, cfg, splits)
+    for i, (model, cfg, cbs) in enumerate(zip(models, cfgs, callbacks)):
+        name = cfg.name or f"run {i + 1}"
+        loop = Loop(model, data, cfg, log=_prefixed(log, f"  {name}: "))
+        members.append(Member(model, loop, CallbackList([c for c in cbs if not isinstance(c, _PER_STACK)])))
+    t = cfgs[0].train
+    device, precision = members[0].loop.device, members[0].loop.precision
+    x_train = members[0].loop.x_train
+    n, bs = len(x_train), t.batch_size
+    try:
+        for m in members:
+            m.callbacks.on_train_begin(m.loop)
+        while True:
+            active = [m for m in members if not m.done and m.error is None and m.state.epoch < m.loop.cfg.train.epochs]
+            for m in active:
+                m.callbacks.on_epoch_begin(m.loop, m.state.epoch)
+                m.done = m.loop.stop_reason is not None
+            active = [m for m in active if not m.done]
+            if not active:
+                break
+            epoch = min(m.state.epoch for m in active)
+            t0 = time.perf_counter()
+            for m in active:
+                m.loop.model.train()
+            perms = torch.stack([torch.randperm(n, generator=m.loop.gen) for m in active]).to(device)
+            noisy = any(m.loop.noise for m in active)
+            losses: list[torch.Tensor] = []
+            parts: dict[str, list[torch.Tensor]] = {}
+            step = StackedStep([m.model for m in active], [m.loop.opt for m in active], t.loss, device, precision)
+            for i in range(0, n, bs):
+                xb = x_train[perms[:, i: i + bs]]  # (members, batch, ...): one gather
+                xin = torch.stack([m.loop.noise(x, m.loop.gen if device.type == "cpu" else None) if m.loop.noise else x
+                                   for m, x in zip(active, xb)]) if noisy else xb
+                total, part = step(xin, xb)
+                losses.append(total)
+                for k, v in part.items():
+                    parts.setdefault(k, []).append(v)
+            seconds = time.perf_counter() - t0
+            all_losses = torch.stack(losses).float().cpu()  # (batches, members): one transfer per epoch
+            for j, m in enumerate(active):
+                _end_epoch(m, epoch, all_losses[:, j], {k: [b[j] for b in v] for k, v in parts.items()}, seconds)
+            vals = "  ".join(f"{m.state.history[-1]['val_loss']:.4f}" for m in active if m.error is None)
+            log(f"epoch {epoch + 1}  val {t.loss} {vals}  {seconds:.2f}s for {len(active)} runs")
+        for m in members:
+            if m.error is None:
+                m.callbacks.on_train_end(m.loop)  # e.g. early stopping puts the best weights back
+    finally:
+        for m in members:
+            m.callbacks.teardown(m.loop)
+    return members
 
-        def on_checkpoint(state, d=d):
-            write_history(d, state.history, state.batches)
 
-        members.append(Member(cfg, model, d / "checkpoint", on_checkpoint))
-    n_params = sum(p.numel() for p in members[0].model.parameters())
-    log(f"training {len(members)} {first.model.name} runs as one stack on {splits.name}: {len(splits.x_train)} train / "
-        f"{len(splits.x_test)} test samples; {n_params:,} parameters each")
-    fit_stacked(members, splits, log=log)
-    runs, failed = [], []
-    for m, d in zip(members, run_dirs):
-        if m.error is not None:
-            failed.append(f"{d}: {m.error}")
-            continue
-        m.model.eval()
-        runs.append(finish_run(Path(d), m.cfg, splits, m.model, m.state, extra={"stacked_members": len(members)}))
-    if failed:
-        raise TrainingError("; ".join(failed))
-    return runs
+def _prefixed(log: Callable[[str], None], prefix: str) -> Callable[[str], None]:
+    return lambda s: log(prefix + s)
+
+
+def _end_epoch(m: Member, epoch: int, batch_losses: torch.Tensor, parts: dict[str, list[torch.Tensor]],
+               seconds: float) -> None:
+    """fit()'s end of an epoch for one member: schedule, validation row, record, its callbacks."""
+    loop = m.loop
+    loop.batch_losses = batch_losses
+    if loop.sched is not None:
+        loop.sched.step()
+    row = loop.validate(epoch, parts, seconds)
+    loop.record(row)
+    try:
+        m.callbacks.on_epoch_end(loop, row)  # NaN guard first, checkpointing and metrics.csv last
+    except TrainingError as e:
+        m.error = str(e)
+        loop.log(m.error)
+        return
+    m.done = loop.stop_reason is not None

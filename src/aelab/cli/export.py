@@ -1,9 +1,8 @@
 """`aelab export`: ONNX or TorchScript files of a trained run, for programs that do not import aelab."""
+
 from __future__ import annotations
 
 import argparse
-
-from .cli import command
 
 DESCRIPTION = """\
 Write the run's encoder, decoder and whole autoencoder as separate files with a
@@ -19,18 +18,27 @@ with torch.jit.load and need no aelab.
 """
 
 
-def add_commands(sub) -> None:
-    p = sub.add_parser("export", help="write a run's encoder/decoder as ONNX or TorchScript",
-                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+NAME = "export"
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "export",
+        help="write a run's encoder/decoder as ONNX or TorchScript",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("run", help="a finished run directory")
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="file format (default onnx)")
-    p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder to write the files into (made if missing)")
+    p.add_argument(
+        "-o", "--output", required=True, metavar="DIR", help="folder to write the files into (made if missing)"
+    )
     p.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
+    return p
 
 
-@command("export")
-def cmd_export(a: argparse.Namespace) -> int:
-    from .export import export_run
+def run(a: argparse.Namespace) -> int:
+    from ..export import export_run
 
     m = export_run(a.run, a.output, a.format, a.opset)
     for name, e in m["files"].items():

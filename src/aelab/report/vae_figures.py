@@ -1,14 +1,14 @@
 """The three VAE pictures for the run report, as matplotlib figures (no file I/O here).
 
 Each function returns a figure; ``vae_figures`` bundles them as
-(file_stem, figure, caption) for ``model.report_figures(splits)``.
+(file_stem, figure, caption) for the "vae" figure set (model_figures.py).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from ..report.images import grid
+from .images import grid
 
 
 def _image_figure(img: np.ndarray, title: str, width: float = 6.0, extent=None, axis_labels=None):

@@ -1,12 +1,13 @@
 """`aelab score`: anomaly scores of new data under a trained run, thresholded on its training data."""
+
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
 
-from .cli import command
-from .errors import ConfigError
+from ..errors import ConfigError
+from ._common import read_input_array
 
 DESCRIPTION = """\
 Score samples by how badly the run reconstructs them (higher = more unusual) and flag
@@ -23,27 +24,53 @@ run's training data was (uint8 / 255, or the run's standard scaler for tabular d
 """
 
 
-def add_commands(sub) -> None:
-    p = sub.add_parser("score", help="anomaly scores and outlier flags from a trained run",
-                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+NAME = "score"
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "score",
+        help="anomaly scores and outlier flags from a trained run",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("run", help="a finished run directory")
-    p.add_argument("input", nargs="?", help="samples to score (.npy, .npz, .csv, image or folder); "
-                                            "omit to evaluate the run's test split")
+    p.add_argument(
+        "input",
+        nargs="?",
+        help="samples to score (.npy, .npz, .csv, image or folder); omit to evaluate the run's test split",
+    )
     p.add_argument("-o", "--output", help="CSV to write (index, score, is_outlier); required with INPUT")
-    p.add_argument("--metric", choices=["auto", "mse", "bce", "nelbo"], default="auto",
-                   help="per-sample score: reconstruction MSE or BCE (mean per value), or a VAE's negative "
-                        "ELBO in nats; auto: nelbo for a VAE, else the run's train.loss (default)")
-    p.add_argument("--quantile", type=float, default=0.99,
-                   help="threshold = this quantile of the training scores; about 1 - QUANTILE of "
-                        "training-like data gets flagged (default 0.99)")
+    p.add_argument(
+        "--metric",
+        choices=["auto", "mse", "bce", "nelbo"],
+        default="auto",
+        help="per-sample score: reconstruction MSE or BCE (mean per value), or a VAE's negative "
+        "ELBO in nats; auto (default): the model family's declared default, mse for every family whatever "
+        "its training loss (the best-ranking score measured, docs/ANOMALY.md)",
+    )
+    p.add_argument(
+        "--quantile",
+        type=float,
+        default=0.99,
+        help="threshold = this quantile of the training scores; about 1 - QUANTILE of "
+        "training-like data gets flagged (default 0.99)",
+    )
+    return p
 
 
-@command("score")
-def cmd_score(a: argparse.Namespace) -> int:
-    from .anomaly import (check_quantile, held_out_evaluation, prepare, resolve_metric, run_train_scores,
-                          score_array, threshold_at, write_scores_csv)
-    from .cli import read_input_array
-    from .run import load_run
+def run(a: argparse.Namespace) -> int:
+    from ..anomaly import (
+        check_quantile,
+        held_out_evaluation,
+        prepare,
+        resolve_metric,
+        run_train_scores,
+        score_array,
+        threshold_at,
+        write_scores_csv,
+    )
+    from ..run import load_run
 
     check_quantile(a.quantile, "--quantile")
     if a.input is not None and not a.output:
@@ -60,6 +87,8 @@ def cmd_score(a: argparse.Namespace) -> int:
     thr = threshold_at(train_scores, a.quantile)
     write_scores_csv(a.output, scores, thr)
     flagged = int((scores > thr).sum())
-    print(f"scored {len(scores)} samples ({metric}); threshold {thr:.6g} = the {a.quantile} quantile of "
-          f"{len(train_scores)} training scores; {flagged} flagged ({100 * flagged / len(scores):.1f}%) -> {a.output}")
+    print(
+        f"scored {len(scores)} samples ({metric}); threshold {thr:.6g} = the {a.quantile} quantile of "
+        f"{len(train_scores)} training scores; {flagged} flagged ({100 * flagged / len(scores):.1f}%) -> {a.output}"
+    )
     return 0

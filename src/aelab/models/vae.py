@@ -92,7 +92,7 @@ class VAEConfig(ModelConfig):
 
 
 VAE_CAPABILITIES = Capabilities(metrics=("elbo",), figures=("vae",), anomaly_scores=("nelbo", "mse", "bce"),
-                                generative=True,  # 'auto' scores by MSE, as every family (measured best)
+                                generative=True, likelihood=True,  # 'auto' scores by MSE, as every family (measured best)
                                 real_valued_keys=MappingProxyType({"likelihood": "gaussian"}))
 
 LOGVAR_RANGE = (-30.0, 20.0)  # keeps exp(logvar) finite in fp32 early in training

@@ -267,6 +267,8 @@ def render_run(run, pics: list[Picture], facts: dict) -> str:
     probe = read_probe(run.path)
     cards = [(label, s.get(k), "") for k, label in METRICS if s.get(k) is not None]
     cards.append(("mean code activation", facts.get("code_mean"), ""))
+    if capabilities(run.model).likelihood and s.get("test_nll") is None:  # the family has one; say how to get it
+        cards.append(("test NLL (nats)", "not estimated", f"aelab eval {run.path} --nll 5000"))
     cards += [(k.replace("_", " "), v, "probe.json") for k, v in probe_values(probe).items()]
     pub = dict(cfg.published or {})
     sections: list[str] = []

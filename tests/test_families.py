@@ -136,3 +136,22 @@ def test_saved_configs_of_older_runs_still_load():
     assert cfg.model.name == "conv" and cfg.model.channels == [4, 4]
     with pytest.raises(ConfigError, match="unknown config key 'model.hidden'; model.name 'conv' takes"):
         Config.from_dict({"model": old})
+
+
+@pytest.mark.parametrize("package, registry, importer", [("report", "figure_sets", "model_figures"),
+                                                         ("evaluate", "metric_sets", "extra")])
+def test_every_module_that_registers_sets_is_imported_by_the_one_place(package, registry, importer):
+    """A family's <family>_figures.py / <family>_metrics.py counts only once its line is in model_figures.py / extra.py."""
+    import importlib
+    import pathlib
+    import subprocess
+    import sys
+
+    folder = pathlib.Path(importlib.import_module(f"aelab.{package}").__file__).parent
+    deco = "@register_figures(" if package == "report" else "@register_metrics("
+    registering = [f.stem for f in folder.glob("*.py") if f.stem not in (registry, importer) and deco in f.read_text()]
+    assert registering  # the families' own modules exist and register themselves
+    code = f"import sys, aelab.{package}.{importer}; print(' '.join(sys.modules))"  # a fresh process: only what it imports
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
+    missing = [m for m in registering if f"aelab.{package}.{m}" not in loaded]
+    assert not missing, f"add `from . import {missing[0]} as _{missing[0]}  # noqa: F401` to {package}/{importer}.py"

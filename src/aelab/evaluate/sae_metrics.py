@@ -39,5 +39,9 @@ def sae_metrics(model, x, y) -> dict[str, float]:
     on x (``dead_fraction``), and no firing in the last ``model.dead_samples`` training samples
     (``dead_fraction_train``)."""
     freq, l0, fvu = latent_frequencies(model, x)
-    return {"l0": l0, "fvu": fvu, "dead_fraction": float((freq == 0).mean()),
-            "dead_fraction_train": float(model.dead_mask().float().mean())}
+    return {
+        "l0": l0,
+        "fvu": fvu,
+        "dead_fraction": float((freq == 0).mean()),
+        "dead_fraction_train": float(model.dead_mask().float().mean()),
+    }

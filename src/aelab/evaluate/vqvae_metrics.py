@@ -26,5 +26,8 @@ def codebook_metrics(model, x, y) -> dict[str, float]:
     c = codebook_counts(model, x).astype(np.float64)
     p = c / max(c.sum(), 1.0)
     nz = p[p > 0]
-    return {"perplexity": float(np.exp(-(nz * np.log(nz)).sum())), "codes_used": float((c > 0).sum()),
-            "codes_used_fraction": float((c > 0).mean())}
+    return {
+        "perplexity": float(np.exp(-(nz * np.log(nz)).sum())),
+        "codes_used": float((c > 0).sum()),
+        "codes_used_fraction": float((c > 0).mean()),
+    }

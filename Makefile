@@ -30,7 +30,8 @@ data: $(STAMP)
 
 demo: setup
 	$(VENV)/bin/aelab train configs/demo.yaml --out runs/demo --overwrite
-	@echo "demo run: runs/demo (open runs/demo/report.html)"
+	$(VENV)/bin/aelab explore runs/demo
+	@echo "demo run: runs/demo (open runs/demo/report.html and runs/demo/explore.html)"
 
 # The whole suite in the precision `train.precision: auto` picks here, then the tests marked `precision`
 # (tests/conftest.py) again in the other one: bf16-mixed on CPUs without native bf16, fp32 on those with it.

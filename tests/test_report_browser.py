@@ -200,8 +200,67 @@ def test_reports_render_in_headless_chromium(idx_dir, tmp_path):
             assert not browser.console_errors(), f"{page.name}: console errors {browser.console_errors()}"
             assert not browser.network_requests(), f"{page.name}: network requests {browser.network_requests()}"
             assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 5000
+        check_languages(browser, report)
     finally:
         browser.close()
+
+
+VISIBLE_JS = """(() => ({lang: document.documentElement.lang, button: document.getElementById("lang").innerText,
+  h2: Array.from(document.querySelectorAll("h2")).map(e => e.innerText),
+  cards: Array.from(document.querySelectorAll(".card span")).map(e => e.innerText),
+  captions: Array.from(document.querySelectorAll("figcaption")).map(e => e.innerText),
+  th: Array.from(document.querySelectorAll("th")).map(e => e.innerText)}))()"""
+
+
+def _click_lang(browser: Chromium) -> None:
+    """A real mouse click (DevTools input events) on the page's language button."""
+    x, y = browser.evaluate("(() => { const r = document.getElementById('lang').getBoundingClientRect(); "
+                            "return [r.left + r.width / 2, r.top + r.height / 2]; })()")
+    for kind in ("mousePressed", "mouseReleased"):
+        browser.send("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1})
+
+
+def _reload(browser: Chromium, url: str) -> None:
+    browser.events.clear()
+    browser.send("Page.navigate", {"url": url})
+    browser.wait_for("Page.loadEventFired")
+
+
+def check_languages(browser: Chromium, report: Path) -> None:
+    """The run report speaks the browser's language (English here), the button switches every visible
+    string the report's table has to Japanese and back, the choice survives a reload, and a browser
+    that asks for Japanese gets Japanese first."""
+    from aelab.report.i18n import REPORT
+
+    url = report.resolve().as_uri()
+    browser.open(url)
+    en = browser.evaluate(VISIBLE_JS)
+    assert en["lang"] == "en" and en["button"] == "日本語"
+    assert {"Reconstructions", "Training", "Codes", "Model", "Config"} <= set(en["h2"])
+    assert "test MSE" in en["cards"] and "Param #" in en["th"]
+    assert REPORT["cap_reconstructions"]["en"] in en["captions"]
+    _click_lang(browser)
+    ja = browser.evaluate(VISIBLE_JS)
+    assert ja["lang"] == "ja" and ja["button"] == "English"
+    assert {"再構成", "学習", "中間層", "モデル", "設定"} <= set(ja["h2"])
+    assert "テスト MSE" in ja["cards"] and "パラメータ数" in ja["th"] and "Param #" not in ja["th"]
+    assert REPORT["cap_reconstructions"]["ja"] in ja["captions"]
+    assert "オートエンコーダ" in " ".join(ja["captions"])
+    # the best/worst caption keeps its number in Japanese
+    num = next(c for c in en["captions"] if c.startswith("The 8 test images")).rsplit(" ", 1)[1].rstrip(").")
+    assert any(num in c and "テストセット" in c for c in ja["captions"])
+    assert len(ja["captions"]) == len(en["captions"]) and ja["captions"] != en["captions"]
+    _reload(browser, url)  # remembered
+    assert browser.evaluate(VISIBLE_JS)["lang"] == "ja"
+    _click_lang(browser)
+    assert browser.evaluate(VISIBLE_JS) == en
+    browser.evaluate("localStorage.clear()")
+    browser.send("Emulation.setUserAgentOverride", {"userAgent": browser.evaluate("navigator.userAgent"),
+                                                    "acceptLanguage": "ja-JP,ja"})
+    _reload(browser, url)  # nothing remembered: the browser's language
+    assert browser.evaluate("navigator.language").startswith("ja")
+    assert browser.evaluate(VISIBLE_JS) == ja
+    assert not browser.console_errors(), browser.console_errors()
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed")

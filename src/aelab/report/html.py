@@ -2,7 +2,8 @@
 
 Pages are one self-contained file each, rendered from the Jinja2 templates in
 report/templates/ (autoescaped): images inlined as base64 PNG/GIF, CSS inline
-(style.css), system fonts, no scripts, nothing fetched from the network.
+(style.css), system fonts, nothing fetched from the network; the run report's one script
+switches its language (templates/i18n.js, strings from i18n.py), and without it the page reads in English.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import functools
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,10 @@ import numpy as np
 from .._io import atomic_write_bytes, atomic_write_text, write_json
 from ..errors import RunError
 from ..evaluate.metrics import entropy_floor
+from ..models import capabilities
 from . import collect as C
 from . import figures as F
-from ..models import capabilities
+from . import i18n
 from .health_figures import latent_health_figure
 from .model_figures import model_figures
 
@@ -37,15 +39,22 @@ class Picture:
     mime: str = "image/png"
     width: int = 0
     height: int = 0
+    key: str = ""  # i18n.REPORT key of the caption (the page's language switch); "" keeps it English
+    args: dict[str, Any] = field(default_factory=dict)  # the caption's placeholders, already formatted
 
     @property
     def filename(self) -> str:
         return self.stem + (".gif" if self.mime == "image/gif" else ".png")
 
 
-def picture(stem: str, fig, caption: str, section: str) -> Picture:
+def picture(stem: str, fig, caption: str, section: str, key: str = "", **args: Any) -> Picture:
     w, h = F.figure_pixels(fig)
-    return Picture(stem, F.png_bytes(fig), caption, section, "image/png", w, h)
+    return Picture(stem, F.png_bytes(fig), caption, section, "image/png", w, h, key, args)
+
+
+def translated(stem: str, fig, section: str, key: str, **args: Any) -> Picture:
+    """A picture whose caption is i18n.REPORT[key] (English on the page until the reader switches)."""
+    return picture(stem, fig, i18n.text(key, **args), section, key, **args)
 
 
 # -- page building blocks: Jinja2 templates in report/templates/ --------------
@@ -64,6 +73,7 @@ def _templates() -> jinja2.Environment:
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     env.filters["fmt"] = fmt
     env.filters["data_uri"] = _picture_uri
+    env.globals["en"] = lambda key, args: i18n.text(key, **args)
     return env
 
 
@@ -184,33 +194,30 @@ def run_pictures(run, splits, latent: str = "pca", log: Callable[[str], None] | 
     rec, noisy = C.reconstruct_samples(model, xs, cfg.data.noise)
     facts["mse"] = float(mse.mean())
     if images:
-        cap = ("Clean test images, the noisy input the model was given (the training corruption), and its output."
-               if noisy is not None else
-               "Top: test images (the first of each class); below: what the model gives back. Look at what is lost: texture, prints, thin strokes.")
-        pics.append(picture("reconstructions", F.reconstructions(xs, rec, noisy), cap, "Reconstructions"))
+        key = "cap_reconstructions_noisy" if noisy is not None else "cap_reconstructions"
+        pics.append(translated("reconstructions", F.reconstructions(xs, rec, noisy), "Reconstructions", key))
         prog = _progress(run.path)
         if prog is not None:
             ep = [int(e) for e in prog["epochs"]]
             gif = F.gif_bytes(prog["originals"], prog["frames"], ep, noisy=prog.get("noisy"))
             gw, gh = F.gif_size(gif)
-            pics.append(Picture("progress", gif, f"The same images after each of {len(ep)} epochs (animated; the last frame stays longer).",
-                                "Reconstructions", "image/gif", gw, gh))
-            pics.append(picture("progress_strip", F.progress_strip(prog["originals"], prog["frames"], ep, noisy=prog.get("noisy")),
-                                "The same images after selected epochs, top to bottom: how the reconstructions sharpen.",
-                                "Reconstructions"))
-        pics.append(picture("best_worst", F.best_worst(np.asarray(x_test), recon_all, mse),
-                            f"The 8 test images reconstructed best and worst, with their per-pixel MSE (mean over the test set {mse.mean():.4f}).",
-                            "Reconstructions"))
+            pics.append(Picture("progress", gif, i18n.text("cap_progress", epochs=len(ep)),
+                                "Reconstructions", "image/gif", gw, gh, "cap_progress", {"epochs": len(ep)}))
+            pics.append(translated("progress_strip", F.progress_strip(prog["originals"], prog["frames"], ep, noisy=prog.get("noisy")),
+                                   "Reconstructions", "cap_progress_strip"))
+        pics.append(translated("best_worst", F.best_worst(np.asarray(x_test), recon_all, mse), "Reconstructions",
+                               "cap_best_worst", mse=f"{mse.mean():.4f}"))
 
     say("report: learning curves")
     floor = None
     if cfg.train.loss == "bce" and run.scaler is None:
         floor = entropy_floor(splits.validation[0])
     if run.metrics:
-        cap = "Left: mean train loss per epoch and validation loss after it. Right: every batch's loss, log scale."
-        if floor is not None:
-            cap += f" Dashed: the BCE floor {floor:.4f} of the validation images, which no model can go below."
-        pics.append(picture("learning_curves", F.learning_curves(run.metrics, run.batches, cfg.train.loss, floor), cap, "Training"))
+        fig = F.learning_curves(run.metrics, run.batches, cfg.train.loss, floor)
+        if floor is None:
+            pics.append(translated("learning_curves", fig, "Training", "cap_learning_curves"))
+        else:
+            pics.append(translated("learning_curves", fig, "Training", "cap_learning_curves_floor", floor=f"{floor:.4f}"))
 
     say("report: weights")
     for stem, fig, caption in model_figures(model, splits, section="Weights"):
@@ -221,24 +228,19 @@ def run_pictures(run, splits, latent: str = "pca", log: Callable[[str], None] | 
     z0 = z_all[idx[0]]
     facts["code_example"] = z0
     facts["code_mean"] = float(z_all.mean())
-    pics.append(picture("code", F.code_values(z0.ravel(), xs[0] if images else None, rec[0] if images else None),
-                        f"The code of one test image: {z0.size} numbers, all the decoder gets (listed below the figure).",
-                        "Codes"))
+    pics.append(translated("code", F.code_values(z0.ravel(), xs[0] if images else None, rec[0] if images else None),
+                           "Codes", "cap_code", n=z0.size))
     if z_all.ndim == 4:
-        pics.append(picture("code_maps", F.feature_maps(z0, xs[0] if images else None),
-                            "That image's code as feature maps, one per channel, one shared colour scale.", "Codes"))
-    pics.append(picture("code_mean", F.code_mean(z_all),
-                        "Mean activation of each code unit over the test set, and overall; a sparsity penalty pushes it down.",
-                        "Codes"))
+        pics.append(translated("code_maps", F.feature_maps(z0, xs[0] if images else None), "Codes", "cap_code_maps"))
+    pics.append(translated("code_mean", F.code_mean(z_all), "Codes", "cap_code_mean"))
     fig, cap = latent_health_figure(z_all, capabilities(model).generative)
     pics.append(picture("latent_health", fig, cap, "Codes"))
     if len(z_all) >= 3:
         say(f"report: latent space ({latent})")
         pts, used, note = C.project_2d(z_all, latent)
         labels = None if y_test is None else np.asarray(y_test)[used]
-        pics.append(picture("latent", F.latent_scatter(pts, labels, splits.classes, latent.upper() if latent != "tsne" else "t-SNE", note),
-                            "Test codes in 2-D, coloured by label: classes the code tells apart form separate clusters.",
-                            "Latent space"))
+        pics.append(translated("latent", F.latent_scatter(pts, labels, splits.classes, latent.upper() if latent != "tsne" else "t-SNE", note),
+                               "Latent space", "cap_latent"))
 
     extra = model_figures(model, splits, section="Model")
     if extra:
@@ -265,11 +267,12 @@ def render_run(run, pics: list[Picture], facts: dict) -> str:
     cfg, s = run.config, run_metrics(run, facts)
     title = cfg.name or run.path.name
     probe = read_probe(run.path)
-    cards = [(label, s.get(k), "") for k, label in METRICS if s.get(k) is not None]
-    cards.append(("mean code activation", facts.get("code_mean"), ""))
+    # (label, value, note, i18n key of the label)
+    cards = [(label, s.get(k), "", "m_" + k) for k, label in METRICS if s.get(k) is not None]
+    cards.append(("mean code activation", facts.get("code_mean"), "", "m_code_mean"))
     if capabilities(run.model).likelihood and s.get("test_nll") is None:  # the family has one; say how to get it
-        cards.append(("test NLL (nats)", "not estimated", f"aelab eval {run.path} --nll 5000"))
-    cards += [(k.replace("_", " "), v, "probe.json") for k, v in probe_values(probe).items()]
+        cards.append(("test NLL (nats)", "not estimated", f"aelab eval {run.path} --nll 5000", "m_test_nll"))
+    cards += [(k.replace("_", " "), v, "probe.json", "") for k, v in probe_values(probe).items()]
     pub = dict(cfg.published or {})
     sections: list[str] = []
     for p in pics:
@@ -297,7 +300,8 @@ def render_run(run, pics: list[Picture], facts: dict) -> str:
         code_numbers=code_numbers, code_size=code_size,
         layer_rows=summary_rows(C.bare(run.model)), total_params=sum(p.numel() for p in run.model.parameters()),
         probe_json=json.dumps(probe, indent=2) if probe else "",
-        config_path=str(run.path / "config.yaml"), config_yaml=cfg.to_yaml())
+        config_path=str(run.path / "config.yaml"), config_yaml=cfg.to_yaml(),
+        strings=i18n.report_table(), report_keys=set(i18n.REPORT))
 
 
 def save_pictures(folder: Path, pics: list[Picture]) -> None:

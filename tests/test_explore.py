@@ -27,9 +27,9 @@ FAMILIES = {
     "classifier-ae": dict(name="classifier-ae", channels=[8, 16], hidden=[16], tap=2),
     "identity-output": dict(name="dense", hidden=[16], code_dim=4, output_activation="identity"),
     "iwae-dense": dict(name="vae-dense", hidden=[32], code_dim=2, iw_samples=4),
-    "topk-sae": dict(name="topk-sae", latents=96, k=8),
+    "topk-sae": dict(name="topk-sae", latents=96, k=8, output_activation="sigmoid"),  # the default is identity
     "topk-sae-linear": dict(name="topk-sae", latents=64, k=12, output_activation="identity"),
-    "batch-topk-sae": dict(name="topk-sae", latents=64, k=8, batch_topk=True),
+    "batch-topk-sae": dict(name="topk-sae", latents=64, k=8, batch_topk=True, output_activation="sigmoid"),
 }
 
 

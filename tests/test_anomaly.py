@@ -347,7 +347,8 @@ def test_auto_is_each_familys_declared_default(monkeypatch):
     for name in list_models():
         caps = capabilities(name)
         assert caps.default_anomaly_score == "mse" and "mse" in caps.anomaly_scores, name  # measured best
-        assert resolve_metric(Config.from_dict({"model": {"name": name}}).model, "auto", "bce") == "mse"
+        cfg = Config.from_dict({"model": {"name": name}, "train": dict(caps.train_settings)})  # the family's defaults
+        assert resolve_metric(cfg.model, "auto", cfg.train.loss) == "mse"
     assert "nelbo" in capabilities("vae-dense").anomaly_scores and "nelbo" not in capabilities("vq-vae").anomaly_scores
     # a family declaring no default is scored by its run's training loss
     monkeypatch.setattr(aelab.models, "capabilities", lambda m: Capabilities(default_anomaly_score=None))

@@ -27,9 +27,9 @@ FAMILIES = {
     "classifier-ae": dict(name="classifier-ae", channels=[8, 16], hidden=[16], tap=2),
     "identity-output": dict(name="dense", hidden=[16], code_dim=4, output_activation="identity"),
     "iwae-dense": dict(name="vae-dense", hidden=[32], code_dim=2, iw_samples=4),
-    "topk-sae": dict(name="topk-sae", latents=96, k=8),
+    "topk-sae": dict(name="topk-sae", latents=96, k=8, output_activation="sigmoid"),  # the default is identity
     "topk-sae-linear": dict(name="topk-sae", latents=64, k=12, output_activation="identity"),
-    "batch-topk-sae": dict(name="topk-sae", latents=64, k=8, batch_topk=True),
+    "batch-topk-sae": dict(name="topk-sae", latents=64, k=8, batch_topk=True, output_activation="sigmoid"),
 }
 
 
@@ -181,7 +181,7 @@ def test_cli_writes_a_self_contained_page(dense_run, capsys):
     assert np.abs(np.column_stack([z, np.ones(len(z))]) @ a - np.array(r["maps"]["pca"]["points"])).max() < 1e-3
     assert len(r["top_images"]) == 64 and all(len(t) == 8 for t in r["top_images"])
     assert r["parity_python"]["encode"] <= 1e-4 and r["parity_python"]["decode"] <= 1e-4
-    assert r["anomaly"] is None and r["score_metric"] == "bce"
+    assert r["anomaly"] is None and r["score_metric"] == "mse"  # the family's declared default (Capabilities)
     # the weights in the page are the run's weights
     buf = np.frombuffer(__import__("base64").b64decode(r["weights"]), dtype=np.float32)
     lin = r["encoder"][0]

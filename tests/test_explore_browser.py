@@ -269,8 +269,11 @@ def test_two_runs_and_noise(pages, browser):
         got = np.array(browser.evaluate(f"Array.from(aelab.runs[{r}].recon)"))
         assert np.abs(got - want.numpy().ravel()).max() <= 1e-4
         score = browser.evaluate(f"aelab.runs[{r}].score")
-        bce = torch.nn.functional.binary_cross_entropy(want.clamp(1e-7, 1 - 1e-7), torch.from_numpy(x_in).view(1, 1, 28, 28))
-        assert abs(score - float(bce)) < 1e-3
+        metric = browser.evaluate(f"aelab.runs[{r}].d.score_metric")  # the family's declared default: mse
+        x_t = torch.from_numpy(x_in).view(1, 1, 28, 28)
+        expect = (torch.nn.functional.mse_loss(want, x_t) if metric == "mse"
+                  else torch.nn.functional.binary_cross_entropy(want.clamp(1e-7, 1 - 1e-7), x_t))
+        assert metric in ("mse", "bce") and abs(score - float(expect)) < 1e-3
     assert not browser.console_errors(), browser.console_errors()
 
 

@@ -93,6 +93,20 @@ def test_failed_export_writes_nothing(runs, tmp_path, monkeypatch, capsys):
     assert not out.exists() or not any(out.iterdir())
 
 
+def test_a_failing_onnxruntime_check_is_one_line_and_writes_nothing(runs, tmp_path, monkeypatch, capsys):
+    import aelab.export as E
+
+    def ort_fails(*a, **k):
+        raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : Load model failed\nlong trace...")
+
+    monkeypatch.setattr(E, "onnx_max_diff", ort_fails)
+    out = tmp_path / "out"
+    assert main(["export", str(runs["dense"]), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "onnxruntime could not check the encoder" in err and "Load model failed" in err
+    assert not out.exists() or not any(out.iterdir())
+
+
 def test_export_user_errors_are_one_line(tmp_path, capsys):
     assert main(["export", str(tmp_path / "missing"), "-o", str(tmp_path / "o")]) == 2
     assert "no such run directory" in capsys.readouterr().err

@@ -14,6 +14,7 @@ import yaml
 from aelab import Config, ConfigError, ModelConfig, build_model
 from aelab.data import Splits
 from aelab.evaluate.extra import extra_metrics, metric_sets
+from aelab.evaluate.likelihood import supports_nll
 from aelab.models import capabilities, family, list_models, needs_unit_range
 from aelab.report.model_figures import figure_sets, model_figures
 
@@ -21,7 +22,8 @@ SHAPE = (1, 16, 16)
 
 
 def tiny(name: str) -> Config:
-    return Config.from_dict({"model": {"name": name}, "train": {"epochs": 1}})
+    """The family's defaults, with the train settings it declares it needs (Capabilities.train_settings)."""
+    return Config.from_dict({"model": {"name": name}, "train": {"epochs": 1, **capabilities(name).train_settings}})
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -84,6 +86,32 @@ def test_declared_sets_exist_and_deliver(name):
         assert s.shape == (3, *SHAPE)
 
 
+@pytest.mark.parametrize("name", list_models())
+def test_likelihood_is_declared_exactly_where_it_is_implemented(name):
+    """Capabilities.likelihood promises log_importance_weights (what `aelab eval --nll` calls), and vice versa."""
+    torch.manual_seed(0)
+    cfg = tiny(name)
+    model = build_model(cfg, SHAPE).eval()
+    has = callable(getattr(model, "log_importance_weights", None))
+    assert capabilities(name).likelihood == has == supports_nll(model)
+    if has:
+        x = torch.rand(4, *SHAPE).round()
+        with torch.no_grad():
+            lw = model.log_importance_weights(x, 3, torch.Generator().manual_seed(0))
+        assert lw.shape == (3, 4) and torch.isfinite(lw).all()
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_declared_train_settings_are_enough_and_needed(name):
+    """A family's model defaults validate with the train settings it declares, and need every one of them."""
+    settings = dict(capabilities(name).train_settings)
+    cfg = tiny(name)  # enough: validates
+    assert all(getattr(cfg.train, k) == v for k, v in settings.items())
+    for key in settings:  # needed: the train default in its place is refused, naming a key
+        with pytest.raises(ConfigError, match=r"^(model|train)\."):
+            Config.from_dict({"model": {"name": name}, "train": {"epochs": 1, **{k: v for k, v in settings.items() if k != key}}})
+
+
 @pytest.mark.parametrize("name", [n for n in list_models() if capabilities(n).real_valued_keys])
 def test_real_valued_keys_make_a_valid_identity_model(name):
     keys = dict(capabilities(name).real_valued_keys)
@@ -108,3 +136,22 @@ def test_saved_configs_of_older_runs_still_load():
     assert cfg.model.name == "conv" and cfg.model.channels == [4, 4]
     with pytest.raises(ConfigError, match="unknown config key 'model.hidden'; model.name 'conv' takes"):
         Config.from_dict({"model": old})
+
+
+@pytest.mark.parametrize("package, registry, importer", [("report", "figure_sets", "model_figures"),
+                                                         ("evaluate", "metric_sets", "extra")])
+def test_every_module_that_registers_sets_is_imported_by_the_one_place(package, registry, importer):
+    """A family's <family>_figures.py / <family>_metrics.py counts only once its line is in model_figures.py / extra.py."""
+    import importlib
+    import pathlib
+    import subprocess
+    import sys
+
+    folder = pathlib.Path(importlib.import_module(f"aelab.{package}").__file__).parent
+    deco = "@register_figures(" if package == "report" else "@register_metrics("
+    registering = [f.stem for f in folder.glob("*.py") if f.stem not in (registry, importer) and deco in f.read_text()]
+    assert registering  # the families' own modules exist and register themselves
+    code = f"import sys, aelab.{package}.{importer}; print(' '.join(sys.modules))"  # a fresh process: only what it imports
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
+    missing = [m for m in registering if f"aelab.{package}.{m}" not in loaded]
+    assert not missing, f"add `from . import {missing[0]} as _{missing[0]}  # noqa: F401` to {package}/{importer}.py"

@@ -2,14 +2,14 @@ import pytest
 import torch
 
 from aelab import Config, ConfigError, build_model, list_models
-from aelab.models import summarize, summary_table
+from aelab.models import capabilities, summarize, summary_table
 
 SHAPES = {"dense": (1, 28, 28), "conv": (1, 28, 28)}
 
 
 @pytest.mark.parametrize("name", list_models())
 def test_every_registered_model_round_trips(name):
-    cfg = Config.from_dict({"model": {"name": name}})
+    cfg = Config.from_dict({"model": {"name": name}, "train": dict(capabilities(name).train_settings)})
     model = build_model(cfg, (1, 28, 28))
     x = torch.rand(3, 1, 28, 28)
     z = model.encode(x)
@@ -17,7 +17,7 @@ def test_every_registered_model_round_trips(name):
     out = model.decode(z)
     assert out.shape == x.shape
     assert torch.allclose(model(x), out) or model.training
-    loss = model.compute_loss(x, x, torch.zeros(3, dtype=torch.long), "bce")
+    loss = model.compute_loss(x, x, torch.zeros(3, dtype=torch.long), cfg.train.loss)
     loss.total.backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
     assert "Total params" in summary_table(model)

@@ -142,6 +142,7 @@ def test_report_html_is_self_contained(runs, kind):
         assert label in text
     assert f"{s['test_bce_floor']:.4f}" in text
     assert "Layer (type)" in text and f"{s['parameters']:,}" in text
+    assert "--nll 5000" not in text  # no NLL card: no family here declares a likelihood (tests/test_vae.py: one does)
 
 
 def test_figure_pixel_size_is_what_figure_pixels_says():

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from aelab import Config, ConfigError, build_model
-from aelab.evaluate.extra import sae_metrics
+from aelab.evaluate.sae_metrics import sae_metrics
 from aelab.models.sae import topk_mask
 
 
@@ -91,7 +91,7 @@ def test_metrics_on_data_with_a_known_answer():
 
 def test_config_errors_name_the_key():
     with pytest.raises(ConfigError, match="model.k"):
-        Config.from_dict({"model": {"name": "topk-sae", "k": 0}})
+        Config.from_dict({"model": {"name": "topk-sae", "k": 0}, "train": {"loss": "mse"}})
     with pytest.raises(ConfigError, match="model.k: 50 active latents need"):
         _sae(k=50, latents=40)
 

@@ -53,7 +53,10 @@ def _child_policy(env: dict) -> str:
 
 
 def test_a_child_of_aelab_decides_again_but_keeps_the_users_choice():
-    base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", _threads.MARKER)}
+    # the caller's own OpenMP settings would decide for the child (OMP_NUM_THREADS=1: "one thread, no waiting"),
+    # so the child gets none of them and two threads, whatever this machine and shell have
+    ours = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "AELAB_OMP_WAIT", _threads.MARKER)
+    base = {**{k: v for k, v in os.environ.items() if k not in ours}, "OMP_NUM_THREADS": "2"}
     inherited = {**base, "OMP_WAIT_POLICY": "PASSIVE", _threads.MARKER: "OMP_WAIT_POLICY", "AELAB_OMP_WAIT": "spin"}
     out = _child_policy(inherited).splitlines()
     assert out[0].startswith("spin") and out[1] == f"None {_threads.SPIN_COUNT}"

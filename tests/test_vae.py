@@ -114,6 +114,10 @@ def test_gaussian_vae_on_standardised_tabular_data(tmp_path):
     assert math.isfinite(run.summary["test_nelbo"]) and run.summary["test_sigma"] > 0
     assert "test_nelbo_grey" not in run.summary
     assert model_figures(run.model, run.load_data()) == []  # no pictures of tabular rows
+    from aelab.report import write_run_report
+
+    page = write_run_report(run).read_text()  # the family declares a likelihood: the report says how to get its NLL
+    assert "not estimated" in page and f"aelab eval {run.path} --nll 5000" in page
 
 
 def test_report_figures():

@@ -137,7 +137,12 @@ def export_run(run: str | Path | Run, out: str | Path, fmt: str = "onnx", opset:
         entry: dict[str, Any] = {"file": name + SUFFIX[fmt], "input": in_name, "input_shape": ["batch", *shape],
                                  "output": out_name, "bytes": len(data)}
         if fmt == "onnx":
-            diff = onnx_max_diff(data, module, shape)
+            try:
+                diff = onnx_max_diff(data, module, shape)
+            except Exception as e:  # onnxruntime's own failures (loading the graph, running it) carry long traces
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise ExportError(f"onnxruntime could not check the {name} of {run.path} ({run.config.model.name}): "
+                                  f"{first}; nothing was written") from None
             if diff is not None:
                 entry["onnxruntime_max_abs_diff"] = diff
                 if not math.isfinite(diff) or diff > 1e-4:

@@ -5,8 +5,9 @@ tightens as K grows and is the standard "test NLL" of VAEs at K = 5000. The K dr
 in chunks and folded into a running log-sum-exp, so memory is (chunk x batch) decoder outputs
 whatever K is.
 
-A model takes part by having ``log_importance_weights(x, n, generator) -> (n, N)``:
-log p(x, z) - log q(z|x) for n draws per sample, in nats.
+A family takes part by declaring ``Capabilities(likelihood=True)``, which promises that its models
+have ``log_importance_weights(x, n, generator) -> (n, N)``: log p(x, z) - log q(z|x) for n draws
+per sample, in nats (tests/test_families.py holds every family to that promise both ways).
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..models import capabilities
 from .evaluate import batches, eval_mode
 
 
 def supports_nll(model) -> bool:
-    return callable(getattr(model, "log_importance_weights", None))
+    """Whether the model's family declares a likelihood (``Capabilities.likelihood``); False for bare modules."""
+    cfg = getattr(model, "cfg", None)
+    return cfg is not None and capabilities(cfg).likelihood
 
 
 @torch.no_grad()
@@ -73,7 +77,8 @@ def importance_weighted_nll(
     """
     if not supports_nll(model):
         raise ConfigError(
-            f"--nll: {type(model).__name__} has no likelihood (only VAE families define log p(x, z) - log q(z|x))"
+            f"--nll: {type(model).__name__} has no likelihood (only families that declare one, the VAEs, "
+            "define log p(x, z) - log q(z|x))"
         )
     if k < 1:
         raise ConfigError(f"--nll: needs K >= 1 importance samples, got {k}")

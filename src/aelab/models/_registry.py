@@ -33,10 +33,11 @@ class Capabilities:
     # "always" or "never". One rule for every caller: ``needs_unit_range(cfg)``.
     unit_range: str = "bce"
     needs_labels: bool = False  # training refuses unlabelled data before anything is written
-    # Named metric sets (evaluate/extra.py) added to summary.json as test_<key>.
+    # Named metric sets (evaluate/<family>_metrics.py, registered in evaluate/metric_sets.py) added to
+    # summary.json as test_<key>.
     metrics: tuple[str, ...] = ()
     epoch_metrics: bool = False  # also log those metric sets on the validation split every epoch (val_<key>)
-    # Named figure sets (report/model_figures.py) drawn in the run report.
+    # Named figure sets (report/<family>_figures.py, registered in report/figure_sets.py) drawn in the run report.
     figures: tuple[str, ...] = ()
     # Per-sample anomaly scores AnomalyDetector / `aelab score` may use with this model.
     anomaly_scores: tuple[str, ...] = ("mse", "bce")
@@ -48,6 +49,12 @@ class Capabilities:
     # model keys that make this family decode real values when it trains with mse, e.g. a VAE's likelihood
     real_valued_keys: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     generative: bool = False  # ``model.sample(n, generator)`` decodes draws from a prior
+    # The model defines ``log_importance_weights(x, n, generator) -> (n, N)`` (log p(x, z) - log q(z|x)), so
+    # `aelab eval --nll K` can estimate its test NLL (evaluate/likelihood.py) and the report asks for one.
+    likelihood: bool = False
+    # train: keys a config of this family needs beside the defaults to be valid with its model defaults (e.g.
+    # {"loss": "mse"} for an identity output); the registry tests (tests/test_families.py) build every family so.
+    train_settings: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     # The loss is reconstruction (plus the code penalty) of ``encode`` / ``decode_logits``, a pure function of
     # parameters and input (no sampling, no labels): train/stacked.py may train several such runs as one stacked
     # model. The config may still refuse (``ModelConfig.stack_refusal``: dropout, batch norm, tied weights...).

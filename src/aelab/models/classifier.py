@@ -217,7 +217,7 @@ class ClassifierAutoencoder(Autoencoder):
         return LossOutput(total, parts)
 
     def tap_logits(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
-        """Reconstruction logits from every tap depth, main tap included (evaluate/extra.py batches it)."""
+        """Reconstruction logits from every tap depth, main tap included (evaluate/classifier_metrics.py batches it)."""
         _, logits, probes = self.outputs(x)
         return {self.tap: logits, **probes}
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -37,7 +38,7 @@ class TopKSAEConfig(ModelConfig):
 
     name: str = "topk-sae"
     # identity + train.loss mse is Gao et al.'s linear SAE (any real data); sigmoid + bce for data in [0, 1]
-    output_activation: str = "sigmoid"
+    output_activation: str = "identity"
     expansion: int = 8  # latents = expansion x input size (when `latents` is unset)
     latents: int | None = None  # the dictionary size, overriding `expansion`
     k: int = 32  # active latents per sample
@@ -185,7 +186,8 @@ class TopKSAE(Autoencoder):
     "topk-sae",
     "TopK sparse autoencoder (Gao et al. 2024) on any (N, D) data: overcomplete code, TopK or BatchTopK, AuxK",
     config=TopKSAEConfig,
-    capabilities=Capabilities(metrics=("sae",), epoch_metrics=True, figures=("sae",)),
+    capabilities=Capabilities(metrics=("sae",), epoch_metrics=True, figures=("sae",),
+                              train_settings=MappingProxyType({"loss": "mse"})),  # the identity output's loss
 )
 def build_topk_sae(cfg: TopKSAEConfig, input_shape: tuple[int, ...]) -> TopKSAE:
     return TopKSAE(cfg, input_shape)

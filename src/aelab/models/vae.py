@@ -7,8 +7,9 @@ the negative ELBO: reconstruction NLL + beta * KL(q(z|x) || N(0, I)).
 Scales, stated once: ``compute_loss`` returns the negative ELBO divided by the
 number of values per sample (so ``train_loss`` sits on the per-pixel scale of
 the other models), and logs ``recon`` and ``kl`` in nats per sample.
-The test negative ELBO in nats per image is the "elbo" metric set (evaluate/extra.py),
-the pictures are the "vae" figure set (report/model_figures.py).
+The test negative ELBO in nats per image is the "elbo" metric set (evaluate/vae_metrics.py),
+the pictures are the "vae" figure set (report/vae_figures.py); ``likelihood=True`` lets
+`aelab eval --nll` estimate the test NLL (evaluate/likelihood.py).
 """
 from __future__ import annotations
 
@@ -92,7 +93,7 @@ class VAEConfig(ModelConfig):
 
 
 VAE_CAPABILITIES = Capabilities(metrics=("elbo",), figures=("vae",), anomaly_scores=("nelbo", "mse", "bce"),
-                                generative=True,  # 'auto' scores by MSE, as every family (measured best)
+                                generative=True, likelihood=True,  # 'auto' scores by MSE, as every family (measured best)
                                 real_valued_keys=MappingProxyType({"likelihood": "gaussian"}))
 
 LOGVAR_RANGE = (-30.0, 20.0)  # keeps exp(logvar) finite in fp32 early in training

@@ -5,7 +5,7 @@
     write_comparison(["runs/a", "runs/b"], "compare.html")      # one page, configs that differ + metrics + pictures
 
 A model family adds its own figures by declaring figure sets (``Capabilities.figures``)
-registered in ``model_figures.py``: each returns ``[(file_stem, matplotlib_figure, caption), ...]``,
+registered by its own ``<family>_figures.py`` (registry: ``figure_sets.py``): each returns ``[(file_stem, matplotlib_figure, caption), ...]``,
 and each figure is saved and shown. A run's ``probe.json`` (from `aelab probe`) is shown in its header
 and as columns of the comparison table.
 """

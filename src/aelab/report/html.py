@@ -271,6 +271,8 @@ def render_run(run, pics: list[Picture], facts: dict) -> str:
     # (label, value, note, i18n key of the label)
     cards = [(label, s.get(k), "", "m_" + k) for k, label in METRICS if s.get(k) is not None]
     cards.append(("mean code activation", facts.get("code_mean"), "", "m_code_mean"))
+    if capabilities(run.model).likelihood and s.get("test_nll") is None:  # the family has one; say how to get it
+        cards.append(("test NLL (nats)", "not estimated", f"aelab eval {run.path} --nll 5000", "m_test_nll"))
     cards += [(k.replace("_", " "), v, "probe.json", "") for k, v in probe_values(probe).items()]
     pub = dict(cfg.published or {})
     sections: list[str] = []

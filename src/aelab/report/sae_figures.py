@@ -7,10 +7,12 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..evaluate.extra import latent_frequencies
+from ..evaluate.sae_metrics import latent_frequencies
 from . import figures as F
+from .figure_sets import register_figures
 
 
+@register_figures("sae")
 def sae_figures(model, splits) -> list[tuple[str, Any, str]]:
     freq, l0, fvu = latent_frequencies(model, splits.x_test)
     dead = int((freq == 0).sum())

@@ -1,13 +1,14 @@
 """The three VAE pictures for the run report, as matplotlib figures (no file I/O here).
 
 Each function returns a figure; ``vae_figures`` bundles them as
-(file_stem, figure, caption) for the "vae" figure set (model_figures.py).
+(file_stem, figure, caption): the "vae" figure set the VAE families declare.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from .figure_sets import register_figures
 from .images import grid
 
 
@@ -77,7 +78,11 @@ def manifold_figure(model, n: int = 20):
                          extent=(lo, hi, lo, hi), axis_labels=("z1", "z2"))
 
 
+@register_figures("vae")
 def vae_figures(model, splits) -> list[tuple[str, object, str]]:
+    """Prior samples, an interpolation and (2-D codes) the manifold; nothing for tabular rows."""
+    if len(model.input_shape) != 3:
+        return []
     was = model.training
     model.eval()
     try:

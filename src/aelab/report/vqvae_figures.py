@@ -9,7 +9,8 @@ import torch
 from matplotlib.figure import Figure
 
 from ..evaluate.evaluate import reconstruct
-from ..evaluate.extra import codebook_counts
+from ..evaluate.vqvae_metrics import codebook_counts
+from .figure_sets import register_figures
 from .images import grid
 
 
@@ -37,6 +38,7 @@ def single_code_images(model, codes: np.ndarray) -> np.ndarray:
     return out.cpu().numpy()
 
 
+@register_figures("vq-vae")
 def vqvae_figures(model, splits, n: int = 10) -> list[tuple[str, Any, str]]:
     counts = codebook_counts(model, splits.x_test)
     order = np.argsort(-counts, kind="stable")

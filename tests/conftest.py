@@ -1,4 +1,5 @@
 """Shared fixtures: tiny synthetic datasets written in the real file formats."""
+
 from __future__ import annotations
 
 import os
@@ -24,7 +25,8 @@ def pytest_report_header(config):
     from aelab.train.precision import resolve_precision
 
     return f"aelab: train.precision auto -> {resolve_precision('auto', torch.device('cpu'))} on this CPU" + (
-        f" (AELAB_PRECISION={os.environ['AELAB_PRECISION']})" if os.environ.get("AELAB_PRECISION") else "")
+        f" (AELAB_PRECISION={os.environ['AELAB_PRECISION']})" if os.environ.get("AELAB_PRECISION") else ""
+    )
 
 
 def make_blobs(n: int, seed: int = 0, size: int = 28) -> tuple[np.ndarray, np.ndarray]:
@@ -34,7 +36,7 @@ def make_blobs(n: int, seed: int = 0, size: int = 28) -> tuple[np.ndarray, np.nd
     x = np.zeros((n, size, size), dtype=np.uint8)
     for i, lab in enumerate(y):
         r, c = 2 + (lab // 5) * 12 + rng.integers(0, 3), 2 + (lab % 5) * 5 + rng.integers(0, 2)
-        x[i, r: r + 8, c: c + 4] = 200 + rng.integers(0, 55)
+        x[i, r : r + 8, c : c + 4] = 200 + rng.integers(0, 55)
     return x, y.astype(np.uint8)
 
 
@@ -61,11 +63,13 @@ def tiny_cfg(idx_dir: Path):
     """A dense config on the synthetic IDX data, one fast epoch."""
     from aelab import Config
 
-    return Config.from_dict({
-        "data": {"name": "mnist", "path": str(idx_dir)},
-        "model": {"name": "dense", "hidden": [64], "code_dim": 16},
-        "train": {"epochs": 2, "batch_size": 64},
-    })
+    return Config.from_dict(
+        {
+            "data": {"name": "mnist", "path": str(idx_dir)},
+            "model": {"name": "dense", "hidden": [64], "code_dim": 16},
+            "train": {"epochs": 2, "batch_size": 64},
+        }
+    )
 
 
 def has_real(name: str) -> bool:

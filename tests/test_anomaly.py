@@ -1,4 +1,5 @@
 """Anomaly scoring: AnomalyDetector (PyOD surface), `aelab score`, held-out-class AUC, tabular scaling."""
+
 from __future__ import annotations
 
 import csv
@@ -26,8 +27,9 @@ def plane_data(n: int, seed: int = 0, d: int = 10, offset: float = 0.0):
 @pytest.fixture(scope="module")
 def detector():
     x, _ = plane_data(400)
-    return AnomalyDetector(hidden=(16,), code_dim=2, epochs=15, batch_size=64, lr=1e-2, contamination=0.05,
-                           threads=1).fit(x)
+    return AnomalyDetector(
+        hidden=(16,), code_dim=2, epochs=15, batch_size=64, lr=1e-2, contamination=0.05, threads=1
+    ).fit(x)
 
 
 def test_detector_separates_toy_outliers(detector):
@@ -39,7 +41,7 @@ def test_detector_separates_toy_outliers(detector):
     assert roc_auc_score(truth, scores) > 0.95
     pred = detector.predict(np.concatenate([inl, out]))
     assert set(np.unique(pred)) <= {0, 1} and pred.dtype == np.int64
-    assert pred[len(inl):].mean() > 0.8 and pred[: len(inl)].mean() < 0.2
+    assert pred[len(inl) :].mean() > 0.8 and pred[: len(inl)].mean() < 0.2
     # threshold_ is the (1 - contamination) quantile of the training scores
     assert detector.threshold_ == pytest.approx(np.quantile(detector.decision_scores_, 0.95))
     assert detector.labels_.mean() == pytest.approx(0.05, abs=0.01)
@@ -54,27 +56,43 @@ def test_detector_errors():
         AnomalyDetector().predict(np.zeros((3, 4)))
     with pytest.raises(ConfigError) as e:
         AnomalyDetector(contamination=0.7).fit(np.zeros((10, 3)))
-    assert str(e.value) == ("The 'contamination' parameter of AnomalyDetector must be a float in the range (0, 0.5] "
-                            "(the share of outliers). Got 0.7 instead.")
+    assert str(e.value) == (
+        "The 'contamination' parameter of AnomalyDetector must be a float in the range (0, 0.5] "
+        "(the share of outliers). Got 0.7 instead."
+    )
     with pytest.raises(ConfigError) as e:
         AnomalyDetector(metric="mae").fit(np.zeros((10, 3)))
-    assert str(e.value) == ("The 'metric' parameter of AnomalyDetector must be a str among "
-                            "{'auto', 'mse', 'bce', 'nelbo'}. Got 'mae' instead.")
+    assert str(e.value) == (
+        "The 'metric' parameter of AnomalyDetector must be a str among "
+        "{'auto', 'mse', 'bce', 'nelbo'}. Got 'mae' instead."
+    )
 
 
-@pytest.mark.parametrize("bad,name,given", [
-    ({"contamination": 0}, "contamination", "0"), ({"contamination": float("nan")}, "contamination", "nan"),
-    ({"dropout": 1.0}, "dropout", "1.0"), ({"weight_decay": -1e-3}, "weight_decay", "-0.001"),
-    ({"batch_norm": "yes"}, "batch_norm", "'yes'"), ({"model": "conv"}, "model", "'conv'"),
-    ({"precision": "fp16"}, "precision", "'fp16'"), ({"hidden": (0,)}, "hidden", "(0,)"),
-    ({"code_dim": 0}, "code_dim", "0"), ({"epochs": 1.5}, "epochs", "1.5"), ({"lr": -1}, "lr", "-1"),
-    ({"scale": "minmax"}, "scale", "'minmax'"), ({"loss": "bce"}, "loss", "'bce'"),  # bce on a table
-])
+@pytest.mark.parametrize(
+    "bad,name,given",
+    [
+        ({"contamination": 0}, "contamination", "0"),
+        ({"contamination": float("nan")}, "contamination", "nan"),
+        ({"dropout": 1.0}, "dropout", "1.0"),
+        ({"weight_decay": -1e-3}, "weight_decay", "-0.001"),
+        ({"batch_norm": "yes"}, "batch_norm", "'yes'"),
+        ({"model": "conv"}, "model", "'conv'"),
+        ({"precision": "fp16"}, "precision", "'fp16'"),
+        ({"hidden": (0,)}, "hidden", "(0,)"),
+        ({"code_dim": 0}, "code_dim", "0"),
+        ({"epochs": 1.5}, "epochs", "1.5"),
+        ({"lr": -1}, "lr", "-1"),
+        ({"scale": "minmax"}, "scale", "'minmax'"),
+        ({"loss": "bce"}, "loss", "'bce'"),  # bce on a table
+    ],
+)
 def test_detector_parameter_errors_name_parameter_allowed_and_given(bad, name, given):
     with pytest.raises(ConfigError) as e:
         AnomalyDetector(**bad).fit(np.zeros((10, 3)))
     msg = str(e.value)
-    assert msg.startswith(f"The '{name}' parameter of AnomalyDetector must be ") and msg.endswith(f"Got {given} instead.")
+    assert msg.startswith(f"The '{name}' parameter of AnomalyDetector must be ") and msg.endswith(
+        f"Got {given} instead."
+    )
 
 
 def test_detector_on_images_and_saved_run(tmp_path):
@@ -98,9 +116,13 @@ def dense_run(tmp_path_factory):
     for stem, (x, y) in {"train": make_blobs(600, 0), "t10k": make_blobs(100, 1)}.items():
         write_idx(d / f"{stem}-images-idx3-ubyte.gz", x)
         write_idx(d / f"{stem}-labels-idx1-ubyte.gz", y)
-    cfg = Config.from_dict({"data": {"name": "mnist", "path": str(d), "exclude_classes": [3]},
-                            "model": {"name": "dense", "hidden": [64], "code_dim": 8},
-                            "train": {"epochs": 2, "batch_size": 64, "lr": 3e-3, "threads": 1}})
+    cfg = Config.from_dict(
+        {
+            "data": {"name": "mnist", "path": str(d), "exclude_classes": [3]},
+            "model": {"name": "dense", "hidden": [64], "code_dim": 8},
+            "train": {"epochs": 2, "batch_size": 64, "lr": 3e-3, "threads": 1},
+        }
+    )
     run = train(cfg, d.parent / "run", **quiet)
     return run.path
 
@@ -129,14 +151,17 @@ def test_score_cli_writes_csv_and_caches_training_scores(tmp_path, dense_run, ca
     assert "threshold" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args,msg", [
-    (["missing.npy", "-o", "s.csv"], "file not found"),
-    (["bad.npy", "-o", "s.csv"], "do not fit the model's input"),
-    (["good.npy", "-o", "s.csv", "--quantile", "1.5"], "--quantile: must be a number strictly between 0 and 1"),
-    (["good.npy"], "-o/--output"),
-    (["good.npy", "-o", "s.csv", "--metric", "nelbo"], "nelbo (negative ELBO) needs a VAE run"),
-    (["nan.npy", "-o", "s.csv"], "NaN"),
-])
+@pytest.mark.parametrize(
+    "args,msg",
+    [
+        (["missing.npy", "-o", "s.csv"], "file not found"),
+        (["bad.npy", "-o", "s.csv"], "do not fit the model's input"),
+        (["good.npy", "-o", "s.csv", "--quantile", "1.5"], "--quantile: must be a number strictly between 0 and 1"),
+        (["good.npy"], "-o/--output"),
+        (["good.npy", "-o", "s.csv", "--metric", "nelbo"], "nelbo (negative ELBO) needs a VAE run"),
+        (["nan.npy", "-o", "s.csv"], "NaN"),
+    ],
+)
 def test_score_cli_bad_input_exits_2(tmp_path, dense_run, capsys, monkeypatch, args, msg):
     monkeypatch.chdir(tmp_path)
     np.save("bad.npy", np.zeros((3, 5, 5), np.uint8))
@@ -166,10 +191,13 @@ def test_score_cli_held_out_class_auc(dense_run, capsys):
 def test_tabular_run_standardises_and_scores_csv(tmp_path):
     x, out = plane_data(300, offset=1000)
     np.savetxt(tmp_path / "train.csv", x, delimiter=",")
-    cfg = Config.from_dict({"data": {"name": "npy", "path": str(tmp_path / "train.csv"), "scale": "standard"},
-                            "model": {"name": "dense", "hidden": [16], "code_dim": 2, "output_activation": "identity"},
-                            "train": {"epochs": 15, "batch_size": 64, "lr": 1e-2, "loss": "mse",
-                                      "checkpoint_every": 15, "threads": 1}})
+    cfg = Config.from_dict(
+        {
+            "data": {"name": "npy", "path": str(tmp_path / "train.csv"), "scale": "standard"},
+            "model": {"name": "dense", "hidden": [16], "code_dim": 2, "output_activation": "identity"},
+            "train": {"epochs": 15, "batch_size": 64, "lr": 1e-2, "loss": "mse", "checkpoint_every": 15, "threads": 1},
+        }
+    )
     train(cfg, tmp_path / "run", **quiet)
     run = load_run(tmp_path / "run")
     assert (tmp_path / "run" / "scaler.safetensors").is_file()
@@ -178,13 +206,17 @@ def test_tabular_run_standardises_and_scores_csv(tmp_path):
     np.savetxt(tmp_path / "new.csv", np.concatenate([inl, outl]), delimiter=",")
     assert main(["score", str(tmp_path / "run"), str(tmp_path / "new.csv"), "-o", str(tmp_path / "s.csv")]) == 0
     flags = np.array([int(r["is_outlier"]) for r in read_rows(tmp_path / "s.csv")])
-    assert flags[len(inl):].mean() > 0.8 and flags[: len(inl)].mean() < 0.1
+    assert flags[len(inl) :].mean() > 0.8 and flags[: len(inl)].mean() < 0.1
 
 
 def test_vae_run_scores_with_negative_elbo(tmp_path, idx_dir):
-    cfg = Config.from_dict({"data": {"name": "mnist", "path": str(idx_dir)},
-                            "model": {"name": "vae-dense", "hidden": [32], "code_dim": 2},
-                            "train": {"epochs": 1, "batch_size": 64, "threads": 1}})
+    cfg = Config.from_dict(
+        {
+            "data": {"name": "mnist", "path": str(idx_dir)},
+            "model": {"name": "vae-dense", "hidden": [32], "code_dim": 2},
+            "train": {"epochs": 1, "batch_size": 64, "threads": 1},
+        }
+    )
     train(cfg, tmp_path / "run", **quiet)
     assert AnomalyDetector.from_run(tmp_path / "run").metric_ == "mse"  # auto: MSE for a VAE too (measured best)
     det = AnomalyDetector.from_run(tmp_path / "run", metric="nelbo")
@@ -199,8 +231,9 @@ def test_detector_with_a_gaussian_vae_on_tabular_data():
     from sklearn.metrics import roc_auc_score
 
     x, _ = plane_data(400)
-    det = AnomalyDetector(model="vae-dense", hidden=(16,), code_dim=2, epochs=15, batch_size=64, lr=1e-2,
-                          contamination=0.05, threads=1).fit(x)
+    det = AnomalyDetector(
+        model="vae-dense", hidden=(16,), code_dim=2, epochs=15, batch_size=64, lr=1e-2, contamination=0.05, threads=1
+    ).fit(x)
     assert det.metric_ == "mse" and det.run_.model.likelihood == "gaussian"
     inl, out = plane_data(200, seed=1)
     truth = np.r_[np.zeros(len(inl)), np.ones(len(out))]
@@ -218,8 +251,10 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 from aelab.anomaly import SKLEARN_CHECKS_EXPECTED_TO_FAIL  # noqa: E402
 
 
-@parametrize_with_checks([AnomalyDetector(hidden=(8,), code_dim=2, epochs=2, batch_size=16, threads=1)],
-                         expected_failed_checks=lambda est: SKLEARN_CHECKS_EXPECTED_TO_FAIL)
+@parametrize_with_checks(
+    [AnomalyDetector(hidden=(8,), code_dim=2, epochs=2, batch_size=16, threads=1)],
+    expected_failed_checks=lambda est: SKLEARN_CHECKS_EXPECTED_TO_FAIL,
+)
 def test_sklearn_estimator_checks(estimator, check):
     """Every check of the installed scikit-learn; the two that assume its -1/+1 labels are expected to fail."""
     check(estimator)
@@ -228,8 +263,16 @@ def test_sklearn_estimator_checks(estimator, check):
 def test_clone_and_regularisers_reach_the_model():
     from sklearn.base import clone
 
-    det = AnomalyDetector(hidden=(16,), code_dim=2, epochs=1, dropout=0.2, batch_norm=True, weight_decay=1e-4,
-                          contamination=0.5, threads=1)
+    det = AnomalyDetector(
+        hidden=(16,),
+        code_dim=2,
+        epochs=1,
+        dropout=0.2,
+        batch_norm=True,
+        weight_decay=1e-4,
+        contamination=0.5,
+        threads=1,
+    )
     twin = clone(det)
     assert twin.get_params() == det.get_params() and twin is not det
     x, _ = plane_data(100)
@@ -321,8 +364,12 @@ def test_load_refuses_foreign_and_damaged_files(tmp_path, detector):
     from aelab._io import save_safetensors
 
     save_safetensors(tmp_path / "other.safetensors", {"w": torch.zeros(2)})
-    for name, msg in [("p", "not a readable safetensors file"), ("cut", "not a readable safetensors file"),
-                      ("other", "not a detector saved by AnomalyDetector.save"), ("missing", "no such file")]:
+    for name, msg in [
+        ("p", "not a readable safetensors file"),
+        ("cut", "not a readable safetensors file"),
+        ("other", "not a detector saved by AnomalyDetector.save"),
+        ("missing", "no such file"),
+    ]:
         with pytest.raises(RunError, match=msg):
             AnomalyDetector.load(tmp_path / f"{name}.safetensors")
 
@@ -337,6 +384,7 @@ def test_wrong_feature_count_and_nan_are_value_errors(detector):
 
 
 # -- the score choice is the families' declared capabilities ---------------------------------
+
 
 def test_auto_is_each_familys_declared_default(monkeypatch):
     import aelab.models
@@ -361,9 +409,13 @@ def test_score_cli_on_a_topk_sae_run(tmp_path, capsys):
     atoms = rng.normal(size=(12, 16)).astype(np.float32)
     emb = ((rng.random((300, 12)) * (rng.random((300, 12)) < 0.2)) @ atoms).astype(np.float32)
     np.save(tmp_path / "emb.npy", emb)
-    cfg = Config.from_dict({"data": {"name": "npy", "path": str(tmp_path / "emb.npy"), "scale": "none"},
-                            "model": {"name": "topk-sae", "output_activation": "identity", "expansion": 2, "k": 4},
-                            "train": {"epochs": 1, "batch_size": 64, "loss": "mse", "precision": "fp32", "threads": 1}})
+    cfg = Config.from_dict(
+        {
+            "data": {"name": "npy", "path": str(tmp_path / "emb.npy"), "scale": "none"},
+            "model": {"name": "topk-sae", "output_activation": "identity", "expansion": 2, "k": 4},
+            "train": {"epochs": 1, "batch_size": 64, "loss": "mse", "precision": "fp32", "threads": 1},
+        }
+    )
     train(cfg, tmp_path / "run", **quiet)
     np.save(tmp_path / "new.npy", np.concatenate([emb[:10], 5 * rng.normal(size=(10, 16)).astype(np.float32)]))
     assert main(["score", str(tmp_path / "run"), str(tmp_path / "new.npy"), "-o", str(tmp_path / "s.csv")]) == 0
@@ -371,7 +423,19 @@ def test_score_cli_on_a_topk_sae_run(tmp_path, capsys):
     scores = np.array([float(r["score"]) for r in read_rows(tmp_path / "s.csv")])
     assert len(scores) == 20 and scores[10:].mean() > scores[:10].mean()
     for metric, msg in (("nelbo", "nelbo (negative ELBO) needs a VAE run"), ("bce", "use mse")):
-        assert main(["score", str(tmp_path / "run"), str(tmp_path / "new.npy"), "-o", str(tmp_path / "t.csv"),
-                     "--metric", metric]) == 2
+        assert (
+            main(
+                [
+                    "score",
+                    str(tmp_path / "run"),
+                    str(tmp_path / "new.npy"),
+                    "-o",
+                    str(tmp_path / "t.csv"),
+                    "--metric",
+                    metric,
+                ]
+            )
+            == 2
+        )
         assert msg in capsys.readouterr().err
     assert not (tmp_path / "t.csv").exists()

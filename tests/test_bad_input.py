@@ -3,6 +3,7 @@
 (Wrong encode/decode shapes, a code size mismatch, --set typos and `eval` of a non-run are in
 test_cli.py; the parsers themselves in test_data.py.)
 """
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,6 @@ import pytest
 
 from aelab.cli import main
 from aelab.data.idx import write_idx
-
 from conftest import make_blobs
 
 
@@ -46,11 +46,14 @@ def _train_fails(tmp_path, capsys, cfg: Path, match: str, *extra) -> str:
     return err
 
 
-@pytest.mark.parametrize("damage, match", [
-    (lambda raw: raw[:-100], "the file is truncated or damaged"),
-    (lambda raw: b"\x12\x34" + raw[2:], "wrong magic number"),
-    (lambda raw: raw[:6], "IDX header truncated"),
-])
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        (lambda raw: raw[:-100], "the file is truncated or damaged"),
+        (lambda raw: b"\x12\x34" + raw[2:], "wrong magic number"),
+        (lambda raw: raw[:6], "IDX header truncated"),
+    ],
+)
 def test_damaged_idx(idx_dir, tmp_path, capsys, damage, match):
     f = idx_dir / "train-images-idx3-ubyte"
     raw = __import__("gzip").decompress((idx_dir / "train-images-idx3-ubyte.gz").read_bytes())
@@ -96,8 +99,11 @@ def test_unknown_key_in_a_config_file(tmp_path, capsys):
 
 def test_not_a_run_folder(tmp_path, capsys):
     (tmp_path / "x.npy").write_bytes(b"")
-    for argv in (["train", "--resume", tmp_path], ["encode", tmp_path, tmp_path / "x.npy", "-o", tmp_path / "z.npy"],
-                 ["decode", tmp_path / "missing", tmp_path / "x.npy", "-o", tmp_path / "z.npy"]):
+    for argv in (
+        ["train", "--resume", tmp_path],
+        ["encode", tmp_path, tmp_path / "x.npy", "-o", tmp_path / "z.npy"],
+        ["decode", tmp_path / "missing", tmp_path / "x.npy", "-o", tmp_path / "z.npy"],
+    ):
         code, err = _run(argv, capsys)
         _one_line(code, err, "not an aelab run" if "missing" not in str(argv[1]) else "no such run directory")
     assert not (tmp_path / "z.npy").exists()
@@ -105,12 +111,17 @@ def test_not_a_run_folder(tmp_path, capsys):
 
 def test_empty_dataset_is_refused(tmp_path, capsys):
     np.save(tmp_path / "empty.npy", np.zeros((0, 6), np.float32))
-    _train_fails(tmp_path, capsys, _cfg(tmp_path, f"{{name: npy, path: '{tmp_path / 'empty.npy'}'}}"),
-                 "need at least 2 samples")
+    _train_fails(
+        tmp_path, capsys, _cfg(tmp_path, f"{{name: npy, path: '{tmp_path / 'empty.npy'}'}}"), "need at least 2 samples"
+    )
     np.save(tmp_path / "tr.npy", np.zeros((0, 6), np.float32))
     np.save(tmp_path / "te.npy", np.zeros((4, 6), np.float32))
-    _train_fails(tmp_path, capsys, _cfg(tmp_path, f"{{name: npy, path: '{tmp_path / 'tr.npy'}', test_path: '{tmp_path / 'te.npy'}'}}"),
-                 "the training split is empty")
+    _train_fails(
+        tmp_path,
+        capsys,
+        _cfg(tmp_path, f"{{name: npy, path: '{tmp_path / 'tr.npy'}', test_path: '{tmp_path / 'te.npy'}'}}"),
+        "the training split is empty",
+    )
 
 
 def test_dataset_smaller_than_one_batch_trains_one_partial_batch(tmp_path, capsys):
@@ -129,8 +140,9 @@ def test_nan_loss_names_epoch_and_batch(idx_dir, tmp_path, capsys):
     # MSE on an identity output overflows to inf within a few steps (BCE on logits with ReLUs stays
     # finite at lr=1e6: the units die and the loss plateaus near 90, see docs/RELIABILITY.md)
     cfg = _cfg(tmp_path, f"{{name: mnist, path: '{idx_dir}'}}", ", optimizer: sgd, loss: mse")
-    code, err = _run(["train", cfg, "--out", tmp_path / "run", "--no-report", "--set", "train.lr=1e6",
-                      *MSE_MLP], capsys)
+    code, err = _run(
+        ["train", cfg, "--out", tmp_path / "run", "--no-report", "--set", "train.lr=1e6", *MSE_MLP], capsys
+    )
     _one_line(code, err, "at epoch 1, batch ")
     assert "loss became" in err and "no checkpoint was written" in err and "train.lr" in err
     assert not (tmp_path / "run" / "model.safetensors").exists()
@@ -138,8 +150,11 @@ def test_nan_loss_names_epoch_and_batch(idx_dir, tmp_path, capsys):
 
 def test_nan_loss_later_keeps_the_last_good_checkpoint(idx_dir, tmp_path, capsys):
     # the lr grows 1e9-fold after epoch 1: epoch 1 is fine and saved, epoch 2 diverges
-    cfg = _cfg(tmp_path, f"{{name: mnist, path: '{idx_dir}'}}",
-               ", epochs: 3, optimizer: sgd, loss: mse, lr: 0.01, schedule: step, step_size: 1, gamma: 1e9")
+    cfg = _cfg(
+        tmp_path,
+        f"{{name: mnist, path: '{idx_dir}'}}",
+        ", epochs: 3, optimizer: sgd, loss: mse, lr: 0.01, schedule: step, step_size: 1, gamma: 1e9",
+    )
     code, err = _run(["train", cfg, "--out", tmp_path / "run", "--no-report", *MSE_MLP], capsys)
     _one_line(code, err, "at epoch 2, batch ")
     assert "the checkpoint of epoch 1 is kept" in err
@@ -160,10 +175,16 @@ def test_subprocess_prints_no_traceback(tmp_path):
         write_idx(d / f, y)
     write_idx(d / "t10k-images-idx3-ubyte", x)
     cfg = _cfg(tmp_path, f"{{name: mnist, path: '{d}'}}")
-    res = subprocess.run([sys.executable, "-m", "aelab", "train", str(cfg), "--out", str(tmp_path / "run")],
-                         capture_output=True, text=True, timeout=300, env={**os.environ, "AELAB_NO_PROGRESS": "1"})
+    res = subprocess.run(
+        [sys.executable, "-m", "aelab", "train", str(cfg), "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "AELAB_NO_PROGRESS": "1"},
+    )
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [
         f"aelab train: error: {d / 'train-images-idx3-ubyte'}: IDX file is 15691 bytes but its header (20, 28, 28) "
-        "needs 15696; the file is truncated or damaged"]
+        "needs 15696; the file is truncated or damaged"
+    ]
     assert not (tmp_path / "run").exists()

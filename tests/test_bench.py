@@ -1,4 +1,5 @@
 """aelab bench: runs end to end on tiny data, JSON parses, Keras is skipped cleanly when absent."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,24 @@ from aelab.errors import ConfigError
 
 
 def test_bench_tiny_json_and_keras_skipped(idx_dir, capsys):
-    rc = main(["bench", "--cases", "tiny", "--epochs", "2", "--limit", "200", "--set", f"data.path={idx_dir}",
-               "--vs", "keras", "--keras-python", str(idx_dir / "no-such-python"), "--json"])
+    rc = main(
+        [
+            "bench",
+            "--cases",
+            "tiny",
+            "--epochs",
+            "2",
+            "--limit",
+            "200",
+            "--set",
+            f"data.path={idx_dir}",
+            "--vs",
+            "keras",
+            "--keras-python",
+            str(idx_dir / "no-such-python"),
+            "--json",
+        ]
+    )
     assert rc == 0
     res = json.loads(capsys.readouterr().out)
     assert res["keras"] == {"asked": True, "available": False, "reason": res["keras"]["reason"]}
@@ -33,11 +50,14 @@ def test_bench_tiny_json_and_keras_skipped(idx_dir, capsys):
     assert any(line.startswith("tiny ") and " aelab " in line for line in table.splitlines())
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["--cases", "nope"], "--cases: unknown case 'nope'"),
-    (["--epochs", "1"], "--epochs: must be >= 2"),
-    (["--cases", "tiny", "--set", "train.precision=fp8"], "train.precision"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--cases", "nope"], "--cases: unknown case 'nope'"),
+        (["--epochs", "1"], "--epochs: must be >= 2"),
+        (["--cases", "tiny", "--set", "train.precision=fp8"], "train.precision"),
+    ],
+)
 def test_bench_bad_input_is_one_line(argv, needle, capsys):
     assert main(["bench", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -62,7 +82,12 @@ def test_summarize_epochs_drops_the_warmup():
 
 
 def test_select_cases_default_and_order():
-    assert [c.name for c in select_cases(None)] == ["seed000-dense784", "seed004-dense32", "seed004-conv", "seed003-relu1000"]
+    assert [c.name for c in select_cases(None)] == [
+        "seed000-dense784",
+        "seed004-dense32",
+        "seed004-conv",
+        "seed003-relu1000",
+    ]
     assert [c.name for c in select_cases("tiny,seed004-conv")] == ["tiny", "seed004-conv"]
     with pytest.raises(ConfigError):
         select_cases(" , ")
@@ -78,8 +103,17 @@ def test_keras_runner_tiny(tmp_path):
     rng = np.random.default_rng(0)
     np.save(tmp_path / "x.npy", rng.random((64, 784), dtype=np.float32))
     np.save(tmp_path / "t.npy", rng.random((16, 784), dtype=np.float32))
-    spec = {"model": "dense", "units": [8], "activation": "relu", "output_activation": "sigmoid", "loss": "bce",
-            "batch_size": 32, "epochs": 2, "x_train": str(tmp_path / "x.npy"), "x_test": str(tmp_path / "t.npy")}
+    spec = {
+        "model": "dense",
+        "units": [8],
+        "activation": "relu",
+        "output_activation": "sigmoid",
+        "loss": "bce",
+        "batch_size": 32,
+        "epochs": 2,
+        "x_train": str(tmp_path / "x.npy"),
+        "x_test": str(tmp_path / "t.npy"),
+    }
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     res = keras_runner.main(str(tmp_path / "spec.json"))
     assert len(res["epoch_seconds"]) == 2 and res["parameters"] == 784 * 8 + 8 + 8 * 784 + 784

@@ -1,4 +1,5 @@
 """The classifier autoencoder (seed 002): training, accuracy, tap depth, refusals, CIFAR shapes."""
+
 from __future__ import annotations
 
 import json
@@ -13,17 +14,27 @@ from aelab.errors import ConfigError, DataError
 from aelab.models import build_model, list_models
 from aelab.recipes import recipe_path
 
-TINY = {"name": "classifier-ae", "channels": [4, 8], "convs_per_block": [1, 2], "dropout": [0.0, 0.1],
-        "hidden": [16], "batch_norm": True, "head_dropout": 0.1, "probe_taps": [2]}
+TINY = {
+    "name": "classifier-ae",
+    "channels": [4, 8],
+    "convs_per_block": [1, 2],
+    "dropout": [0.0, 0.1],
+    "hidden": [16],
+    "batch_norm": True,
+    "head_dropout": 0.1,
+    "probe_taps": [2],
+}
 
 
 def _cfg(idx_dir: Path, **model) -> Config:
-    return Config.from_dict({
-        "data": {"name": "mnist", "path": str(idx_dir)},
-        "model": {**TINY, **model},
-        # one thread: on a busy 2-core machine, OpenMP workers waiting on each other made this test 10x slower
-        "train": {"epochs": 3, "batch_size": 32, "lr": 0.01, "loss": "mse", "threads": 1},
-    })
+    return Config.from_dict(
+        {
+            "data": {"name": "mnist", "path": str(idx_dir)},
+            "model": {**TINY, **model},
+            # one thread: on a busy 2-core machine, OpenMP workers waiting on each other made this test 10x slower
+            "train": {"epochs": 3, "batch_size": 32, "lr": 0.01, "loss": "mse", "threads": 1},
+        }
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -58,8 +69,18 @@ def test_trains_and_reports_accuracy_above_chance(idx_dir, tmp_path):
 def test_tap_depth_changes_the_code_shape():
     shapes = {}
     for tap in (1, 2, 3):
-        cfg = Config.from_dict({"model": {**TINY, "channels": [4, 8, 12], "convs_per_block": 1,
-                                          "dropout": 0.0, "tap": tap, "probe_taps": []}})
+        cfg = Config.from_dict(
+            {
+                "model": {
+                    **TINY,
+                    "channels": [4, 8, 12],
+                    "convs_per_block": 1,
+                    "dropout": 0.0,
+                    "tap": tap,
+                    "probe_taps": [],
+                }
+            }
+        )
         m = build_model(cfg, (1, 28, 28))
         shapes[tap] = m.code_shape
         x = torch.rand(2, 1, 28, 28)
@@ -83,8 +104,9 @@ def test_unlabelled_data_is_refused_before_anything_is_written(tmp_path):
     from aelab import train
 
     np.save(tmp_path / "x.npy", np.random.default_rng(0).integers(0, 255, (40, 1, 28, 28), dtype=np.uint8))
-    cfg = Config.from_dict({"data": {"name": "npy", "path": str(tmp_path / "x.npy")}, "model": TINY,
-                            "train": {"epochs": 1, "loss": "mse"}})
+    cfg = Config.from_dict(
+        {"data": {"name": "npy", "path": str(tmp_path / "x.npy")}, "model": TINY, "train": {"epochs": 1, "loss": "mse"}}
+    )
     with pytest.raises(DataError, match="needs class labels"):
         train(cfg, tmp_path / "run", log=lambda s: None)
     assert not (tmp_path / "run").exists()
@@ -94,8 +116,19 @@ def test_unlabelled_data_cli_one_line_exit_2(tmp_path, capsys):
     from aelab.cli import main
 
     np.save(tmp_path / "x.npy", np.random.default_rng(0).integers(0, 255, (40, 1, 28, 28), dtype=np.uint8))
-    rc = main(["train", str(recipe_path("seed002-fashion")), "--set", f"data.path={tmp_path / 'x.npy'}",
-               "--set", "data.name=npy", "--out", str(tmp_path / "run"), "--no-report"])
+    rc = main(
+        [
+            "train",
+            str(recipe_path("seed002-fashion")),
+            "--set",
+            f"data.path={tmp_path / 'x.npy'}",
+            "--set",
+            "data.name=npy",
+            "--out",
+            str(tmp_path / "run"),
+            "--no-report",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 2
     assert len(err.splitlines()) == 1 and "needs class labels" in err
@@ -108,13 +141,16 @@ def test_too_few_classes_is_a_config_error(idx_dir, tmp_path):
         train(_cfg(idx_dir, num_classes=5), tmp_path / "run", log=lambda s: None)
 
 
-@pytest.mark.parametrize("model, match", [
-    ({"tap": 3}, "model.tap"),
-    ({"probe_taps": [1]}, "model.probe_taps"),
-    ({"convs_per_block": [1, 1, 1]}, "model.convs_per_block"),
-    ({"convs_per_block": 1, "dropout": 0.3}, "model.dropout"),
-    ({"channels": [4, 4, 4, 4, 4, 4]}, "model.channels"),
-])
+@pytest.mark.parametrize(
+    "model, match",
+    [
+        ({"tap": 3}, "model.tap"),
+        ({"probe_taps": [1]}, "model.probe_taps"),
+        ({"convs_per_block": [1, 1, 1]}, "model.convs_per_block"),
+        ({"convs_per_block": 1, "dropout": 0.3}, "model.dropout"),
+        ({"channels": [4, 4, 4, 4, 4, 4]}, "model.channels"),
+    ],
+)
 def test_bad_shapes_name_the_key(model, match):
     cfg = Config.from_dict({"model": {**TINY, **model}})
     with pytest.raises(ConfigError, match=match):

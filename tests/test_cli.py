@@ -1,4 +1,5 @@
 """The CLI end to end, in-process (main(argv) returns the exit code)."""
+
 import json
 
 import numpy as np
@@ -54,13 +55,16 @@ def test_encode_png_and_folder(trained, tmp_path):
     assert np.load(tmp_path / "z1.npy").shape == (1, 16)
 
 
-@pytest.mark.parametrize("argv_tail, match", [
-    (["encode", "{run}", "{tmp}/wrong.npy", "-o", "{tmp}/z.npy"], "do not fit the model's input"),
-    (["decode", "{run}", "{tmp}/badcode.npy", "-o", "{tmp}/r.npy"], "this run's code is"),
-    (["eval", "{tmp}"], "not an aelab run"),
-    (["train", "{tmp}/nope.yaml"], "neither a config file nor a recipe"),
-    (["encode", "{run}", "{tmp}/missing.npy", "-o", "{tmp}/z.npy"], "file not found"),
-])
+@pytest.mark.parametrize(
+    "argv_tail, match",
+    [
+        (["encode", "{run}", "{tmp}/wrong.npy", "-o", "{tmp}/z.npy"], "do not fit the model's input"),
+        (["decode", "{run}", "{tmp}/badcode.npy", "-o", "{tmp}/r.npy"], "this run's code is"),
+        (["eval", "{tmp}"], "not an aelab run"),
+        (["train", "{tmp}/nope.yaml"], "neither a config file nor a recipe"),
+        (["encode", "{run}", "{tmp}/missing.npy", "-o", "{tmp}/z.npy"], "file not found"),
+    ],
+)
 def test_bad_input_one_line_exit_2(trained, tmp_path, capsys, argv_tail, match):
     np.save(tmp_path / "wrong.npy", np.zeros((2, 10, 10), np.uint8))
     np.save(tmp_path / "badcode.npy", np.zeros((2, 5), np.float32))

@@ -1,4 +1,5 @@
 """The CUDA path: runs only where a GPU is present (skipped on CPU-only CI, with the reason)."""
+
 import numpy as np
 import pytest
 import torch
@@ -9,8 +10,10 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA d
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16-mixed", "fp16-mixed"])
-@pytest.mark.parametrize("model", [["model.name=dense"], ["model.name=conv", "model.channels=[8, 8]"],
-                                   ["model.name=vae-dense", "model.code_dim=4"]])
+@pytest.mark.parametrize(
+    "model",
+    [["model.name=dense"], ["model.name=conv", "model.channels=[8, 8]"], ["model.name=vae-dense", "model.code_dim=4"]],
+)
 def test_cuda_training_matches_cpu_closely(tiny_cfg, tmp_path, precision, model):
     over = model + [f"train.precision={precision}", "train.epochs=3"]
     gpu = train(tiny_cfg.replace(over + ["train.device=cuda"]), tmp_path / "gpu", log=lambda s: None)

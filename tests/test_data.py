@@ -4,12 +4,11 @@ import numpy as np
 import pytest
 
 from aelab import DataConfig, DataError, load_data
+from aelab.config import NoiseConfig
 from aelab.data import fetch
 from aelab.data.cifar import load_cifar10, read_python_batch
 from aelab.data.idx import parse_idx, read_idx, write_idx
 from aelab.data.noise import compose
-from aelab.config import NoiseConfig
-
 from conftest import make_blobs
 
 
@@ -57,7 +56,9 @@ def test_missing_file_says_how_to_get(tmp_path):
 
 
 def test_limit_exclude_and_val_fraction(idx_dir):
-    s = load_data(DataConfig(name="mnist", path=str(idx_dir), limit=300, test_limit=50, exclude_classes=[3], val_fraction=0.1))
+    s = load_data(
+        DataConfig(name="mnist", path=str(idx_dir), limit=300, test_limit=50, exclude_classes=[3], val_fraction=0.1)
+    )
     assert 3 not in set(s.y_train) and len(s.x_test) == 50
     assert len(s.x_train) + len(s.x_val) <= 300 and len(s.x_val) >= 1
     assert s.validation[0] is s.x_val

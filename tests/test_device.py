@@ -1,4 +1,5 @@
 """train.device: auto by default (CUDA when there is one, else the CPU), said at the start of every run."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -63,8 +64,10 @@ def test_a_bad_aelab_precision_is_refused_before_anything_is_written(tiny_cfg, t
     f = tmp_path / "c.yaml"
     f.write_text(yaml.safe_dump(tiny_cfg.to_dict()))
     assert main(["train", str(f), "--out", str(tmp_path / "r"), "--no-report"]) == 2
-    assert capsys.readouterr().err == ("aelab train: error: AELAB_PRECISION: must be fp32 or bf16-mixed (what "
-                                       "train.precision auto resolves to), got 'fp16'\n")
+    assert capsys.readouterr().err == (
+        "aelab train: error: AELAB_PRECISION: must be fp32 or bf16-mixed (what "
+        "train.precision auto resolves to), got 'fp16'\n"
+    )
     assert not (tmp_path / "r").exists()
     monkeypatch.setenv("AELAB_PRECISION", "fp32")  # decides what auto means, whatever the CPU
     assert resolve_precision("auto", torch.device("cpu")) == "fp32"
@@ -76,7 +79,10 @@ def test_training_leaves_the_callers_denormal_setting_as_it_found_it(tiny_cfg, t
     tiny = np.float32(1e-40)  # a denormal float32
 
     def survives() -> bool:  # numpy and torch both read the thread's flush/denormals-are-zero bits
-        return float(torch.tensor([1e-40], dtype=torch.float64).float().item()) != 0.0 and float(tiny * np.float32(1)) != 0.0
+        return (
+            float(torch.tensor([1e-40], dtype=torch.float64).float().item()) != 0.0
+            and float(tiny * np.float32(1)) != 0.0
+        )
 
     torch.set_flush_denormal(False)
     assert survives()

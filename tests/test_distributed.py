@@ -1,9 +1,9 @@
 """DistributedDataParallel under torchrun: 2 CPU processes (gloo) follow 1 process with the same global batch."""
+
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,22 +39,45 @@ def test_two_gloo_ranks_match_one_process(tiny_cfg, tmp_path):
     # Input noise is on: both ranks must draw it for the whole global batch, as one process does.
     # fp32 pinned: this compares summation orders, and bf16 autocast (precision auto on AVX-512 BF16 CPUs)
     # rounds each half-batch's activations separately, which measured 5.7e-4 apart, far above the order effect.
-    cfg = tiny_cfg.replace(["train.batch_size=45", "train.threads=1", "train.precision=fp32",
-                            "data.noise=[{kind: gaussian, amount: 0.3}]"])
+    cfg = tiny_cfg.replace(
+        ["train.batch_size=45", "train.threads=1", "train.precision=fp32", "data.noise=[{kind: gaussian, amount: 0.3}]"]
+    )
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text(cfg.to_yaml())
     env = {**os.environ, "AELAB_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
-    res = subprocess.run([str(TORCHRUN), "--standalone", "--nproc-per-node", "2", "-m", "aelab", "train", str(cfg_file),
-                          "--out", str(tmp_path / "ddp"), "--no-report"],
-                         env=env, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [
+            str(TORCHRUN),
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "aelab",
+            "train",
+            str(cfg_file),
+            "--out",
+            str(tmp_path / "ddp"),
+            "--no-report",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count("run written to") == 1  # rank 1 is quiet
     one = train(cfg, tmp_path / "one", log=lambda s: None)
 
     ddp_dir = tmp_path / "ddp"
-    assert sorted(p.name for p in ddp_dir.iterdir()) == ["batches.csv", "checkpoint", "config.yaml", "metrics.csv",
-                                                          "model.safetensors", "summary.json"]
+    assert sorted(p.name for p in ddp_dir.iterdir()) == [
+        "batches.csv",
+        "checkpoint",
+        "config.yaml",
+        "metrics.csv",
+        "model.safetensors",
+        "summary.json",
+    ]
     a, b = load_file(ddp_dir / "model.safetensors"), load_file(tmp_path / "one" / "model.safetensors")
     # Tolerance: the two runs differ only in float summation order (two half-batch means vs one mean);
     # measured max difference 3e-8 on weights of size ~0.3, so 1e-5 leaves room for other CPUs.

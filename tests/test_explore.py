@@ -1,5 +1,6 @@
 """The explorer without a browser: export of every family against PyTorch (NumPy twin of the page's
 engine), what the page carries, unsupported runs named with the reason, bad input = one line + exit 2."""
+
 from __future__ import annotations
 
 import json
@@ -185,7 +186,7 @@ def test_cli_writes_a_self_contained_page(dense_run, capsys):
     # the weights in the page are the run's weights
     buf = np.frombuffer(__import__("base64").b64decode(r["weights"]), dtype=np.float32)
     lin = r["encoder"][0]
-    w = buf[lin["w"]: lin["w"] + lin["in"] * lin["out"]].reshape(lin["out"], lin["in"])
+    w = buf[lin["w"] : lin["w"] + lin["in"] * lin["out"]].reshape(lin["out"], lin["in"])
     assert np.array_equal(w, dense_run.model.encoder[1].weight.detach().numpy())
 
 
@@ -217,8 +218,13 @@ def test_a_run_the_page_cannot_run_is_refused_with_the_reason(tmp_path, capsys):
 
     x = np.random.default_rng(0).random((200, 12)).astype(np.float32)
     np.save(tmp_path / "tab.npy", x)
-    cfg = Config.from_dict({"data": {"name": "npy", "path": str(tmp_path / "tab.npy")},
-                            "model": {"name": "dense", "hidden": [8], "code_dim": 2}, "train": {"epochs": 1}})
+    cfg = Config.from_dict(
+        {
+            "data": {"name": "npy", "path": str(tmp_path / "tab.npy")},
+            "model": {"name": "dense", "hidden": [8], "code_dim": 2},
+            "train": {"epochs": 1},
+        }
+    )
     run = train(cfg, tmp_path / "tab", log=lambda s: None)
     code = main(["explore", str(run.path), "--map", "pca"])
     err = capsys.readouterr().err
@@ -240,16 +246,22 @@ def test_one_unsupported_of_two_is_said_in_page_and_cli(dense_run, tmp_path, cap
 
     monkeypatch.setattr(page, "export_model", second_fails)
     out = tmp_path / "two.html"
-    assert main(["explore", str(dense_run.path), str(dense_run.path), "-o", str(out), "--map", "pca", "--points", "20"]) == 0
+    assert (
+        main(["explore", str(dense_run.path), str(dense_run.path), "-o", str(out), "--map", "pca", "--points", "20"])
+        == 0
+    )
     assert "the page cannot run this model: layer Mystery" in capsys.readouterr().err
     d = _payload(out.read_text())
     assert d["runs"][0]["unsupported"] is None and "Mystery" in d["runs"][1]["unsupported"]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["explore", "no/such/run"], "no such run directory"),
-    (["explore", "a", "b", "c"], "one run, or two"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["explore", "no/such/run"], "no such run directory"),
+        (["explore", "a", "b", "c"], "one run, or two"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(argv, message, capsys):
     from aelab.cli import main
 
@@ -261,9 +273,11 @@ def test_bad_input_is_one_line_exit_2(argv, message, capsys):
 def test_bad_options_are_one_line_exit_2(dense_run, capsys, tmp_path):
     from aelab.cli import main
 
-    for argv, message in ((["--map", "umap"], "--map: must be one of pca, tsne"),
-                          (["--points", "3"], "--points: must be at least 10"),
-                          (["-o", str(tmp_path / "x.txt")], "must end in .html")):
+    for argv, message in (
+        (["--map", "umap"], "--map: must be one of pca, tsne"),
+        (["--points", "3"], "--points: must be at least 10"),
+        (["-o", str(tmp_path / "x.txt")], "must end in .html"),
+    ):
         assert main(["explore", str(dense_run.path), *argv]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1
@@ -276,8 +290,13 @@ def test_runs_with_different_inputs_are_refused(dense_run, tmp_path, capsys):
 
     x = (np.random.default_rng(0).random((120, 3, 8, 8)) * 255).astype(np.uint8)
     np.save(tmp_path / "rgb.npy", x)
-    cfg = Config.from_dict({"data": {"name": "npy", "path": str(tmp_path / "rgb.npy")},
-                            "model": {"name": "dense", "hidden": [8], "code_dim": 2}, "train": {"epochs": 1}})
+    cfg = Config.from_dict(
+        {
+            "data": {"name": "npy", "path": str(tmp_path / "rgb.npy")},
+            "model": {"name": "dense", "hidden": [8], "code_dim": 2},
+            "train": {"epochs": 1},
+        }
+    )
     other = train(cfg, tmp_path / "rgb", log=lambda s: None)
     assert main(["explore", str(dense_run.path), str(other.path), "-o", str(tmp_path / "x.html")]) == 2
     err = capsys.readouterr().err

@@ -2,6 +2,7 @@
 the page's outputs against PyTorch for every supported family, and real pointer events (a drawn
 stroke, a touch stroke, a slider, a hovered and two clicked map points, a weight tile, the
 language toggle) read back as values and pixels."""
+
 from __future__ import annotations
 
 import json
@@ -17,22 +18,29 @@ from PIL import Image
 from conftest import write_idx_dataset
 from test_report_browser import CHROMIUM, Chromium
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (Debian package 'chromium'; "
-                                                          "`make setup` installs it where apt is available)")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="chromium not installed (Debian package 'chromium'; `make setup` installs it where apt is available)",
+)
 
 FAMILIES = {
     "dense": {"model": {"name": "dense", "hidden": [32], "code_dim": 8}},
     "sparse-deep": {"model": {"name": "dense", "hidden": [64, 32], "code_dim": 16, "l1": 1e-4}},
     "conv": {"model": {"name": "conv", "channels": [16, 8, 8]}},  # seed 004's conv autoencoder
-    "denoising-conv": {"model": {"name": "conv", "channels": [8, 8]},
-                       "data": {"noise": [{"kind": "gaussian", "amount": 0.5}]}},
+    "denoising-conv": {
+        "model": {"name": "conv", "channels": [8, 8]},
+        "data": {"noise": [{"kind": "gaussian", "amount": 0.5}]},
+    },
     "vae-dense": {"model": {"name": "vae-dense", "hidden": [32], "code_dim": 2}},
     "vae-conv": {"model": {"name": "vae-conv", "channels": [8, 8], "code_dim": 4, "batch_norm": True}},
-    "classifier-ae": {"model": {"name": "classifier-ae", "channels": [8, 16], "hidden": [16], "convs_per_block": 1,
-                                "dropout": 0.0}},
+    "classifier-ae": {
+        "model": {"name": "classifier-ae", "channels": [8, 16], "hidden": [16], "convs_per_block": 1, "dropout": 0.0}
+    },
     # the TopK sparse autoencoder on 28x28 images: pre-bias, dense encoder, TopK, linear decoder
-    "topk-sae": {"model": {"name": "topk-sae", "latents": 256, "k": 16, "output_activation": "identity"},
-                 "train": {"loss": "mse"}},
+    "topk-sae": {
+        "model": {"name": "topk-sae", "latents": 256, "k": 16, "output_activation": "identity"},
+        "train": {"loss": "mse"},
+    },
 }
 
 
@@ -46,12 +54,19 @@ def pages(tmp_path_factory):
     idx = write_idx_dataset(root / "idx", 600, 100)
     out = {}
     for name, spec in FAMILIES.items():
-        cfg = Config.from_dict({"data": {"name": "mnist", "path": str(idx), **spec.get("data", {})},
-                                "model": spec["model"], "train": {"epochs": 1, "batch_size": 100, **spec.get("train", {})}})
+        cfg = Config.from_dict(
+            {
+                "data": {"name": "mnist", "path": str(idx), **spec.get("data", {})},
+                "model": spec["model"],
+                "train": {"epochs": 1, "batch_size": 100, **spec.get("train", {})},
+            }
+        )
         run = train(cfg, root / name, log=lambda s: None)
         out[name] = (run, write_explorer([run], points=100, maps=["pca"]))
-    out["two"] = (None, write_explorer([out["dense"][0], out["denoising-conv"][0]], root / "two.html", points=100,
-                                       maps=["pca"]))
+    out["two"] = (
+        None,
+        write_explorer([out["dense"][0], out["denoising-conv"][0]], root / "two.html", points=100, maps=["pca"]),
+    )
     return out
 
 
@@ -65,7 +80,7 @@ def browser():
 def _images(run, n=100) -> np.ndarray:
     """The test images exactly as the page holds them (uint8 / 255)."""
     x = run.load_data().x_test[:n]
-    return (np.round(np.clip(x, 0, 1) * 255).astype(np.uint8).astype(np.float32) / 255)
+    return np.round(np.clip(x, 0, 1) * 255).astype(np.uint8).astype(np.float32) / 255
 
 
 def _open(b: Chromium, page) -> None:
@@ -74,13 +89,24 @@ def _open(b: Chromium, page) -> None:
 
 
 def _rect(b: Chromium, expr: str) -> list[float]:
-    return b.evaluate(f"(() => {{ const e = {expr}; e.scrollIntoView({{block: 'center'}}); "
-                      "const r = e.getBoundingClientRect(); return [r.left, r.top, r.width, r.height]; })()")
+    return b.evaluate(
+        f"(() => {{ const e = {expr}; e.scrollIntoView({{block: 'center'}}); "
+        "const r = e.getBoundingClientRect(); return [r.left, r.top, r.width, r.height]; })()"
+    )
 
 
 def _mouse(b: Chromium, kind: str, x: float, y: float, pressed: bool = True) -> None:
-    b.send("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left",
-                                        "buttons": 1 if pressed and kind != "mouseReleased" else 0, "clickCount": 1})
+    b.send(
+        "Input.dispatchMouseEvent",
+        {
+            "type": kind,
+            "x": x,
+            "y": y,
+            "button": "left",
+            "buttons": 1 if pressed and kind != "mouseReleased" else 0,
+            "clickCount": 1,
+        },
+    )
 
 
 def _click(b: Chromium, x: float, y: float) -> None:
@@ -97,8 +123,10 @@ def _drag(b: Chromium, x0, y0, x1, y1, steps=12) -> None:
 
 def _pixels(b: Chromium, expr: str) -> np.ndarray:
     """The red channel of a canvas (grey images), as uint8."""
-    v = b.evaluate(f"(() => {{ const c = {expr}; return Array.from(c.getContext('2d')"
-                   ".getImageData(0, 0, c.width, c.height).data).filter((_, i) => i % 4 === 0); })()")
+    v = b.evaluate(
+        f"(() => {{ const c = {expr}; return Array.from(c.getContext('2d')"
+        ".getImageData(0, 0, c.width, c.height).data).filter((_, i) => i % 4 === 0); })()"
+    )
     return np.array(v, dtype=np.int64)
 
 
@@ -116,10 +144,14 @@ def test_page_matches_pytorch_for_every_family(pages, browser):
         x = _images(run)
         z = run.model.encode(torch.from_numpy(x)).reshape(len(x), -1)
         y = run.model.decode(z.reshape(len(x), *run.model.code_shape)).reshape(len(x), -1)
-        got = browser.evaluate("(() => { const rv = aelab.runs[0]; const z = [];"
-                               "for (let i = 0; i < 100; i++) z.push(Array.from(rv.net.encode(aelab.image(i)))); return z; })()")
+        got = browser.evaluate(
+            "(() => { const rv = aelab.runs[0]; const z = [];"
+            "for (let i = 0; i < 100; i++) z.push(Array.from(rv.net.encode(aelab.image(i)))); return z; })()"
+        )
         codes = json.dumps(z.numpy().tolist())
-        dec = browser.evaluate(f"(() => {{ const rv = aelab.runs[0]; return {codes}.map(c => Array.from(rv.net.decode(Float32Array.from(c)))); }})()")
+        dec = browser.evaluate(
+            f"(() => {{ const rv = aelab.runs[0]; return {codes}.map(c => Array.from(rv.net.decode(Float32Array.from(c)))); }})()"
+        )
         worst[name] = (float(np.abs(np.array(got) - z.numpy()).max()), float(np.abs(np.array(dec) - y.numpy()).max()))
         assert not browser.console_errors(), f"{name}: {browser.console_errors()}"
         assert not browser.network_requests(), f"{name}: {browser.network_requests()}"
@@ -164,11 +196,16 @@ def test_drawing_sliding_hovering_and_clicking(pages, browser):
     code = np.array(browser.evaluate("Array.from(aelab.runs[0].code)"), dtype=np.float32)
     enc = np.array(browser.evaluate("Array.from(aelab.runs[0].encoded)"), dtype=np.float32)
     assert code[3] != enc[3] and np.array_equal(np.delete(code, 3), np.delete(enc, 3))
-    assert abs(code[3] - float(browser.evaluate("parseFloat(document.querySelectorAll('.sliders input')[3].value)"))) < 1e-5
+    assert (
+        abs(code[3] - float(browser.evaluate("parseFloat(document.querySelectorAll('.sliders input')[3].value)")))
+        < 1e-5
+    )
     want = model.decode(torch.from_numpy(code)[None])
     assert np.abs(np.array(browser.evaluate("Array.from(aelab.runs[0].recon)")) - want.numpy().ravel()).max() <= 1e-4
     assert np.abs(_pixels(browser, "aelab.runs[0].ui.recon") - _u8(want)).max() <= 1
-    browser.evaluate("Array.from(document.querySelectorAll('button')).find(b => b.textContent.startsWith('reset')).click()")
+    browser.evaluate(
+        "Array.from(document.querySelectorAll('button')).find(b => b.textContent.startsWith('reset')).click()"
+    )
     assert browser.evaluate("aelab.runs[0].code[3] === aelab.runs[0].encoded[3]")
 
     # hover a point on the map: its image and reconstruction
@@ -180,7 +217,7 @@ def test_drawing_sliding_hovering_and_clicking(pages, browser):
     hovered = browser.evaluate("aelab.runs[0].map.hover")
     assert browser.evaluate("document.querySelector('.tip').style.display") == "block"
     tip = np.array(browser.evaluate("Array.from(aelab.runs[0].map.tipRecon)"))
-    assert np.abs(tip - model(torch.from_numpy(xs[hovered:hovered + 1])).numpy().ravel()).max() <= 1e-4
+    assert np.abs(tip - model(torch.from_numpy(xs[hovered : hovered + 1])).numpy().ravel()).max() <= 1e-4
     # a tap (touch has no hover) shows a point too
     _mouse(browser, "mouseMoved", 1, 1, pressed=False)
     browser.send("Emulation.setTouchEmulationEnabled", {"enabled": True, "maxTouchPoints": 1})
@@ -188,8 +225,10 @@ def test_drawing_sliding_hovering_and_clicking(pages, browser):
     browser.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": tx, "y": ty}]})
     browser.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
     browser.send("Emulation.setTouchEmulationEnabled", {"enabled": False})
-    assert browser.evaluate("aelab.runs[0].map.hover") == browser.evaluate("(() => { const m = aelab.runs[0].map, "
-                                                                          "[x, y] = m.px[60]; return m.px.findIndex(p => p[0] === x && p[1] === y); })()")
+    assert browser.evaluate("aelab.runs[0].map.hover") == browser.evaluate(
+        "(() => { const m = aelab.runs[0].map, "
+        "[x, y] = m.px[60]; return m.px.findIndex(p => p[0] === x && p[1] === y); })()"
+    )
     # click two points: the decoded path between their codes
     browser.evaluate("aelab.runs[0].map.picked = []")  # whether the tap also clicked is the browser's business
     j = 60
@@ -271,8 +310,11 @@ def test_two_runs_and_noise(pages, browser):
         score = browser.evaluate(f"aelab.runs[{r}].score")
         metric = browser.evaluate(f"aelab.runs[{r}].d.score_metric")  # the family's declared default: mse
         x_t = torch.from_numpy(x_in).view(1, 1, 28, 28)
-        expect = (torch.nn.functional.mse_loss(want, x_t) if metric == "mse"
-                  else torch.nn.functional.binary_cross_entropy(want.clamp(1e-7, 1 - 1e-7), x_t))
+        expect = (
+            torch.nn.functional.mse_loss(want, x_t)
+            if metric == "mse"
+            else torch.nn.functional.binary_cross_entropy(want.clamp(1e-7, 1 - 1e-7), x_t)
+        )
         assert metric in ("mse", "bce") and abs(score - float(expect)) < 1e-3
     assert not browser.console_errors(), browser.console_errors()
 
@@ -290,11 +332,25 @@ def test_firefox_opens_the_page_from_disk_and_computes_the_same(pages, tmp_path)
         shot = tmp_path / f"{name}.png"
         profile = tmp_path / f"profile-{name}"
         profile.mkdir()
-        subprocess.run([FIREFOX, "--headless", "--no-remote", "--profile", str(profile), "--window-size=800,600",
-                        "--screenshot", str(shot), page.resolve().as_uri() + f"#probe={i}"],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120, check=False)
+        subprocess.run(
+            [
+                FIREFOX,
+                "--headless",
+                "--no-remote",
+                "--profile",
+                str(profile),
+                "--window-size=800,600",
+                "--screenshot",
+                str(shot),
+                page.resolve().as_uri() + f"#probe={i}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=120,
+            check=False,
+        )
         assert shot.is_file(), f"firefox wrote no screenshot of {page}"
         im = np.asarray(Image.open(shot).convert("RGB")).astype(np.int64)
         got = im[5:280:10, 5:280:10, 0]
-        want = _u8(run.model(torch.from_numpy(_images(run)[i:i + 1]))).reshape(28, 28)
+        want = _u8(run.model(torch.from_numpy(_images(run)[i : i + 1]))).reshape(28, 28)
         assert np.abs(got - want).max() <= 1, f"{name}: firefox's reconstruction differs from PyTorch's"

@@ -1,4 +1,5 @@
 """aelab export: ONNX files run in onnxruntime as the PyTorch model does; TorchScript loads without aelab."""
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,9 @@ def runs(tmp_path_factory):
     d = write_idx_dataset(root / "idx", 200, 50)
     out = {}
     for name, model in MODELS.items():
-        cfg = Config.from_dict({"data": {"name": "mnist", "path": str(d)}, "model": model,
-                                "train": {"epochs": 1, "batch_size": 64}})
+        cfg = Config.from_dict(
+            {"data": {"name": "mnist", "path": str(d)}, "model": model, "train": {"epochs": 1, "batch_size": 64}}
+        )
         out[name] = train(cfg, root / name, log=lambda _m: None).path
     return out
 
@@ -49,8 +51,11 @@ def test_onnx_matches_pytorch_for_batch_sizes_1_and_7(runs, family, tmp_path):
         x = rng.random((n, *model.input_shape), dtype=np.float32)
         with torch.no_grad():
             z = model.encode(torch.from_numpy(x))
-            want = {"encoder": z.numpy(), "decoder": model.decode(z).numpy(),
-                    "autoencoder": model.decode(model.encode(torch.from_numpy(x))).numpy()}
+            want = {
+                "encoder": z.numpy(),
+                "decoder": model.decode(z).numpy(),
+                "autoencoder": model.decode(model.encode(torch.from_numpy(x))).numpy(),
+            }
         feeds = {"encoder": {"x": x}, "decoder": {"z": want["encoder"]}, "autoencoder": {"x": x}}
         for part in ("encoder", "decoder", "autoencoder"):
             sess = ort.InferenceSession(str(tmp_path / f"{part}.onnx"), providers=["CPUExecutionProvider"])

@@ -109,7 +109,9 @@ def test_declared_train_settings_are_enough_and_needed(name):
     assert all(getattr(cfg.train, k) == v for k, v in settings.items())
     for key in settings:  # needed: the train default in its place is refused, naming a key
         with pytest.raises(ConfigError, match=r"^(model|train)\."):
-            Config.from_dict({"model": {"name": name}, "train": {"epochs": 1, **{k: v for k, v in settings.items() if k != key}}})
+            Config.from_dict(
+                {"model": {"name": name}, "train": {"epochs": 1, **{k: v for k, v in settings.items() if k != key}}}
+            )
 
 
 @pytest.mark.parametrize("name", [n for n in list_models() if capabilities(n).real_valued_keys])
@@ -138,8 +140,9 @@ def test_saved_configs_of_older_runs_still_load():
         Config.from_dict({"model": old})
 
 
-@pytest.mark.parametrize("package, registry, importer", [("report", "figure_sets", "model_figures"),
-                                                         ("evaluate", "metric_sets", "extra")])
+@pytest.mark.parametrize(
+    "package, registry, importer", [("report", "figure_sets", "model_figures"), ("evaluate", "metric_sets", "extra")]
+)
 def test_every_module_that_registers_sets_is_imported_by_the_one_place(package, registry, importer):
     """A family's <family>_figures.py / <family>_metrics.py counts only once its line is in model_figures.py / extra.py."""
     import importlib
@@ -151,7 +154,11 @@ def test_every_module_that_registers_sets_is_imported_by_the_one_place(package, 
     deco = "@register_figures(" if package == "report" else "@register_metrics("
     registering = [f.stem for f in folder.glob("*.py") if f.stem not in (registry, importer) and deco in f.read_text()]
     assert registering  # the families' own modules exist and register themselves
-    code = f"import sys, aelab.{package}.{importer}; print(' '.join(sys.modules))"  # a fresh process: only what it imports
-    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
+    code = (
+        f"import sys, aelab.{package}.{importer}; print(' '.join(sys.modules))"  # a fresh process: only what it imports
+    )
+    loaded = set(
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    )
     missing = [m for m in registering if f"aelab.{package}.{m}" not in loaded]
     assert not missing, f"add `from . import {missing[0]} as _{missing[0]}  # noqa: F401` to {package}/{importer}.py"

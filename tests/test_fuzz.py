@@ -5,6 +5,7 @@ never a traceback and never a partial file.
 `make test` runs the small "aelab-ci" profile (deterministic, conftest.py); for a long hunt:
     .venv/bin/python -m pytest tests/test_fuzz.py --hypothesis-profile=aelab-fuzz --hypothesis-show-statistics
 """
+
 from __future__ import annotations
 
 import gzip
@@ -26,8 +27,10 @@ from aelab.config import Config
 from aelab.errors import ConfigError
 
 pytestmark = pytest.mark.fuzz
-SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                                        HealthCheck.function_scoped_fixture])
+SETTINGS = dict(
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+)
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
 
@@ -46,12 +49,38 @@ def _keys() -> list[str]:
 KEYS = [k for k in _keys() if k not in ("data.path", "data.test_path")]
 # values a YAML --set or config file can carry; numbers kept small enough that any model built from them fits in
 # memory (a conv of 300 x 300 channels and kernel 299 would ask for 32 GB)
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-3, 64), st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=False),
-                    st.text(max_size=12), st.sampled_from(["1e6", "1e-3", "nan", "-inf", "auto", "cuda", "fp16-mixed",
-                                                           "standard", "relu", "identity", "vae-dense", "conv", "npy"]))
-VALUES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                       st.dictionaries(st.sampled_from(["kind", "amount", "x", "clip"]), inner, max_size=3)),
-                      max_leaves=6)
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 64),
+    st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=False),
+    st.text(max_size=12),
+    st.sampled_from(
+        [
+            "1e6",
+            "1e-3",
+            "nan",
+            "-inf",
+            "auto",
+            "cuda",
+            "fp16-mixed",
+            "standard",
+            "relu",
+            "identity",
+            "vae-dense",
+            "conv",
+            "npy",
+        ]
+    ),
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.sampled_from(["kind", "amount", "x", "clip"]), inner, max_size=3),
+    ),
+    max_leaves=6,
+)
 
 
 def _assert_one_line_or_success(rc: int, err: str, cmd: str) -> None:
@@ -86,9 +115,16 @@ def test_config_values_are_accepted_or_refused_naming_a_key(capsys, flat):
 
 SET_STRINGS = st.one_of(
     st.text(max_size=30),  # anything at all
-    st.builds(lambda k, v: f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}",
-              st.sampled_from(KEYS), VALUES),
-    st.builds(lambda k, v: f"{k}={v}", st.sampled_from(KEYS + ["model", "train.lr.x", "data..path", "=", ""]), st.text(max_size=12)),
+    st.builds(
+        lambda k, v: f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}",
+        st.sampled_from(KEYS),
+        VALUES,
+    ),
+    st.builds(
+        lambda k, v: f"{k}={v}",
+        st.sampled_from(KEYS + ["model", "train.lr.x", "data..path", "=", ""]),
+        st.text(max_size=12),
+    ),
 )
 
 
@@ -111,6 +147,7 @@ def test_set_strings_through_the_cli(capsys, sets):
 
 # -- damaged or odd data files ---------------------------------------------------
 
+
 def _npy_header(shape: str, descr: str) -> bytes:
     h = f"{{'descr': {descr!r}, 'fortran_order': False, 'shape': {shape}, }}"
     h += " " * (63 - (len(h) + 10) % 64) + "\n"
@@ -130,7 +167,18 @@ SHAPES = st.lists(st.integers(0, 12), min_size=0, max_size=5).map(tuple)
 @st.composite
 def arrays(draw):
     shape, dtype = draw(SHAPES), draw(DTYPES)
-    a = np.asarray(draw(st.lists(st.one_of(st.floats(-1e3, 1e3, allow_subnormal=False), st.sampled_from([float("nan"), float("inf"), -float("inf"), 0.0, 1.0, 255.0])), min_size=1, max_size=8)))
+    a = np.asarray(
+        draw(
+            st.lists(
+                st.one_of(
+                    st.floats(-1e3, 1e3, allow_subnormal=False),
+                    st.sampled_from([float("nan"), float("inf"), -float("inf"), 0.0, 1.0, 255.0]),
+                ),
+                min_size=1,
+                max_size=8,
+            )
+        )
+    )
     a = np.resize(a, shape) if int(np.prod(shape)) else np.zeros(shape)
     with np.errstate(invalid="ignore", over="ignore"):
         return a.astype(dtype) if dtype != "bool" else a > 0
@@ -144,7 +192,7 @@ def _damage(draw, raw: bytes) -> bytes:
         return raw + draw(st.binary(min_size=1, max_size=64))
     if how == "flip" and raw:
         i = draw(st.integers(0, len(raw) - 1))
-        return raw[:i] + bytes([raw[i] ^ draw(st.integers(1, 255))]) + raw[i + 1:]
+        return raw[:i] + bytes([raw[i] ^ draw(st.integers(1, 255))]) + raw[i + 1 :]
     return raw
 
 
@@ -158,8 +206,22 @@ def npy_files(draw):
         body = draw(st.sampled_from([b"{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }", b"x"]))
         return b"\x93NUMPY\x02\x00" + struct.pack("<I", n) + body + b" " * min(n - len(body) - 1, 70_000) + b"\n"
     if kind == "header":  # hand-made headers: huge, negative or odd shapes and dtypes
-        shape = draw(st.sampled_from(["(10, 4)", "(-3, 4)", "(1000000000000,)", "(3000000000, 2)", "()", "(0, 5)",
-                                      "(2, 'a')", "(4294967296, 4294967296)", "[5]", "(5, 2, 2, 2, 2, 2)"]))
+        shape = draw(
+            st.sampled_from(
+                [
+                    "(10, 4)",
+                    "(-3, 4)",
+                    "(1000000000000,)",
+                    "(3000000000, 2)",
+                    "()",
+                    "(0, 5)",
+                    "(2, 'a')",
+                    "(4294967296, 4294967296)",
+                    "[5]",
+                    "(5, 2, 2, 2, 2, 2)",
+                ]
+            )
+        )
         descr = draw(st.sampled_from(["<f4", "|u1", ">f8", "<c8", "|O", "<U5", "|V8", "|b1", "<f2", "zz"]))
         return _npy_header(shape, descr) + draw(st.binary(max_size=200))
     return _damage(draw, _save(draw(arrays())))
@@ -170,8 +232,14 @@ def npz_files(draw):
     kind = draw(st.sampled_from(["zip", "zip", "random"]))
     if kind == "random":
         return draw(st.binary(max_size=256))
-    names = draw(st.lists(st.sampled_from(["x_train", "y_train", "x_test", "y_test", "x", "y", "other"]),
-                          min_size=0, max_size=4, unique=True))
+    names = draw(
+        st.lists(
+            st.sampled_from(["x_train", "y_train", "x_test", "y_test", "x", "y", "other"]),
+            min_size=0,
+            max_size=4,
+            unique=True,
+        )
+    )
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
         for n in names:
@@ -181,9 +249,20 @@ def npz_files(draw):
 
 @st.composite
 def csv_files(draw):
-    rows = draw(st.lists(st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=False).map(repr),
-                                            st.integers(-5, 300).map(str), st.text(max_size=4)),
-                                  min_size=0, max_size=6), max_size=12))
+    rows = draw(
+        st.lists(
+            st.lists(
+                st.one_of(
+                    st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=False).map(repr),
+                    st.integers(-5, 300).map(str),
+                    st.text(max_size=4),
+                ),
+                min_size=0,
+                max_size=6,
+            ),
+            max_size=12,
+        )
+    )
     sep = draw(st.sampled_from([",", ";", ", "]))
     return "\n".join(sep.join(r) for r in rows).encode("utf-8", "replace")
 
@@ -221,8 +300,15 @@ def png_files(draw):
 
 def _train(tmp: Path, data: dict, capsys) -> None:
     cfg = tmp / "c.yaml"
-    cfg.write_text(yaml.safe_dump({"data": data, "model": {"name": "dense", "hidden": [], "code_dim": 2},
-                                   "train": {"epochs": 1, "batch_size": 64, "threads": 1}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "data": data,
+                "model": {"name": "dense", "hidden": [], "code_dim": 2},
+                "train": {"epochs": 1, "batch_size": 64, "threads": 1},
+            }
+        )
+    )
     out = tmp / "run"
     rc = main(["train", str(cfg), "--out", str(out), "--no-report"])
     err = capsys.readouterr().err
@@ -236,14 +322,19 @@ def _train(tmp: Path, data: dict, capsys) -> None:
 
 def _case(suffix_strategy, files, mmap_too: bool = True):
     @settings(max_examples=settings.default.max_examples, **SETTINGS)
-    @given(raw=files(), name=suffix_strategy, mmap=st.booleans() if mmap_too else st.just(False),
-           scale=st.sampled_from(["auto", "minmax", "standard", "none"]))
+    @given(
+        raw=files(),
+        name=suffix_strategy,
+        mmap=st.booleans() if mmap_too else st.just(False),
+        scale=st.sampled_from(["auto", "minmax", "standard", "none"]),
+    )
     def case(capsys, raw, name, mmap, scale):
         with tempfile.TemporaryDirectory() as d:
             tmp = Path(d)
             (tmp / name).write_bytes(raw)
             data = {"name": "npy", "path": str(tmp / name), "mmap": mmap, "scale": scale}
             _train(tmp, data, capsys)
+
     return case
 
 
@@ -273,8 +364,11 @@ def test_fuzz_idx(capsys, images, labels, gz):
 
 
 @settings(max_examples=settings.default.max_examples, **SETTINGS)
-@given(images=st.lists(png_files(), min_size=1, max_size=3), size=st.one_of(st.none(), st.just([8, 8])),
-       channels=st.sampled_from([None, 1, 3]))
+@given(
+    images=st.lists(png_files(), min_size=1, max_size=3),
+    size=st.one_of(st.none(), st.just([8, 8])),
+    channels=st.sampled_from([None, 1, 3]),
+)
 def test_fuzz_image_folder(capsys, images, size, channels):
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -307,9 +401,15 @@ def _encode_run(factory) -> Path:
         tmp = factory.mktemp("encode-run")
         np.save(tmp / "d.npy", np.random.default_rng(0).random((40, 4, 4), dtype=np.float32))
         cfg = tmp / "c.yaml"
-        cfg.write_text(yaml.safe_dump({"data": {"name": "npy", "path": str(tmp / "d.npy")},
-                                       "model": {"name": "dense", "hidden": [], "code_dim": 2},
-                                       "train": {"epochs": 1, "batch_size": 64}}))
+        cfg.write_text(
+            yaml.safe_dump(
+                {
+                    "data": {"name": "npy", "path": str(tmp / "d.npy")},
+                    "model": {"name": "dense", "hidden": [], "code_dim": 2},
+                    "train": {"epochs": 1, "batch_size": 64},
+                }
+            )
+        )
         assert main(["train", str(cfg), "--out", str(tmp / "run"), "--no-report"]) == 0
         _RUN.append(tmp / "run")
     return _RUN[0]

@@ -1,5 +1,6 @@
 """Metrics that fit the data: BCE and its floor only for targets in [0, 1], PSNR with the data's range,
 regression metrics (MSE, RMSE per feature, R^2) on standardised data, every metric named once."""
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,7 @@ def test_regression_stats_match_sklearn():
     r = t + rng.normal(size=t.shape) * 0.5
     s = RegressionStats()
     for i in range(0, 50, 7):  # in batches, as evaluation streams them
-        s.update(torch.as_tensor(r[i: i + 7]), torch.as_tensor(t[i: i + 7]))
+        s.update(torch.as_tensor(r[i : i + 7]), torch.as_tensor(t[i : i + 7]))
     assert s.r2() == pytest.approx(r2_score(t, r), rel=1e-9)
     np.testing.assert_allclose(s.rmse_per_feature(), np.sqrt(((r - t) ** 2).mean(0)), rtol=1e-12)
 
@@ -73,10 +74,19 @@ def _tabular(tmp_path, n=300, d=6, offset=50.0, spread=20.0):
 
 def test_standardised_data_reports_mse_rmse_per_feature_and_r2(tmp_path, capsys):
     path = _tabular(tmp_path)
-    cfg = Config.from_dict({"data": {"name": "npy", "path": str(path), "scale": "standard"},
-                            "model": {"name": "dense", "hidden": [16], "code_dim": 2, "output_activation": "identity",
-                                      "code_activation": "identity"},
-                            "train": {"epochs": 30, "batch_size": 32, "loss": "mse"}})
+    cfg = Config.from_dict(
+        {
+            "data": {"name": "npy", "path": str(path), "scale": "standard"},
+            "model": {
+                "name": "dense",
+                "hidden": [16],
+                "code_dim": 2,
+                "output_activation": "identity",
+                "code_activation": "identity",
+            },
+            "train": {"epochs": 30, "batch_size": 32, "loss": "mse"},
+        }
+    )
     lines: list[str] = []
     run = train(cfg, tmp_path / "r", log=lines.append)
     s = run.summary
@@ -96,16 +106,22 @@ def test_standardised_data_reports_mse_rmse_per_feature_and_r2(tmp_path, capsys)
     ev = json.loads(capsys.readouterr().out)
     assert "test_bce" not in ev and "test_psnr" not in ev and ev["test_r2"] == pytest.approx(s["test_r2"], rel=1e-6)
     assert main(["report", str(run.path)]) == 0
-    shown = re.sub(r"<script.*?</script>", "", (run.path / "report.html").read_text(), flags=re.S)  # not the en/ja table
+    shown = re.sub(
+        r"<script.*?</script>", "", (run.path / "report.html").read_text(), flags=re.S
+    )  # not the en/ja table
     shown = re.sub(r"data:[^\"']+", "", shown)  # the words, not the inlined images
     assert "R²" in shown and "RMSE per feature" in shown and "BCE" not in shown and "PSNR" not in shown
 
 
 def test_unscaled_real_data_gets_psnr_with_its_own_range(tmp_path):
     path = _tabular(tmp_path, offset=0.0, spread=1.0)
-    cfg = Config.from_dict({"data": {"name": "npy", "path": str(path), "scale": "none"},
-                            "model": {"name": "dense", "hidden": [], "code_dim": 2, "output_activation": "identity"},
-                            "train": {"epochs": 2, "batch_size": 64, "loss": "mse"}})
+    cfg = Config.from_dict(
+        {
+            "data": {"name": "npy", "path": str(path), "scale": "none"},
+            "model": {"name": "dense", "hidden": [], "code_dim": 2, "output_activation": "identity"},
+            "train": {"epochs": 2, "batch_size": 64, "loss": "mse"},
+        }
+    )
     run = train(cfg, tmp_path / "r", log=lambda s: None)
     s = run.summary
     x_test = np.load(path)[-30:]
@@ -128,10 +144,19 @@ def test_metrics_csv_follows_the_same_rule_as_the_summary(tiny_cfg, tmp_path):
     assert words.count("bce") == 1 and words.count("psnr") == 1, epoch_line
     # standardised data: a regression every epoch too (no BCE, no PSNR; RMSE and R^2 instead)
     path = _tabular(tmp_path)
-    cfg = Config.from_dict({"data": {"name": "npy", "path": str(path), "scale": "standard"},
-                            "model": {"name": "dense", "hidden": [16], "code_dim": 2, "output_activation": "identity",
-                                      "code_activation": "identity"},
-                            "train": {"epochs": 3, "batch_size": 32, "loss": "mse"}})
+    cfg = Config.from_dict(
+        {
+            "data": {"name": "npy", "path": str(path), "scale": "standard"},
+            "model": {
+                "name": "dense",
+                "hidden": [16],
+                "code_dim": 2,
+                "output_activation": "identity",
+                "code_activation": "identity",
+            },
+            "train": {"epochs": 3, "batch_size": 32, "loss": "mse"},
+        }
+    )
     lines = []
     run = train(cfg, tmp_path / "tab", log=lines.append)
     cols = _csv_columns(run)
@@ -149,9 +174,13 @@ def test_topk_sae_on_standardised_embeddings_gets_regression_metrics(tmp_path):
     atoms = rng.normal(size=(12, 16)).astype(np.float32)
     codes = rng.random((400, 12)) * (rng.random((400, 12)) < 0.2)
     np.save(tmp_path / "emb.npy", (codes @ atoms * 5 + 3).astype(np.float32))
-    cfg = Config.from_dict({"data": {"name": "npy", "path": str(tmp_path / "emb.npy"), "scale": "standard"},
-                            "model": {"name": "topk-sae", "output_activation": "identity", "expansion": 2, "k": 4},
-                            "train": {"epochs": 2, "batch_size": 64, "loss": "mse"}})
+    cfg = Config.from_dict(
+        {
+            "data": {"name": "npy", "path": str(tmp_path / "emb.npy"), "scale": "standard"},
+            "model": {"name": "topk-sae", "output_activation": "identity", "expansion": 2, "k": 4},
+            "train": {"epochs": 2, "batch_size": 64, "loss": "mse"},
+        }
+    )
     run = train(cfg, tmp_path / "sae", log=lambda s: None)
     s = run.summary
     assert not any(k.startswith(("test_bce", "test_psnr")) for k in s), s

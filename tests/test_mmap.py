@@ -1,5 +1,6 @@
 """data.mmap: a 2 GB uint8 .npy is mapped, batches are read from disk, and the training process's
 peak resident memory stays far below the file's size."""
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,9 @@ def test_mapped_rows_read_the_right_rows(tmp_path):
         assert np.array_equal(rows[idx].numpy(), np.asarray(view)[idx.numpy()])
     nhwc = m.transpose(0, 2, 3, 1)  # rows not contiguous in this order: read through the mapping instead
     assert file_rows(nhwc) is None
-    assert np.array_equal(MappedRows(nhwc, torch.device("cpu"))[torch.tensor([4, 1])].numpy(), x.transpose(0, 2, 3, 1)[[4, 1]])
+    assert np.array_equal(
+        MappedRows(nhwc, torch.device("cpu"))[torch.tensor([4, 1])].numpy(), x.transpose(0, 2, 3, 1)[[4, 1]]
+    )
 
 
 def _write_big(path: Path) -> None:
@@ -39,7 +42,7 @@ def _write_big(path: Path) -> None:
     rng = np.random.default_rng(0)
     step = 16384
     for i in range(0, ROWS, step):
-        a[i: i + step] = rng.integers(0, 256, (step, WIDTH), dtype=np.uint8)
+        a[i : i + step] = rng.integers(0, 256, (step, WIDTH), dtype=np.uint8)
     a.flush()
     del a
 
@@ -53,13 +56,33 @@ def test_two_gigabyte_npy_trains_in_bounded_memory(tmp_path):
         cfg = tmp_path / "c.yaml"
         # the whole file is mapped; training reads 65536 random rows of it in batches, and validation
         # and test stream 16384 rows each; loading it instead would need 2 GiB (+8 GiB as float32)
-        cfg.write_text(f"data: {{name: npy, path: '{big}', mmap: true, limit: 65536, test_limit: 16384}}\n"
-                       "model: {name: dense, code_dim: 4}\ntrain: {epochs: 1, batch_size: 2048}\n")
-        probe = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
-                 "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-        res = subprocess.run([sys.executable, "-c", probe, sys.executable, "-m", "aelab", "train", str(cfg),
-                              "--out", str(tmp_path / "run"), "--no-report"],
-                             capture_output=True, text=True, timeout=900, env={**os.environ, "AELAB_NO_PROGRESS": "1"})
+        cfg.write_text(
+            f"data: {{name: npy, path: '{big}', mmap: true, limit: 65536, test_limit: 16384}}\n"
+            "model: {name: dense, code_dim: 4}\ntrain: {epochs: 1, batch_size: 2048}\n"
+        )
+        probe = (
+            "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+            "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+        )
+        res = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                probe,
+                sys.executable,
+                "-m",
+                "aelab",
+                "train",
+                str(cfg),
+                "--out",
+                str(tmp_path / "run"),
+                "--no-report",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env={**os.environ, "AELAB_NO_PROGRESS": "1"},
+        )
         code, peak_kb = map(int, res.stdout.strip().splitlines()[-1].split())
         assert code == 0, res.stderr[-2000:]
         summary = json.loads((tmp_path / "run" / "summary.json").read_text())

@@ -33,7 +33,14 @@ def test_seed_shapes_and_parameter_counts():
     assert sum(p.numel() for p in conv.parameters()) == 4_385
     assert conv.code_shape == (8, 4, 4)
     deep = build_model(Config.from_dict({"model": {"hidden": [128, 64], "code_dim": 32}}), (1, 28, 28))
-    assert [r.output_shape for r in summarize(deep) if r.kind == "Linear"] == [(128,), (64,), (32,), (64,), (128,), (784,)]
+    assert [r.output_shape for r in summarize(deep) if r.kind == "Linear"] == [
+        (128,),
+        (64,),
+        (32,),
+        (64,),
+        (128,),
+        (784,),
+    ]
 
 
 def test_glorot_init_zero_bias():
@@ -52,7 +59,9 @@ def test_tied_weights_share_the_encoder_matrix():
 
 
 def test_per_layer_activation_and_dropout_lengths():
-    cfg = Config.from_dict({"model": {"hidden": [64], "code_dim": 16, "activation": ["tanh", "sigmoid", "relu"], "dropout": [0.1, 0, 0.2]}})
+    cfg = Config.from_dict(
+        {"model": {"hidden": [64], "code_dim": 16, "activation": ["tanh", "sigmoid", "relu"], "dropout": [0.1, 0, 0.2]}}
+    )
     m = build_model(cfg, (1, 28, 28))
     kinds = [type(x).__name__ for x in m.encoder]
     assert kinds == ["Flatten", "Linear", "Tanh", "Dropout", "Linear", "Sigmoid"]
@@ -81,5 +90,8 @@ def test_code_penalties():
     assert "penalty" in out.parts and out.parts["penalty"] >= 0
     with pytest.raises(ConfigError, match="code_activation=sigmoid"):
         build_model(Config.from_dict({"model": {"sparsity_target": 0.05, "sparsity_weight": 1.0}}), (4,))
-    m = build_model(Config.from_dict({"model": {"code_activation": "sigmoid", "sparsity_target": 0.05, "sparsity_weight": 1.0}}), (4,))
+    m = build_model(
+        Config.from_dict({"model": {"code_activation": "sigmoid", "sparsity_target": 0.05, "sparsity_weight": 1.0}}),
+        (4,),
+    )
     assert m.compute_loss(x, x, None, "bce").parts["penalty"] > 0

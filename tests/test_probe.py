@@ -1,4 +1,5 @@
 """aelab probe: logistic regression on codes vs raw pixels and PCA; probe.json in the run directory."""
+
 from __future__ import annotations
 
 import json
@@ -26,9 +27,13 @@ def run_dir(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("probe")
     d = write_idx_dataset(root / "idx", 400, 150)
-    cfg = Config.from_dict({"data": {"name": "mnist", "path": str(d)},
-                            "model": {"name": "dense", "hidden": [64], "code_dim": 8},
-                            "train": {"epochs": 3, "batch_size": 32}})
+    cfg = Config.from_dict(
+        {
+            "data": {"name": "mnist", "path": str(d)},
+            "model": {"name": "dense", "hidden": [64], "code_dim": 8},
+            "train": {"epochs": 3, "batch_size": 32},
+        }
+    )
     return train(cfg, root / "run", log=lambda _m: None).path
 
 
@@ -81,8 +86,13 @@ def test_probe_user_errors(run_dir, tmp_path, capsys):
 def test_probe_needs_labels(tmp_path, capsys):
     rng = np.random.default_rng(0)
     np.save(tmp_path / "x.npy", rng.random((60, 12), dtype=np.float32))
-    cfg = Config.from_dict({"data": {"name": "npy", "path": str(tmp_path / "x.npy")},
-                            "model": {"name": "dense", "code_dim": 2}, "train": {"epochs": 1}})
+    cfg = Config.from_dict(
+        {
+            "data": {"name": "npy", "path": str(tmp_path / "x.npy")},
+            "model": {"name": "dense", "code_dim": 2},
+            "train": {"epochs": 1},
+        }
+    )
     run = train(cfg, tmp_path / "run", log=lambda _m: None)
     assert main(["probe", str(run.path)]) == 2
     err = capsys.readouterr().err

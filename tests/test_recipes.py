@@ -1,4 +1,5 @@
 """Recipes, suites, sweeps, the identity page and the results script, on tiny synthetic data."""
+
 from __future__ import annotations
 
 import json
@@ -58,8 +59,7 @@ def test_suite_members_resolve_and_seed003_has_seven_cases():
 
 def test_suite_runs_every_member_then_compares_and_skips_on_rerun(idx_dir, tmp_path, capsys):
     out = tmp_path / "s"
-    args = ["train", "seed003", "--out", str(out), "--no-report",
-            *tiny_sets(idx_dir, ["model.code_dim=16"])]
+    args = ["train", "seed003", "--out", str(out), "--no-report", *tiny_sets(idx_dir, ["model.code_dim=16"])]
     assert main(args) == 0
     members = [m.name for m in suite_members("seed003")[2]]
     for m in members:
@@ -82,13 +82,29 @@ def test_bad_suite_is_one_line_error(tmp_path, capsys):
 
 def test_sweep_runs_the_product_skips_finished_and_refuses_a_foreign_folder(idx_dir, tmp_path, capsys):
     cfg = tmp_path / "tiny.yaml"
-    cfg.write_text(f"data: {{name: mnist, path: {idx_dir}, limit: 64, test_limit: 32}}\n"
-                   "model: {name: dense, code_dim: 4}\ntrain: {epochs: 1, batch_size: 32}\n")
+    cfg.write_text(
+        f"data: {{name: mnist, path: {idx_dir}, limit: 64, test_limit: 32}}\n"
+        "model: {name: dense, code_dim: 4}\ntrain: {epochs: 1, batch_size: 32}\n"
+    )
     out = tmp_path / "sw"
-    args = ["sweep", str(cfg), "--grid", "model.code_dim=2,8", "--grid", "train.optimizer=adam,adadelta", "--out", str(out)]
+    args = [
+        "sweep",
+        str(cfg),
+        "--grid",
+        "model.code_dim=2,8",
+        "--grid",
+        "train.optimizer=adam,adadelta",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     dirs = sorted(p.name for p in out.iterdir() if p.is_dir())
-    assert dirs == ["code_dim-2_optimizer-adadelta", "code_dim-2_optimizer-adam", "code_dim-8_optimizer-adadelta", "code_dim-8_optimizer-adam"]
+    assert dirs == [
+        "code_dim-2_optimizer-adadelta",
+        "code_dim-2_optimizer-adam",
+        "code_dim-8_optimizer-adadelta",
+        "code_dim-8_optimizer-adam",
+    ]
     assert (out / "compare.html").is_file()
     s = json.loads((out / "code_dim-8_optimizer-adam" / "summary.json").read_text())
     assert s["code_shape"] == [8]
@@ -101,16 +117,22 @@ def test_sweep_runs_the_product_skips_finished_and_refuses_a_foreign_folder(idx_
 
 
 def test_sweep_resumes_a_half_finished_run(idx_dir, tmp_path):
+    from aelab import train
     from aelab.config import Config
     from aelab.sweep import PlannedRun, run_all, run_state
-    from aelab import train
 
-    cfg = Config.from_dict({"data": {"name": "mnist", "path": str(idx_dir), "limit": 64, "test_limit": 32},
-                            "model": {"name": "dense", "code_dim": 4}, "train": {"epochs": 2, "batch_size": 32}})
+    cfg = Config.from_dict(
+        {
+            "data": {"name": "mnist", "path": str(idx_dir), "limit": 64, "test_limit": 32},
+            "model": {"name": "dense", "code_dim": 4},
+            "train": {"epochs": 2, "batch_size": 32},
+        }
+    )
     p = tmp_path / "r"
     train(cfg.replace(["train.epochs=1"]), p, log=lambda s: None)
     (p / "summary.json").unlink()  # as if killed after the checkpoint of epoch 1
     import yaml
+
     d = yaml.safe_load((p / "config.yaml").read_text())
     d["train"]["epochs"] = 2
     (p / "config.yaml").write_text(yaml.safe_dump(d))
@@ -122,13 +144,16 @@ def test_sweep_resumes_a_half_finished_run(idx_dir, tmp_path):
     assert json.loads((p / "summary.json").read_text())["epochs"] == 2
 
 
-@pytest.mark.parametrize("specs,msg", [
-    (["model.code_dim"], "KEY=V1,V2"),
-    (["model.code_dim=2,,8"], "non-empty"),
-    (["model.code_dim=2,2"], "repeats"),
-    (["a=1", "a=2"], "given twice"),
-    ([], "at least one"),
-])
+@pytest.mark.parametrize(
+    "specs,msg",
+    [
+        (["model.code_dim"], "KEY=V1,V2"),
+        (["model.code_dim=2,,8"], "non-empty"),
+        (["model.code_dim=2,2"], "repeats"),
+        (["a=1", "a=2"], "given twice"),
+        ([], "at least one"),
+    ],
+)
 def test_parse_grid_errors(specs, msg):
     from aelab.errors import ConfigError
     from aelab.sweep import parse_grid
@@ -143,7 +168,10 @@ def test_grid_names_and_bracketed_values():
     g = parse_grid(["model.hidden=[128,64],[32]", "data.name=mnist", "model.name=dense"])
     assert g["model.hidden"] == ["[128,64]", "[32]"]
     runs = grid_runs(g)
-    assert runs[0] == ("hidden-128_64_data.name-mnist_model.name-dense", ["model.hidden=[128,64]", "data.name=mnist", "model.name=dense"])
+    assert runs[0] == (
+        "hidden-128_64_data.name-mnist_model.name-dense",
+        ["model.hidden=[128,64]", "data.name=mnist", "model.name=dense"],
+    )
 
 
 def test_sweep_bad_value_fails_before_training(tmp_path, capsys):
@@ -167,14 +195,38 @@ def test_grey_split_puts_the_error_where_it_is():
     x = np.array([0.0, 1.0, 0.5, 0.5])
     r = np.array([0.0, 1.0, 0.7, 0.3])
     s = grey_mse_split(x, r)
-    assert s["mse_binary"] == 0 and s["error_share_on_grey"] == pytest.approx(1.0) and s["mse_grey"] == pytest.approx(0.04)
+    assert (
+        s["mse_binary"] == 0 and s["error_share_on_grey"] == pytest.approx(1.0) and s["mse_grey"] == pytest.approx(0.04)
+    )
 
 
 def test_explain_identity_writes_the_page(idx_dir, tmp_path, capsys):
     out = tmp_path / "id"
-    assert main(["explain-identity", "--out", str(out), "--runs", str(tmp_path / "runs"), "--limit", "128",
-                 "--test-limit", "32", "--epochs", "1", "--long-epochs", "2", "--code-dims", "8",
-                 "--data-path", str(idx_dir), str(idx_dir)]) == 0
+    assert (
+        main(
+            [
+                "explain-identity",
+                "--out",
+                str(out),
+                "--runs",
+                str(tmp_path / "runs"),
+                "--limit",
+                "128",
+                "--test-limit",
+                "32",
+                "--epochs",
+                "1",
+                "--long-epochs",
+                "2",
+                "--code-dims",
+                "8",
+                "--data-path",
+                str(idx_dir),
+                str(idx_dir),
+            ]
+        )
+        == 0
+    )
     page = (out / "identity.md").read_text()
     res = json.loads((out / "identity.json").read_text())
     for ds in ("mnist", "fashion-mnist"):
@@ -195,12 +247,25 @@ def test_explain_identity_bad_dims_is_one_line(capsys):
 def test_make_results_writes_a_row_per_recipe(idx_dir, tmp_path):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("make_results", Path(__file__).parents[1] / "scripts" / "make_results.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_results", Path(__file__).parents[1] / "scripts" / "make_results.py"
+    )
     mr = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mr)
     runs = tmp_path / "runs"
-    assert main(["train", "seed004-dense32-adam", "--out", str(runs / "seed004-dense32-adam"), "--no-report",
-                 *tiny_sets(idx_dir)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "seed004-dense32-adam",
+                "--out",
+                str(runs / "seed004-dense32-adam"),
+                "--no-report",
+                *tiny_sets(idx_dir),
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "R.md"
     assert mr.main(["--runs", str(runs), "--out", str(out)]) == 0
     text = out.read_text()

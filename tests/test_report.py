@@ -1,5 +1,6 @@
 """Reports: every figure is written as a valid PNG of the size it claims, for dense, conv and denoising runs;
 the comparison page, the extension points (figure sets, probe.json), the hooks and the CLI."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -10,19 +11,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from aelab import Config, ConfigError, load_run, train
+from aelab import Config, ConfigError, train
 from aelab.cli import main
 from aelab.data import load_data
-from aelab.report import write_comparison, write_run_report
+from aelab.models import _registry
 from aelab.report import collect as C
 from aelab.report import figures as F
-from aelab.models import _registry
+from aelab.report import write_comparison, write_run_report
 from aelab.report.hooks import PROGRESS_FILE, ReconstructionProgress, TensorBoardLogger, load_progress, training_hooks
 from aelab.report.model_figures import register_figures
-
 from conftest import make_blobs
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -31,11 +30,24 @@ KINDS = {
     "conv": ["model.name=conv", "model.channels=[4, 4]"],
     "denoise": ["model.name=conv", "model.channels=[4]", "data.noise=[{kind: gaussian, amount: 0.5}]"],
 }
-COMMON = {"reconstructions", "progress", "progress_strip", "best_worst", "learning_curves", "weights_first", "code",
-          "code_mean", "latent_health", "latent"}
+COMMON = {
+    "reconstructions",
+    "progress",
+    "progress_strip",
+    "best_worst",
+    "learning_curves",
+    "weights_first",
+    "code",
+    "code_mean",
+    "latent_health",
+    "latent",
+}
 # the dense run also carries a model-specific figure (a figure set its family declares) and a probe.json
-EXPECTED = {"dense": COMMON | {"weights_last", "prior_samples"}, "conv": COMMON | {"code_maps"},
-            "denoise": COMMON | {"code_maps"}}
+EXPECTED = {
+    "dense": COMMON | {"weights_last", "prior_samples"},
+    "conv": COMMON | {"code_maps"},
+    "denoise": COMMON | {"code_maps"},
+}
 
 
 @register_figures("test-extension")
@@ -61,9 +73,13 @@ def data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def base_cfg(data_dir) -> Config:
-    return Config.from_dict({"data": {"name": "mnist", "path": str(data_dir)},
-                             "model": {"name": "dense", "hidden": [32], "code_dim": 8},
-                             "train": {"epochs": 2, "batch_size": 100}})
+    return Config.from_dict(
+        {
+            "data": {"name": "mnist", "path": str(data_dir)},
+            "model": {"name": "dense", "hidden": [32], "code_dim": 8},
+            "train": {"epochs": 2, "batch_size": 100},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +96,9 @@ def runs(base_cfg, tmp_path_factory) -> dict:
         if kind == "dense":
             (run.path / "probe.json").write_text(json.dumps({"probe_accuracy": 0.875, "pixels_accuracy": 0.85}))
             caps = family.capabilities  # declare the extra set for this report only
-            _registry._MODELS["dense"] = dataclasses.replace(family, capabilities=dataclasses.replace(
-                caps, figures=caps.figures + ("test-extension",)))
+            _registry._MODELS["dense"] = dataclasses.replace(
+                family, capabilities=dataclasses.replace(caps, figures=caps.figures + ("test-extension",))
+            )
         try:
             out[kind] = (run, splits, write_run_report(run, splits))
         finally:
@@ -146,8 +163,12 @@ def test_report_html_is_self_contained(runs, kind):
 
 
 def test_figure_pixel_size_is_what_figure_pixels_says():
-    fig = F.learning_curves([{"epoch": 1, "train_loss": 0.5, "val_loss": 0.4}, {"epoch": 2, "train_loss": 0.3, "val_loss": 0.35}],
-                            [{"step": i + 1, "loss": 1 / (i + 1)} for i in range(60)], "bce", floor=0.1)
+    fig = F.learning_curves(
+        [{"epoch": 1, "train_loss": 0.5, "val_loss": 0.4}, {"epoch": 2, "train_loss": 0.3, "val_loss": 0.35}],
+        [{"step": i + 1, "loss": 1 / (i + 1)} for i in range(60)],
+        "bce",
+        floor=0.1,
+    )
     assert png_size(F.png_bytes(fig)) == F.figure_pixels(fig) == (1100, 380)
     rows = F.image_rows([np.zeros((10, 1, 28, 28)), np.ones((10, 1, 28, 28))], ["a", "b"])
     assert png_size(F.png_bytes(rows)) == F.figure_pixels(rows)
@@ -256,11 +277,14 @@ def test_cli_train_writes_report_unless_told_not_to(base_cfg, tmp_path, capsys):
     assert "comparison written to" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["report", "no/such/run"], "no/such/run: no such run directory"),
-    (["report", "{run}", "-o", "{tmp}/x.txt"], "--output: must end in .html"),
-    (["report", "{run}", "--latent", "lda"], None),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["report", "no/such/run"], "no/such/run: no such run directory"),
+        (["report", "{run}", "-o", "{tmp}/x.txt"], "--output: must end in .html"),
+        (["report", "{run}", "--latent", "lda"], None),
+    ],
+)
 def test_cli_report_errors_are_one_line(runs, tmp_path, capsys, argv, message):
     argv = [a.format(run=runs["dense"][0].path, tmp=tmp_path) for a in argv]
     if message is None:  # argparse refuses the choice itself

@@ -6,6 +6,7 @@ NUL-separated JSON on file descriptors 3 and 4), so no websocket library and no
 port are needed. Run as a script to screenshot any page:
 ``python tests/test_report_browser.py runs/demo/report.html docs/img/report.png``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -22,8 +23,14 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "", shutil.which("chromium-browser") or "")
-                 if p and os.access(p, os.X_OK)), None)
+CHROMIUM = next(
+    (
+        p
+        for p in ("/usr/bin/chromium", shutil.which("chromium") or "", shutil.which("chromium-browser") or "")
+        if p and os.access(p, os.X_OK)
+    ),
+    None,
+)
 LOCAL_SCHEMES = ("file:", "data:", "about:", "blob:", "chrome:", "devtools:")
 
 
@@ -44,12 +51,32 @@ class Chromium:
             os.dup2(a, 3)
             os.dup2(b, 4)
 
-        args = [CHROMIUM, "--headless", "--remote-debugging-pipe", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                "--no-default-browser-check", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--disable-extensions", "--mute-audio", "--hide-scrollbars",
-                f"--window-size={width},{height}", f"--user-data-dir={self.profile}", "about:blank"]
-        self.proc = subprocess.Popen(args, pass_fds=(3, 4), preexec_fn=wire, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        args = [
+            CHROMIUM,
+            "--headless",
+            "--remote-debugging-pipe",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-extensions",
+            "--mute-audio",
+            "--hide-scrollbars",
+            f"--window-size={width},{height}",
+            f"--user-data-dir={self.profile}",
+            "about:blank",
+        ]
+        self.proc = subprocess.Popen(
+            args,
+            pass_fds=(3, 4),
+            preexec_fn=wire,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         os.close(a)
         os.close(b)
         self._buf = b""
@@ -103,7 +130,9 @@ class Chromium:
     # -- what the tests use -------------------------------------------------
     def open(self, url: str) -> None:
         target = self.send("Target.createTarget", {"url": "about:blank"}, session=False)["targetId"]
-        self.session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True}, session=False)["sessionId"]
+        self.session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True}, session=False)[
+            "sessionId"
+        ]
         for domain in ("Page", "Runtime", "Log", "Network"):
             self.send(f"{domain}.enable")
         self.events.clear()
@@ -118,7 +147,10 @@ class Chromium:
 
     def screenshot(self, path: Path, full_height: int | None = None) -> None:
         if full_height:
-            self.send("Emulation.setDeviceMetricsOverride", {"width": 1280, "height": full_height, "deviceScaleFactor": 1, "mobile": False})
+            self.send(
+                "Emulation.setDeviceMetricsOverride",
+                {"width": 1280, "height": full_height, "deviceScaleFactor": 1, "mobile": False},
+            )
         data = self.send("Page.captureScreenshot", {"format": "png"})["data"]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(data))
@@ -171,15 +203,23 @@ def check_page(browser: Chromium, html: Path, shot: Path) -> list[dict]:
     return imgs
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (Debian package 'chromium'; `make setup` installs it where apt is available)")
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="chromium not installed (Debian package 'chromium'; `make setup` installs it where apt is available)",
+)
 def test_reports_render_in_headless_chromium(idx_dir, tmp_path):
     from aelab import Config, train
     from aelab.data import load_data
     from aelab.report import write_comparison, write_run_report
     from aelab.report.hooks import training_hooks
 
-    base = Config.from_dict({"data": {"name": "mnist", "path": str(idx_dir)},
-                             "model": {"name": "dense", "hidden": [32], "code_dim": 8}, "train": {"epochs": 2, "batch_size": 100}})
+    base = Config.from_dict(
+        {
+            "data": {"name": "mnist", "path": str(idx_dir)},
+            "model": {"name": "dense", "hidden": [32], "code_dim": 8},
+            "train": {"epochs": 2, "batch_size": 100},
+        }
+    )
     splits = load_data(base.data)
     runs = []
     for name, ov in (("dense", []), ("denoise", ["data.noise=[{kind: masking, amount: 0.3}]"])):
@@ -214,8 +254,10 @@ VISIBLE_JS = """(() => ({lang: document.documentElement.lang, button: document.g
 
 def _click_lang(browser: Chromium) -> None:
     """A real mouse click (DevTools input events) on the page's language button."""
-    x, y = browser.evaluate("(() => { const r = document.getElementById('lang').getBoundingClientRect(); "
-                            "return [r.left + r.width / 2, r.top + r.height / 2]; })()")
+    x, y = browser.evaluate(
+        "(() => { const r = document.getElementById('lang').getBoundingClientRect(); "
+        "return [r.left + r.width / 2, r.top + r.height / 2]; })()"
+    )
     for kind in ("mousePressed", "mouseReleased"):
         browser.send("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1})
 
@@ -255,8 +297,10 @@ def check_languages(browser: Chromium, report: Path) -> None:
     _click_lang(browser)
     assert browser.evaluate(VISIBLE_JS) == en
     browser.evaluate("localStorage.clear()")
-    browser.send("Emulation.setUserAgentOverride", {"userAgent": browser.evaluate("navigator.userAgent"),
-                                                    "acceptLanguage": "ja-JP,ja"})
+    browser.send(
+        "Emulation.setUserAgentOverride",
+        {"userAgent": browser.evaluate("navigator.userAgent"), "acceptLanguage": "ja-JP,ja"},
+    )
     _reload(browser, url)  # nothing remembered: the browser's language
     assert browser.evaluate("navigator.language").startswith("ja")
     assert browser.evaluate(VISIBLE_JS) == ja
@@ -267,8 +311,10 @@ def check_languages(browser: Chromium, report: Path) -> None:
 def test_the_checks_catch_a_broken_page(tmp_path):
     """The browser checks are not vacuous: a missing image, a console error and a fetch are all seen."""
     page = tmp_path / "bad.html"
-    page.write_text('<!doctype html><html><body><img src="missing.png">'
-                    '<script>console.error("boom"); fetch("http://127.0.0.1:9/x").catch(() => {});</script></body></html>')
+    page.write_text(
+        '<!doctype html><html><body><img src="missing.png">'
+        '<script>console.error("boom"); fetch("http://127.0.0.1:9/x").catch(() => {});</script></body></html>'
+    )
     browser = Chromium()
     try:
         imgs = check_page(browser, page, tmp_path / "bad-shot.png")

@@ -2,6 +2,7 @@
 uninterrupted run ends (same epochs, bit-identical weights on CPU), SIGINT
 saves and says how to resume, and a failed write keeps the previous checkpoint.
 """
+
 from __future__ import annotations
 
 import errno
@@ -19,7 +20,6 @@ from safetensors.torch import load_file
 
 from aelab import train
 from aelab.cli import main
-from aelab.train import loop as loop_mod
 from aelab.train import Callback
 from aelab.train.checkpoint import TrainState, load_checkpoint
 
@@ -57,8 +57,13 @@ def _latest_epoch(run_dir: Path) -> int:
 
 
 # Dropout, input noise, a schedule and early-stopping state all draw on or carry state that a resume must restore.
-RNG_HEAVY = ["model.dropout=0.2", "data.noise=[{kind: gaussian, amount: 0.3}]", "train.schedule=cosine",
-             "train.early_stopping=50", "train.threads=1"]
+RNG_HEAVY = [
+    "model.dropout=0.2",
+    "data.noise=[{kind: gaussian, amount: 0.3}]",
+    "train.schedule=cosine",
+    "train.early_stopping=50",
+    "train.threads=1",
+]
 
 
 def test_sigkill_mid_epoch_then_resume_is_bit_identical(tiny_cfg, tmp_path):
@@ -68,8 +73,12 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tiny_cfg, tmp_path):
     cfg_file.write_text(cfg.to_yaml())
     killed, ref = tmp_path / "killed", tmp_path / "ref"
     env = {**os.environ, "AELAB_NO_PROGRESS": "1"}
-    proc = subprocess.Popen([*AELAB, "train", str(cfg_file), "--out", str(killed)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [*AELAB, "train", str(cfg_file), "--out", str(killed)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         seen: dict[int, float] = {}
         deadline = time.monotonic() + 120
@@ -92,7 +101,9 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tiny_cfg, tmp_path):
     assert at in (2, 3)  # 3 when a busy machine stretched the wait past the end of epoch 3
     leftovers = [p.name for p in killed.rglob(".*.tmp")]  # a kill mid-write may leave one; resume must not trip on it
 
-    res = subprocess.run([*AELAB, "train", "--resume", str(killed)], env=env, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [*AELAB, "train", "--resume", str(killed)], env=env, capture_output=True, text=True, timeout=300
+    )
     assert res.returncode == 0, res.stderr
     assert f"resumed after epoch {at}" in res.stdout
 
@@ -119,17 +130,26 @@ class CrashAt(Callback):
             raise Crash
 
 
-@pytest.mark.parametrize("overrides", [
-    RNG_HEAVY,
-    ["train.optimizer=sgd", "train.schedule=step", "train.step_size=1", "train.gamma=0.5"],
-    ["train.optimizer=rmsprop", "data.noise=[{kind: masking, amount: 0.3}, {kind: salt_pepper, amount: 0.1}]"],
-    ["train.checkpoint_every=2", "train.epochs=5", "model.dropout=0.3"],
-    # a growing lr makes epoch 2 the best and stops at 5: the best weights (and patience) must
-    # travel in the checkpoint for early stopping to end on the right weights after a crash at 3
-    ["train.lr=0.01", "train.schedule=step", "train.step_size=1", "train.gamma=8", "train.early_stopping=3",
-     "train.epochs=6"],
-    ["model.name=vae-dense", "train.epochs=3"],
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        RNG_HEAVY,
+        ["train.optimizer=sgd", "train.schedule=step", "train.step_size=1", "train.gamma=0.5"],
+        ["train.optimizer=rmsprop", "data.noise=[{kind: masking, amount: 0.3}, {kind: salt_pepper, amount: 0.1}]"],
+        ["train.checkpoint_every=2", "train.epochs=5", "model.dropout=0.3"],
+        # a growing lr makes epoch 2 the best and stops at 5: the best weights (and patience) must
+        # travel in the checkpoint for early stopping to end on the right weights after a crash at 3
+        [
+            "train.lr=0.01",
+            "train.schedule=step",
+            "train.step_size=1",
+            "train.gamma=8",
+            "train.early_stopping=3",
+            "train.epochs=6",
+        ],
+        ["model.name=vae-dense", "train.epochs=3"],
+    ],
+)
 def test_crash_then_resume_matches_uninterrupted(tiny_cfg, tmp_path, overrides):
     cfg = tiny_cfg.replace(["train.epochs=4", *overrides])
     ref = train(cfg, tmp_path / "ref", **QUIET)
@@ -166,8 +186,13 @@ def test_sigint_saves_and_says_how_to_resume(tiny_cfg, tmp_path):
     cfg_file.write_text(cfg.to_yaml())
     run = tmp_path / "r"
     env = {**os.environ, "AELAB_NO_PROGRESS": "1"}
-    proc = subprocess.Popen([*AELAB, "train", str(cfg_file), "--out", str(run)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*AELAB, "train", str(cfg_file), "--out", str(run)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while _latest_epoch(run) < 1 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.01)
@@ -209,6 +234,7 @@ def test_failed_checkpoint_write_keeps_previous(tiny_cfg, tmp_path, monkeypatch,
     assert not list(run.rglob("*.tmp")) and not (run / "model.safetensors").exists()
     from aelab.models import build_model
     from aelab.train.optim import make_optimizer
+
     model = build_model(tiny_cfg, (1, 28, 28))
     opt = make_optimizer(model.parameters(), tiny_cfg.train, torch.device("cpu"))
     state = load_checkpoint(run / "checkpoint", model, opt, None, torch.Generator())

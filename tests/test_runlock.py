@@ -1,4 +1,5 @@
 """One run folder, several processes: a trainer holds it, a second trainer or a report is told who in one line."""
+
 from __future__ import annotations
 
 import json
@@ -21,9 +22,15 @@ AELAB = [sys.executable, "-m", "aelab"]
 
 def _config(tmp_path: Path, idx_dir: Path, epochs: int) -> Path:
     f = tmp_path / f"c{epochs}.yaml"
-    f.write_text(yaml.safe_dump({"data": {"name": "mnist", "path": str(idx_dir), "limit": 200, "test_limit": 50},
-                                 "model": {"name": "dense", "hidden": [], "code_dim": 4},
-                                 "train": {"epochs": epochs, "batch_size": 100, "threads": 1}}))
+    f.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"name": "mnist", "path": str(idx_dir), "limit": 200, "test_limit": 50},
+                "model": {"name": "dense", "hidden": [], "code_dim": 4},
+                "train": {"epochs": epochs, "batch_size": 100, "threads": 1},
+            }
+        )
+    )
     return f
 
 
@@ -47,15 +54,27 @@ def _one_line(res: subprocess.CompletedProcess) -> str:
 def test_second_trainer_and_report_are_refused_while_a_run_trains(tmp_path, idx_dir):
     run = tmp_path / "run"
     env = {**os.environ, "AELAB_NO_PROGRESS": "1"}
-    long = subprocess.Popen([*AELAB, "train", str(_config(tmp_path, idx_dir, 100000)), "--out", str(run), "--no-report"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    long = subprocess.Popen(
+        [*AELAB, "train", str(_config(tmp_path, idx_dir, 100000)), "--out", str(run), "--no-report"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _wait_for_holder(run, long.pid, long)
-        second = subprocess.run([*AELAB, "train", str(_config(tmp_path, idx_dir, 1)), "--out", str(run), "--overwrite",
-                                 "--no-report"], env=env, capture_output=True, text=True, timeout=300)
+        second = subprocess.run(
+            [*AELAB, "train", str(_config(tmp_path, idx_dir, 1)), "--out", str(run), "--overwrite", "--no-report"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         line = _one_line(second)
         assert f"in use by aelab train (pid {long.pid} on " in line, line
-        assert (run / "config.yaml").is_file() and yaml.safe_load((run / "config.yaml").read_text())["train"]["epochs"] == 100000
+        assert (run / "config.yaml").is_file() and yaml.safe_load((run / "config.yaml").read_text())["train"][
+            "epochs"
+        ] == 100000
         report = subprocess.run([*AELAB, "report", str(run)], env=env, capture_output=True, text=True, timeout=300)
         assert f"being written by aelab train (pid {long.pid} on " in _one_line(report)
         assert not (run / "report.html").exists()
@@ -77,8 +96,13 @@ def test_trainer_is_refused_while_a_report_reads_the_run(tmp_path, idx_dir):
     assert main(["train", str(cfg), "--out", str(run), "--no-report"]) == 0
     before = (run / "model.safetensors").read_bytes()
     with runlock.reading(run):  # what `aelab report RUN` holds while it reads and writes figures
-        res = subprocess.run([*AELAB, "train", str(cfg), "--out", str(run), "--overwrite", "--no-report",
-                              "--set", "train.seed=5"], env=env, capture_output=True, text=True, timeout=300)
+        res = subprocess.run(
+            [*AELAB, "train", str(cfg), "--out", str(run), "--overwrite", "--no-report", "--set", "train.seed=5"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert "is reading this run; try again when it has finished" in _one_line(res)
     assert (run / "model.safetensors").read_bytes() == before  # the reader saw the run it started with
     assert not (run / runlock.LOCK_NAME).exists()

@@ -3,6 +3,7 @@
 Each test plants a pickle whose unpickling would create ``marker``; the test checks the
 command failed cleanly (exit 2, one line, no traceback) and that the marker does not exist.
 """
+
 from __future__ import annotations
 
 import io
@@ -75,7 +76,9 @@ def test_crafted_data_file_does_not_execute(tmp_path, capsys, kind):
     else:
         with zipfile.ZipFile(f, "w") as z:
             z.writestr("x.npy", _evil_npy(marker))
-    _fails_cleanly(["train", _npy_cfg(tmp_path, f), "--out", tmp_path / "r", "--no-report"], capsys, "cannot read", marker)
+    _fails_cleanly(
+        ["train", _npy_cfg(tmp_path, f), "--out", tmp_path / "r", "--no-report"], capsys, "cannot read", marker
+    )
     assert not (tmp_path / "r").exists()
 
 
@@ -85,8 +88,12 @@ def test_crafted_cifar_batch_does_not_execute(tmp_path, capsys):
     d.mkdir()
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         (d / name).write_bytes(pickle.dumps({b"data": Evil(marker), b"labels": [0]}))
-    _fails_cleanly(["train", _npy_cfg(tmp_path, d, "cifar10"), "--out", tmp_path / "r", "--no-report"], capsys,
-                   "is not allowed in a CIFAR batch", marker)
+    _fails_cleanly(
+        ["train", _npy_cfg(tmp_path, d, "cifar10"), "--out", tmp_path / "r", "--no-report"],
+        capsys,
+        "is not allowed in a CIFAR batch",
+        marker,
+    )
 
 
 def test_crafted_encode_input_does_not_execute(trained, tmp_path, capsys):
@@ -96,13 +103,16 @@ def test_crafted_encode_input_does_not_execute(trained, tmp_path, capsys):
     assert not (tmp_path / "z.npy").exists()
 
 
-@pytest.mark.parametrize("target, command, match", [
-    ("model.safetensors", "eval", "not a readable safetensors file"),
-    ("scaler.safetensors", "eval", "not a readable safetensors file"),
-    ("checkpoint/state-00001.safetensors", "resume", "checkpoint unreadable"),
-    ("checkpoint/state-00001.json", "resume", "checkpoint unreadable"),
-    ("checkpoint/latest.json", "resume", "checkpoint unreadable"),
-])
+@pytest.mark.parametrize(
+    "target, command, match",
+    [
+        ("model.safetensors", "eval", "not a readable safetensors file"),
+        ("scaler.safetensors", "eval", "not a readable safetensors file"),
+        ("checkpoint/state-00001.safetensors", "resume", "checkpoint unreadable"),
+        ("checkpoint/state-00001.json", "resume", "checkpoint unreadable"),
+        ("checkpoint/latest.json", "resume", "checkpoint unreadable"),
+    ],
+)
 def test_pickle_swapped_into_a_run_does_not_execute(trained, tmp_path, capsys, target, command, match):
     marker = tmp_path / "pwned"
     (trained / target).write_bytes(_evil_pickle(marker))
@@ -126,5 +136,7 @@ def test_weights_that_do_not_match_the_config_name_the_tensor(trained, capsys):
     w = load_file(trained / "model.safetensors")
     dropped = sorted(w)[-1]
     del w[dropped]
-    save_file(w, trained / "model.safetensors", metadata={"format": "aelab", "input_shape": "1,28,28", "model": "dense"})
+    save_file(
+        w, trained / "model.safetensors", metadata={"format": "aelab", "input_shape": "1,28,28", "model": "dense"}
+    )
     _fails_cleanly(["eval", trained], capsys, f"tensor '{dropped}' is missing", Path("/nonexistent/marker"))

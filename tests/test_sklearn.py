@@ -1,4 +1,5 @@
 """AutoencoderTransformer: scikit-learn's own estimator checks, pipelines, grid search, pickling."""
+
 from __future__ import annotations
 
 import pickle
@@ -33,8 +34,13 @@ def tiny(**kw) -> AutoencoderTransformer:
 
 
 # Every check passes; nothing is skipped or expected to fail (docs/INTEGRATION.md).
-@parametrize_with_checks([tiny(), tiny(scale="standard", loss="mse", code_activation="identity"),
-                          tiny(scale="minmax", loss="bce", tied=True)])
+@parametrize_with_checks(
+    [
+        tiny(),
+        tiny(scale="standard", loss="mse", code_activation="identity"),
+        tiny(scale="minmax", loss="bce", tied=True),
+    ]
+)
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
@@ -47,8 +53,7 @@ def blob_arrays(n: int, seed: int):
 def test_pipeline_before_logistic_regression_on_synthetic_images():
     X, y = blob_arrays(400, 0)
     Xt, yt = blob_arrays(200, 1)
-    pipe = make_pipeline(AutoencoderTransformer(code_dim=8, epochs=5, random_state=0),
-                         LogisticRegression(max_iter=500))
+    pipe = make_pipeline(AutoencoderTransformer(code_dim=8, epochs=5, random_state=0), LogisticRegression(max_iter=500))
     acc = pipe.fit(X, y).score(Xt, yt)
     assert acc > 0.8, acc  # ten square positions; chance is 0.1
 
@@ -59,8 +64,9 @@ def test_pipeline_on_real_mnist_codes():
 
     s = load_data(DataConfig(name="mnist", limit=2000, test_limit=1000))
     X, Xt = s.x_train.reshape(2000, -1), s.x_test.reshape(1000, -1)
-    pipe = make_pipeline(AutoencoderTransformer(code_dim=32, epochs=8, loss="bce", random_state=0),
-                         LogisticRegression(max_iter=1000))
+    pipe = make_pipeline(
+        AutoencoderTransformer(code_dim=32, epochs=8, loss="bce", random_state=0), LogisticRegression(max_iter=1000)
+    )
     acc = pipe.fit(X, s.y_train).score(Xt, s.y_test)
     assert acc > 0.75, acc  # measured 0.81; raw-pixel logistic regression on the same 2,000 images gets 0.86
 
@@ -76,15 +82,18 @@ def test_grid_search_over_code_dim():
 def test_transform_inverse_transform_and_feature_names():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(300, 6)) @ rng.normal(size=(6, 6)) * 100 + 1000  # far from [0, 1]
-    ae = AutoencoderTransformer(code_dim=4, hidden=(16,), epochs=30, scale="standard", code_activation="identity",
-                                random_state=0).fit(X)
+    ae = AutoencoderTransformer(
+        code_dim=4, hidden=(16,), epochs=30, scale="standard", code_activation="identity", random_state=0
+    ).fit(X)
     Z = ae.transform(X)
     assert Z.shape == (300, 4) and Z.dtype == np.float64
     R = ae.inverse_transform(Z)
     assert R.shape == X.shape
     # reconstructions live in the original units: their error is far below the features' spread
     assert np.mean((R - X) ** 2) < 0.5 * X.var(axis=0).mean()
-    assert ae.score(X) == pytest.approx(-np.mean((R - X) ** 2))  # two fp32 evaluations of the same weights, any precision
+    assert ae.score(X) == pytest.approx(
+        -np.mean((R - X) ** 2)
+    )  # two fp32 evaluations of the same weights, any precision
     assert list(ae.get_feature_names_out()) == [f"autoencodertransformer{i}" for i in range(4)]
     assert ae.n_iter_ == 30 and len(ae.loss_curve_) == 30 and ae.loss_curve_[-1] < ae.loss_curve_[0]
     with pytest.raises(ValueError, match="expecting 4 features"):
@@ -110,13 +119,19 @@ def test_fit_leaves_the_global_torch_rng_alone():
     assert torch.equal(before, torch.random.get_rng_state())
 
 
-@pytest.mark.parametrize("params, match", [
-    ({"loss": "l2"}, r"The 'loss' parameter of AutoencoderTransformer must be a str among \{'mse', 'bce'\}\. Got 'l2'"),
-    ({"code_dim": 0}, r"'code_dim' parameter .* must be an int in the range \[1, inf\)\. Got 0"),
-    ({"hidden": (8, "x")}, r"'hidden' parameter .* must be a sequence of ints"),
-    ({"scale": "standard", "loss": "bce"}, r"needs scale='minmax'"),
-    ({"lr": -1.0}, r"'lr' parameter .* Got -1.0"),
-])
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        (
+            {"loss": "l2"},
+            r"The 'loss' parameter of AutoencoderTransformer must be a str among \{'mse', 'bce'\}\. Got 'l2'",
+        ),
+        ({"code_dim": 0}, r"'code_dim' parameter .* must be an int in the range \[1, inf\)\. Got 0"),
+        ({"hidden": (8, "x")}, r"'hidden' parameter .* must be a sequence of ints"),
+        ({"scale": "standard", "loss": "bce"}, r"needs scale='minmax'"),
+        ({"lr": -1.0}, r"'lr' parameter .* Got -1.0"),
+    ],
+)
 def test_bad_parameters_name_the_parameter(params, match):
     X, _ = blob_arrays(20, 5)
     with pytest.raises(ValueError, match=match):

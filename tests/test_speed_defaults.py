@@ -1,4 +1,5 @@
 """The speed defaults decided from the machine: OpenMP wait policy at import, precision auto."""
+
 import os
 import subprocess
 import sys
@@ -12,8 +13,16 @@ from aelab.train.precision import autocast_context, cpu_has_native_bf16, resolve
 CPU = torch.device("cpu")
 
 
-@pytest.mark.parametrize("busy, expect", [(0.0, "GOMP_SPINCOUNT"), (0.4, "GOMP_SPINCOUNT"), (0.6, "OMP_WAIT_POLICY"),
-                                          (1.9, "OMP_WAIT_POLICY"), (None, "OMP_WAIT_POLICY")])
+@pytest.mark.parametrize(
+    "busy, expect",
+    [
+        (0.0, "GOMP_SPINCOUNT"),
+        (0.4, "GOMP_SPINCOUNT"),
+        (0.6, "OMP_WAIT_POLICY"),
+        (1.9, "OMP_WAIT_POLICY"),
+        (None, "OMP_WAIT_POLICY"),
+    ],
+)
 def test_idle_cpus_spin_busy_ones_sleep(busy, expect):
     changes, why = _threads.decide({}, lambda: busy, cpus=2, threads=2)
     assert list(changes) == [expect]
@@ -27,7 +36,10 @@ def test_a_big_machine_with_room_for_our_threads_spins():
 
 
 def test_the_users_variables_and_aelab_omp_wait_win():
-    assert _threads.decide({"OMP_WAIT_POLICY": "ACTIVE"}, lambda: 2.0, 2, 2) == ({}, "set by the user (OMP_WAIT_POLICY=ACTIVE)")
+    assert _threads.decide({"OMP_WAIT_POLICY": "ACTIVE"}, lambda: 2.0, 2, 2) == (
+        {},
+        "set by the user (OMP_WAIT_POLICY=ACTIVE)",
+    )
     assert _threads.decide({"GOMP_SPINCOUNT": "5"}, lambda: 2.0, 2, 2)[0] == {}
     assert _threads.decide({"AELAB_OMP_WAIT": "spin"}, lambda: 2.0, 2, 2)[0] == {"GOMP_SPINCOUNT": _threads.SPIN_COUNT}
     assert _threads.decide({"AELAB_OMP_WAIT": "passive"}, lambda: 0.0, 2, 2)[0] == {"OMP_WAIT_POLICY": "PASSIVE"}

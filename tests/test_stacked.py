@@ -1,5 +1,6 @@
 """Stacked training (train/stacked.py, runner.train_stacked): a member equals the same config trained alone,
 folders as runner.train writes them."""
+
 from __future__ import annotations
 
 import json
@@ -17,11 +18,13 @@ TOL = 2e-5
 
 
 def _cfg(idx_dir, **train):
-    return Config.from_dict({
-        "data": {"name": "mnist", "path": str(idx_dir), "limit": 256, "test_limit": 64},
-        "model": {"name": "dense", "hidden": [32], "code_dim": 8},
-        "train": {"epochs": 2, "batch_size": 64, "precision": "fp32", "threads": 1, **train},
-    })
+    return Config.from_dict(
+        {
+            "data": {"name": "mnist", "path": str(idx_dir), "limit": 256, "test_limit": 64},
+            "model": {"name": "dense", "hidden": [32], "code_dim": 8},
+            "train": {"epochs": 2, "batch_size": 64, "precision": "fp32", "threads": 1, **train},
+        }
+    )
 
 
 def _same_run(a, b):
@@ -50,8 +53,10 @@ def test_a_stacked_member_equals_the_same_config_trained_alone(idx_dir, tmp_path
     elif vary == "l1":  # a code penalty: per member, vmapped over the stacked codes
         cfgs = [_cfg(idx_dir, seed=s).replace(["model.l1=0.001"]) for s in (5, 6)]
     else:  # a grid that keeps the architecture: own lr, own noise, own schedule
-        cfgs = [_cfg(idx_dir, seed=3, lr=3e-3),
-                _cfg(idx_dir, seed=4, schedule="cosine").replace(["data.noise=[{kind: gaussian, amount: 0.3}]"])]
+        cfgs = [
+            _cfg(idx_dir, seed=3, lr=3e-3),
+            _cfg(idx_dir, seed=4, schedule="cosine").replace(["data.noise=[{kind: gaussian, amount: 0.3}]"]),
+        ]
     dirs = [tmp_path / f"stack{i}" for i in range(len(cfgs))]
     runs = train_stacked(cfgs, dirs, log=lambda s: None)
     assert [r.summary["stacked_members"] for r in runs] == [len(cfgs)] * len(cfgs)
@@ -86,8 +91,10 @@ def test_why_not_stackable_names_the_reason(idx_dir):
 
 def test_sweep_seeds_trains_one_stack_and_writes_every_member(idx_dir, tmp_path, capsys):
     cfg = tmp_path / "tiny.yaml"
-    cfg.write_text(f"data: {{name: mnist, path: {idx_dir}, limit: 128, test_limit: 32}}\n"
-                   "model: {name: dense, code_dim: 4}\ntrain: {epochs: 1, batch_size: 32, precision: fp32}\n")
+    cfg.write_text(
+        f"data: {{name: mnist, path: {idx_dir}, limit: 128, test_limit: 32}}\n"
+        "model: {name: dense, code_dim: 4}\ntrain: {epochs: 1, batch_size: 32, precision: fp32}\n"
+    )
     out = tmp_path / "sw"
     assert main(["sweep", str(cfg), "--seeds", "3", "--grid", "train.lr=0.001,0.003", "--out", str(out)]) == 0
     log = capsys.readouterr().out
@@ -114,7 +121,7 @@ def test_seed_groups_and_interval():
     from aelab.report.seeds import mean_interval, seed_groups
 
     m, h = mean_interval([1.0, 2.0, 3.0])
-    assert m == 2.0 and h == pytest.approx(4.3027 / 3 ** 0.5, rel=1e-4)  # t(0.975, 2 dof) * sd / sqrt(n)
+    assert m == 2.0 and h == pytest.approx(4.3027 / 3**0.5, rel=1e-4)  # t(0.975, 2 dof) * sd / sqrt(n)
     a = {"train": {"seed": 0, "lr": 1e-3}, "name": "x"}
     cfgs = [a, {**a, "train": {"seed": 1, "lr": 1e-3}}, {**a, "train": {"seed": 0, "lr": 3e-3}}]
     assert seed_groups(cfgs) == [[0, 1]]

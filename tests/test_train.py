@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from aelab import Config, RunError, load_run, train
+from aelab import RunError, load_run, train
 from aelab.evaluate.metrics import entropy_floor, grey_share
 
 
@@ -13,7 +13,17 @@ def test_train_writes_a_complete_run(tiny_cfg, tmp_path):
     files = {p.name for p in (tmp_path / "r").iterdir()}
     assert {"config.yaml", "metrics.csv", "batches.csv", "model.safetensors", "summary.json", "checkpoint"} <= files
     s = json.loads((tmp_path / "r" / "summary.json").read_text())
-    for k in ("test_loss", "test_bce", "test_mse", "test_psnr", "epochs", "seconds_per_epoch", "parameters", "data", "train_size"):
+    for k in (
+        "test_loss",
+        "test_bce",
+        "test_mse",
+        "test_psnr",
+        "epochs",
+        "seconds_per_epoch",
+        "parameters",
+        "data",
+        "train_size",
+    ):
         assert k in s
     assert s["epochs"] == 2 and len(run.metrics) == 2
     assert len(run.batches) == 2 * 10  # 600 samples / 64 per batch, rounded up
@@ -44,13 +54,20 @@ def test_save_load_identical_outputs(tiny_cfg, tmp_path):
     assert torch.equal(run.model.encode(x), loaded.model.encode(x))
 
 
-@pytest.mark.parametrize("overrides", [
-    ["model.name=conv", "model.channels=[4, 4]"],
-    ["data.noise=[{kind: gaussian, amount: 0.5}]", "model.name=conv", "model.channels=[4]"],
-    ["train.loss=mse", "model.output_activation=identity", "model.dropout=0.2"],
-    ["train.optimizer=adadelta"], ["train.optimizer=sgd", "train.schedule=cosine"], ["train.optimizer=rmsprop"],
-    ["train.precision=bf16-mixed"], ["model.l1=0.0001"], ["train.early_stopping=1", "train.epochs=3"],
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["model.name=conv", "model.channels=[4, 4]"],
+        ["data.noise=[{kind: gaussian, amount: 0.5}]", "model.name=conv", "model.channels=[4]"],
+        ["train.loss=mse", "model.output_activation=identity", "model.dropout=0.2"],
+        ["train.optimizer=adadelta"],
+        ["train.optimizer=sgd", "train.schedule=cosine"],
+        ["train.optimizer=rmsprop"],
+        ["train.precision=bf16-mixed"],
+        ["model.l1=0.0001"],
+        ["train.early_stopping=1", "train.epochs=3"],
+    ],
+)
 def test_variants_train(tiny_cfg, tmp_path, overrides):
     run = train(tiny_cfg.replace(overrides), tmp_path / "r", log=lambda s: None)
     assert np.isfinite(run.summary["test_loss"])

@@ -1,4 +1,5 @@
 """Variational autoencoders: reparameterisation, KL, warm-up, sampling, training, metrics, figures."""
+
 from __future__ import annotations
 
 import math
@@ -13,8 +14,12 @@ from aelab.report.model_figures import model_figures
 
 
 def vae_cfg(name="vae-dense", code_dim=2, **model):
-    return Config.from_dict({"data": {"name": "mnist"},
-                             "model": {"name": name, "hidden": [32], "code_dim": code_dim, "channels": [4, 4], **model}})
+    return Config.from_dict(
+        {
+            "data": {"name": "mnist"},
+            "model": {"name": name, "hidden": [32], "code_dim": code_dim, "channels": [4, 4], **model},
+        }
+    )
 
 
 @pytest.mark.parametrize("name", ["vae-dense", "vae-conv"])
@@ -80,11 +85,13 @@ def test_config_checks():
 
 @pytest.mark.parametrize("name,binarize", [("vae-dense", True), ("vae-conv", False)])
 def test_vae_trains_elbo_finite_and_decreasing(tmp_path, idx_dir, name, binarize):
-    cfg = Config.from_dict({
-        "data": {"name": "mnist", "path": str(idx_dir), "limit": 256},
-        "model": {"name": name, "hidden": [64], "code_dim": 2, "channels": [8], "binarize": binarize},
-        "train": {"epochs": 2, "batch_size": 32, "lr": 3e-3, "threads": 1},
-    })
+    cfg = Config.from_dict(
+        {
+            "data": {"name": "mnist", "path": str(idx_dir), "limit": 256},
+            "model": {"name": name, "hidden": [64], "code_dim": 2, "channels": [8], "binarize": binarize},
+            "train": {"epochs": 2, "batch_size": 32, "lr": 3e-3, "threads": 1},
+        }
+    )
     run = train(cfg, tmp_path / "run", log=lambda *_: None)
     rows = run.metrics
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
@@ -97,19 +104,28 @@ def test_vae_trains_elbo_finite_and_decreasing(tmp_path, idx_dir, name, binarize
     # the run loads back to the same deterministic codes
     back = load_run(run.path)
     x = torch.as_tensor(run.load_data().x_test[:4])
-    assert torch.allclose(back.model.encode(x), run.model.eval().encode(x), atol=1e-6)  # saved/loaded weights, fp32 eval in any precision
+    assert torch.allclose(
+        back.model.encode(x), run.model.eval().encode(x), atol=1e-6
+    )  # saved/loaded weights, fp32 eval in any precision
 
 
 def test_gaussian_vae_on_standardised_tabular_data(tmp_path):
     rng = np.random.default_rng(0)
     x = (rng.normal(size=(300, 2)) @ rng.normal(size=(2, 8)) * 50 + 1000).astype(np.float32)
     np.save(tmp_path / "t.npy", x)
-    cfg = Config.from_dict({
-        "data": {"name": "npy", "path": str(tmp_path / "t.npy"), "scale": "standard"},
-        "model": {"name": "vae-dense", "hidden": [16], "code_dim": 2, "likelihood": "gaussian",
-                  "output_activation": "identity"},
-        "train": {"epochs": 2, "batch_size": 32, "loss": "mse", "lr": 3e-3, "threads": 1},
-    })
+    cfg = Config.from_dict(
+        {
+            "data": {"name": "npy", "path": str(tmp_path / "t.npy"), "scale": "standard"},
+            "model": {
+                "name": "vae-dense",
+                "hidden": [16],
+                "code_dim": 2,
+                "likelihood": "gaussian",
+                "output_activation": "identity",
+            },
+            "train": {"epochs": 2, "batch_size": 32, "loss": "mse", "lr": 3e-3, "threads": 1},
+        }
+    )
     run = train(cfg, tmp_path / "run", log=lambda *_: None)
     assert math.isfinite(run.summary["test_nelbo"]) and run.summary["test_sigma"] > 0
     assert "test_nelbo_grey" not in run.summary

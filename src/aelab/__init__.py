@@ -1,12 +1,13 @@
 """aelab: build, train, inspect, compare and ship autoencoders.
 
-    import aelab
-    cfg = aelab.Config.from_yaml("configs/demo.yaml")
-    run = aelab.train(cfg, out="runs/demo")
-    z = run.model.encode(x)          # (N, code) for dense models
-    x_hat = run.model.decode(z)
-    run = aelab.load_run("runs/demo")
+import aelab
+cfg = aelab.Config.from_yaml("configs/demo.yaml")
+run = aelab.train(cfg, out="runs/demo")
+z = run.model.encode(x)          # (N, code) for dense models
+x_hat = run.model.decode(z)
+run = aelab.load_run("runs/demo")
 """
+
 from . import _threads
 
 # Before torch loads libgomp: OpenMP threads spin briefly on an idle machine and sleep
@@ -22,9 +23,28 @@ from .runner import train
 
 __version__ = "0.1.0"
 
-__all__ = ["AnomalyDetector", "Config", "DataConfig", "ModelConfig", "NoiseConfig", "TrainConfig", "Splits", "load_data",
-           "AelabError", "ConfigError", "DataError", "RunError", "TrainingError", "build_model", "list_models",
-           "Run", "load_run", "train", "__version__", "AutoencoderTransformer"]
+__all__ = [
+    "AnomalyDetector",
+    "Config",
+    "DataConfig",
+    "ModelConfig",
+    "NoiseConfig",
+    "TrainConfig",
+    "Splits",
+    "load_data",
+    "AelabError",
+    "ConfigError",
+    "DataError",
+    "RunError",
+    "TrainingError",
+    "build_model",
+    "list_models",
+    "Run",
+    "load_run",
+    "train",
+    "__version__",
+    "AutoencoderTransformer",
+]
 
 
 # Names imported on first use (scikit-learn takes a second to import): name -> module holding it.

@@ -3,6 +3,7 @@
 Every writer goes through here: write to a temporary file in the same folder,
 fsync, then rename over the target (atomic on POSIX).
 """
+
 from __future__ import annotations
 
 import csv
@@ -10,8 +11,9 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import yaml
 

@@ -13,11 +13,12 @@ the measurements behind both branches):
 ``AELAB_OMP_WAIT=spin|passive|auto`` forces a branch; an ``OMP_WAIT_POLICY`` or
 ``GOMP_SPINCOUNT`` the user exported always wins over aelab.
 """
+
 from __future__ import annotations
 
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 SPIN_COUNT = "30000"
 CHOICES = ("auto", "spin", "passive")
@@ -81,7 +82,9 @@ def decide(env: dict, measure_busy: Callable[[], float | None], cpus: int, threa
     if busy is None:
         return {"OMP_WAIT_POLICY": "PASSIVE"}, "passive (CPU load unknown)"
     if cpus - busy >= threads - 0.5:
-        return {"GOMP_SPINCOUNT": SPIN_COUNT}, f"spin (GOMP_SPINCOUNT={SPIN_COUNT}): {busy:.1f} of {cpus} CPUs busy at start"
+        return {
+            "GOMP_SPINCOUNT": SPIN_COUNT
+        }, f"spin (GOMP_SPINCOUNT={SPIN_COUNT}): {busy:.1f} of {cpus} CPUs busy at start"
     return {"OMP_WAIT_POLICY": "PASSIVE"}, f"passive: {busy:.1f} of {cpus} CPUs busy at start, {threads} threads wanted"
 
 

@@ -8,6 +8,7 @@ about (1 - quantile) of data like the training set is flagged.
     det.decision_function(X_new)   # scores
     det.predict(X_new)             # 1 = outlier, 0 = inlier
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -31,6 +32,7 @@ SCORE_SEED = 0  # the same input always gets the same score
 
 
 # -- scores -------------------------------------------------------------------
+
 
 def resolve_metric(model, metric: str, loss: str) -> str:
     """'auto' -> the family's declared default score (``Capabilities.default_anomaly_score``: MSE,
@@ -63,8 +65,10 @@ def score_array(model, x: np.ndarray, metric: str, batch_size: int = 1024) -> np
     if metric != "nelbo":
         raise ConfigError(f"metric: must be one of mse, bce, nelbo; got '{metric}'")
     gen = torch.Generator().manual_seed(SCORE_SEED)
-    out = [model.nelbo_per_sample(b.float(), gen, samples=NELBO_SAMPLES)["nelbo"].double().cpu()
-           for b in batches(x, batch_size, model.device)]
+    out = [
+        model.nelbo_per_sample(b.float(), gen, samples=NELBO_SAMPLES)["nelbo"].double().cpu()
+        for b in batches(x, batch_size, model.device)
+    ]
     return torch.cat(out).numpy()
 
 
@@ -81,7 +85,7 @@ def score_array64(model, x: np.ndarray, metric: str, batch_size: int = 1024) -> 
     m64 = copy.deepcopy(model).cpu().double().eval()
     out = []
     for i in range(0, len(x), batch_size):
-        b = torch.from_numpy(np.ascontiguousarray(x[i: i + batch_size], dtype=np.float64))
+        b = torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size], dtype=np.float64))
         logits = m64.decode_logits(m64.encode(b))
         if metric == "bce":
             out.append(F.binary_cross_entropy_with_logits(logits, b, reduction="none").flatten(1).mean(1))
@@ -137,8 +141,11 @@ def run_train_scores(run, metric: str) -> np.ndarray:
 def save_train_scores(run_dir: Path, metric: str, scores: np.ndarray, digest: str | None = None) -> None:
     try:
         digest = digest or _weights_digest(run_dir)
-        save_safetensors(run_dir / f"anomaly-train-{metric}.safetensors", {"scores": torch.from_numpy(np.asarray(scores))},
-                         metadata={"metric": metric, "weights_sha256": digest, "samples": str(len(scores))})
+        save_safetensors(
+            run_dir / f"anomaly-train-{metric}.safetensors",
+            {"scores": torch.from_numpy(np.asarray(scores))},
+            metadata={"metric": metric, "weights_sha256": digest, "samples": str(len(scores))},
+        )
     except OSError:
         pass  # a read-only run folder still scores, it just recomputes next time
 
@@ -149,19 +156,24 @@ def prepare(run, x: np.ndarray, where: str) -> np.ndarray:
     bad = ~np.isfinite(x)
     if bad.any():
         i = int(np.argwhere(bad)[0][0])
-        raise DataError(f"{where}: holds NaN or inf ({int(bad.sum())} values, first in sample {i}); clean the data first")
+        raise DataError(
+            f"{where}: holds NaN or inf ({int(bad.sum())} values, first in sample {i}); clean the data first"
+        )
     return x
 
 
 def write_scores_csv(path: str | Path, scores: np.ndarray, threshold: float, labels: np.ndarray | None = None) -> Path:
     """index, score, is_outlier (and label when known): one row per sample, written atomically."""
     header = ["index", "score", "is_outlier"] + (["label"] if labels is not None else [])
-    rows = ([i, f"{s:.8g}", int(s > threshold)] + ([int(labels[i])] if labels is not None else [])
-            for i, s in enumerate(scores))
+    rows = (
+        [i, f"{s:.8g}", int(s > threshold)] + ([int(labels[i])] if labels is not None else [])
+        for i, s in enumerate(scores)
+    )
     return write_csv(path, header, rows)
 
 
 # -- held-out-class evaluation (the anomaly recipe) --------------------------------
+
 
 def held_out_evaluation(run, metric: str = "auto", quantile: float = 0.99, top: int = 32) -> dict:
     """Scores the run's test split; with data.exclude_classes, ROC-AUC of 'held-out class' vs the rest.
@@ -176,8 +188,13 @@ def held_out_evaluation(run, metric: str = "auto", quantile: float = 0.99, top: 
     test_scores = score_array(run.model, splits.x_test, metric)
     thr = threshold_at(run_train_scores(run, metric), quantile)
     held = list(run.config.data.exclude_classes)
-    res: dict = {"metric": metric, "quantile": quantile, "threshold": thr, "test_samples": int(len(test_scores)),
-                 "test_flagged": int((test_scores > thr).sum())}
+    res: dict = {
+        "metric": metric,
+        "quantile": quantile,
+        "threshold": thr,
+        "test_samples": int(len(test_scores)),
+        "test_flagged": int((test_scores > thr).sum()),
+    }
     folder = run.path / "anomaly"
     labels = splits.y_test
     write_scores_csv(folder / "scores-test.csv", test_scores, thr, labels)
@@ -194,21 +211,28 @@ def held_out_evaluation(run, metric: str = "auto", quantile: float = 0.99, top: 
             recall_at_threshold=float(pred[positive].mean()),
             false_positive_rate_at_threshold=float(pred[~positive].mean()),
         )
-        fig = score_histogram_figure(test_scores, positive, thr, metric,
-                                     ", ".join(res["held_out_names"] or map(str, held)))
+        fig = score_histogram_figure(
+            test_scores, positive, thr, metric, ", ".join(res["held_out_names"] or map(str, held))
+        )
         _save_figure(folder / "histogram.png", fig)
     if len(splits.sample_shape) == 3:
         _save_figure(folder / "top.png", top_scoring_figure(splits.x_test, test_scores, labels, held, top))
     write_json(run.path / "anomaly.json", res)
     if "roc_auc" in res and (run.path / "summary.json").is_file():
         summary = json.loads((run.path / "summary.json").read_text())
-        summary.update({"test_roc_auc": res["roc_auc"], "test_average_precision": res["average_precision"],
-                        "anomaly_metric": metric})
+        summary.update(
+            {
+                "test_roc_auc": res["roc_auc"],
+                "test_average_precision": res["average_precision"],
+                "anomaly_metric": metric,
+            }
+        )
         write_json(run.path / "summary.json", summary)
     return res
 
 
 # -- figures (pure: they return matplotlib figures) -----------------------------------
+
 
 def score_histogram_figure(scores: np.ndarray, positive: np.ndarray, threshold: float, metric: str, held_name: str):
     from matplotlib.figure import Figure
@@ -217,8 +241,16 @@ def score_histogram_figure(scores: np.ndarray, positive: np.ndarray, threshold: 
     ax = fig.add_subplot(1, 1, 1)
     lo, hi = np.quantile(scores, [0.0, 0.999])
     bins = np.linspace(lo, hi, 60)
-    ax.hist(scores[~positive], bins=bins, density=True, alpha=0.6, label=f"inliers (trained-on classes), n={int((~positive).sum())}")
-    ax.hist(scores[positive], bins=bins, density=True, alpha=0.6, label=f"held out: {held_name}, n={int(positive.sum())}")
+    ax.hist(
+        scores[~positive],
+        bins=bins,
+        density=True,
+        alpha=0.6,
+        label=f"inliers (trained-on classes), n={int((~positive).sum())}",
+    )
+    ax.hist(
+        scores[positive], bins=bins, density=True, alpha=0.6, label=f"held out: {held_name}, n={int(positive.sum())}"
+    )
     ax.axvline(threshold, color="k", ls="--", lw=1, label="threshold (training quantile)")
     ax.set_xlabel(f"anomaly score ({metric} per image)")
     ax.set_ylabel("density")
@@ -271,7 +303,7 @@ SAVE_FORMAT = "aelab-anomaly-detector/1"
 # (pass to parametrize_with_checks(..., expected_failed_checks=lambda est: SKLEARN_CHECKS_EXPECTED_TO_FAIL)).
 SKLEARN_CHECKS_EXPECTED_TO_FAIL = {
     "check_outliers_train": "PyOD's labels: predict gives 1 for outliers and 0 for inliers, not scikit-learn's -1/+1; "
-                            "decision_function is higher for outliers (scikit-learn's is negative for them)",
+    "decision_function is higher for outliers (scikit-learn's is negative for them)",
     "check_outliers_fit_predict": "PyOD's labels: fit_predict gives labels_ (1 outlier, 0 inlier), not -1/+1",
 }
 
@@ -346,11 +378,28 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         Values per sample (H*W*C for images).
     """
 
-    def __init__(self, *, model: str = "dense", hidden: Sequence[int] = (256,), code_dim: int = 32,
-                 epochs: int = 20, batch_size: int = 128, lr: float | None = None, loss: str = "auto",
-                 dropout: float = 0.0, batch_norm: bool = False, weight_decay: float = 0.0,
-                 contamination: float = 0.01, metric: str = "auto", scale: str = "auto", precision: str = "fp32",
-                 seed: int = 0, threads: int | None = None, out: str | Path | None = None, verbose: bool = False):
+    def __init__(
+        self,
+        *,
+        model: str = "dense",
+        hidden: Sequence[int] = (256,),
+        code_dim: int = 32,
+        epochs: int = 20,
+        batch_size: int = 128,
+        lr: float | None = None,
+        loss: str = "auto",
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+        weight_decay: float = 0.0,
+        contamination: float = 0.01,
+        metric: str = "auto",
+        scale: str = "auto",
+        precision: str = "fp32",
+        seed: int = 0,
+        threads: int | None = None,
+        out: str | Path | None = None,
+        verbose: bool = False,
+    ):
         self.model = model
         self.hidden = hidden
         self.code_dim = code_dim
@@ -395,7 +444,8 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         _among("model", self.model, MODELS)
         hidden = self.hidden
         if not isinstance(hidden, (list, tuple)) or not all(
-                isinstance(h, numbers.Integral) and not isinstance(h, bool) and h >= 1 for h in hidden):
+            isinstance(h, numbers.Integral) and not isinstance(h, bool) and h >= 1 for h in hidden
+        ):
             raise _param_error("hidden", "a sequence of ints >= 1 (like (128,) or (256, 64))", hidden)
         _int("code_dim", self.code_dim)
         _int("epochs", self.epochs)
@@ -410,8 +460,9 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         if not (_real(self.weight_decay) and self.weight_decay >= 0):
             raise _param_error("weight_decay", "a float in the range [0, inf)", self.weight_decay)
         if not (_real(self.contamination) and 0.0 < self.contamination <= 0.5):
-            raise _param_error("contamination", "a float in the range (0, 0.5] (the share of outliers)",
-                               self.contamination)
+            raise _param_error(
+                "contamination", "a float in the range (0, 0.5] (the share of outliers)", self.contamination
+            )
         _among("metric", self.metric, METRICS)
         _among("scale", self.scale, SCALES)
         _among("precision", self.precision, PRECISIONS)
@@ -419,10 +470,13 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         if self.threads is not None:
             _int("threads", self.threads)
         if self.batch_norm and self.model != "dense":
-            raise _param_error("batch_norm", "False with model='vae-dense' (batch norm is built into 'dense' only)",
-                               self.batch_norm)
+            raise _param_error(
+                "batch_norm", "False with model='vae-dense' (batch norm is built into 'dense' only)", self.batch_norm
+            )
         caps = capabilities(self.model)
-        if self.metric == "bce" and self.loss == "mse" and caps.real_valued_keys:  # loss='mse' makes it decode real values
+        if (
+            self.metric == "bce" and self.loss == "mse" and caps.real_valued_keys
+        ):  # loss='mse' makes it decode real values
             scores = " or ".join(repr(s) for s in caps.anomaly_scores if s != "bce")
             raise _param_error("metric", f"{scores} for model={self.model!r} trained with loss='mse'", self.metric)
 
@@ -434,20 +488,35 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         sigmoid = not standard and not tabular
         loss = self.loss if self.loss != "auto" else ("bce" if sigmoid else "mse")
         if loss == "bce" and not sigmoid:
-            raise _param_error("loss", "'mse' or 'auto' on tabular or standardised data (bce needs targets in [0, 1])",
-                               self.loss)
-        return Config.from_dict({
-            "name": "anomaly-detector",
-            "data": {"name": "npy", "path": "<in memory>", "scale": "standard" if standard else "auto"},
-            "model": {"name": self.model, "hidden": [int(h) for h in self.hidden], "code_dim": int(self.code_dim),
-                      "output_activation": "sigmoid" if sigmoid else "identity",
-                      "dropout": float(self.dropout), **({"batch_norm": True} if self.batch_norm else {}),
-                      # trained with MSE, a family that can decodes real values (a VAE: a Gaussian likelihood)
-                      **(dict(capabilities(self.model).real_valued_keys) if loss == "mse" else {})},
-            "train": {"epochs": int(self.epochs), "batch_size": int(self.batch_size),
-                      "lr": None if self.lr is None else float(self.lr), "weight_decay": float(self.weight_decay),
-                      "loss": loss, "seed": int(self.seed), "threads": self.threads, "precision": self.precision},
-        })
+            raise _param_error(
+                "loss", "'mse' or 'auto' on tabular or standardised data (bce needs targets in [0, 1])", self.loss
+            )
+        return Config.from_dict(
+            {
+                "name": "anomaly-detector",
+                "data": {"name": "npy", "path": "<in memory>", "scale": "standard" if standard else "auto"},
+                "model": {
+                    "name": self.model,
+                    "hidden": [int(h) for h in self.hidden],
+                    "code_dim": int(self.code_dim),
+                    "output_activation": "sigmoid" if sigmoid else "identity",
+                    "dropout": float(self.dropout),
+                    **({"batch_norm": True} if self.batch_norm else {}),
+                    # trained with MSE, a family that can decodes real values (a VAE: a Gaussian likelihood)
+                    **(dict(capabilities(self.model).real_valued_keys) if loss == "mse" else {}),
+                },
+                "train": {
+                    "epochs": int(self.epochs),
+                    "batch_size": int(self.batch_size),
+                    "lr": None if self.lr is None else float(self.lr),
+                    "weight_decay": float(self.weight_decay),
+                    "loss": loss,
+                    "seed": int(self.seed),
+                    "threads": self.threads,
+                    "precision": self.precision,
+                },
+            }
+        )
 
     def _resolve_metric(self, model, loss: str) -> str:
         return resolve_metric(model, self.metric, loss)
@@ -464,8 +533,10 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         if reset:
             self.n_features_in_ = math.prod(x.shape[1:])
         elif math.prod(x.shape[1:]) != self.n_features_in_:
-            raise ValueError(f"X has {math.prod(x.shape[1:])} features, but AnomalyDetector is expecting "
-                             f"{self.n_features_in_} features as input.")
+            raise ValueError(
+                f"X has {math.prod(x.shape[1:])} features, but AnomalyDetector is expecting "
+                f"{self.n_features_in_} features as input."
+            )
         return x
 
     # -- the estimator ----------------------------------------------------------
@@ -477,8 +548,11 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         self._check_params()
         x = np.asarray(self._validate(X, reset=True))
         if self.batch_norm and len(x) % self.batch_size == 1:  # batch norm cannot train on a last batch of one
-            raise _param_error("batch_size", f"a size that leaves no batch of one sample with batch_norm=True "
-                                             f"({len(x)} samples)", self.batch_size)
+            raise _param_error(
+                "batch_size",
+                f"a size that leaves no batch of one sample with batch_norm=True ({len(x)} samples)",
+                self.batch_size,
+            )
         tabular = x.ndim == 2
         cfg = self._config(tabular)
         xt = self._prepare_training(x, cfg.data.scale, tabular)
@@ -517,9 +591,11 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         if not hasattr(self, "run_"):
             from sklearn.exceptions import NotFittedError
 
-            raise NotFittedError("This AnomalyDetector instance is not fitted yet. Call 'fit' with appropriate "
-                                 "arguments before using this estimator, or build one with AnomalyDetector.from_run(path) "
-                                 "or AnomalyDetector.load(path).")
+            raise NotFittedError(
+                "This AnomalyDetector instance is not fitted yet. Call 'fit' with appropriate "
+                "arguments before using this estimator, or build one with AnomalyDetector.from_run(path) "
+                "or AnomalyDetector.load(path)."
+            )
         return self.run_
 
     def decision_function(self, X) -> np.ndarray:
@@ -596,11 +672,19 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         for k, v in (run.scaler or {}).items():
             tensors[f"scaler.{k}"] = torch.from_numpy(np.ascontiguousarray(v))
         tensors["decision_scores"] = torch.from_numpy(np.ascontiguousarray(self.decision_scores_, dtype=np.float64))
-        params = {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
-                  for k, v in self.get_params().items()}
-        meta = {"format": SAVE_FORMAT, "params": params, "config": run.config.to_dict(),
-                "input_shape": list(run.model.input_shape), "metric": self.metric_,
-                "threshold": self.threshold_, "n_features_in": int(self.n_features_in_)}
+        params = {
+            k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
+            for k, v in self.get_params().items()
+        }
+        meta = {
+            "format": SAVE_FORMAT,
+            "params": params,
+            "config": run.config.to_dict(),
+            "input_shape": list(run.model.input_shape),
+            "metric": self.metric_,
+            "threshold": self.threshold_,
+            "n_features_in": int(self.n_features_in_),
+        }
         return save_safetensors(path, tensors, metadata={"aelab": json.dumps(meta)})
 
     @classmethod
@@ -631,10 +715,10 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
             det = cls(**params)
             cfg = Config.from_dict(meta["config"])
             model = build_model(cfg, tuple(int(s) for s in meta["input_shape"]))
-            weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+            weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
             check_weights(model, weights, path)
             model.load_state_dict(weights)
-            scaler = {k[len("scaler."):]: v.numpy() for k, v in tensors.items() if k.startswith("scaler.")} or None
+            scaler = {k[len("scaler.") :]: v.numpy() for k, v in tensors.items() if k.startswith("scaler.")} or None
             det.run_ = Run(path, cfg, model.eval(), {}, scaler)
             det.metric_ = str(meta["metric"])
             det.n_features_in_ = int(meta["n_features_in"])

@@ -3,6 +3,7 @@
 Validation happens before any data is read or any weight is made, and every
 message names the dotted key at fault (``model.code_dim: must be >= 1, got 0``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -152,7 +153,9 @@ class TrainConfig:
 class Config:
     name: str | None = None
     description: str = ""
-    published: dict = field(default_factory=dict)  # recipes: what the seed reported, e.g. {test_bce: 0.092, source: "seed 004"}
+    published: dict = field(
+        default_factory=dict
+    )  # recipes: what the seed reported, e.g. {test_bce: 0.092, source: "seed 004"}
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"family": True})
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -207,7 +210,7 @@ class Config:
         if name != self.model.name and name in _MODEL_CONFIGS:
             # another family: keep only the keys it takes, unless an override names one
             own = {f.name for f in dataclasses.fields(_MODEL_CONFIGS[name])}
-            named = {o.split("=", 1)[0].strip()[len("model."):] for o in overrides if o.strip().startswith("model.")}
+            named = {o.split("=", 1)[0].strip()[len("model.") :] for o in overrides if o.strip().startswith("model.")}
             d["model"] = {k: v for k, v in d["model"].items() if k in own or k in named}
         return Config.from_dict(d)
 
@@ -224,8 +227,10 @@ def resume_overrides(cfg: Config, overrides: list[str], epoch: int) -> Config:
         if "=" not in ov:
             raise ConfigError(f"--set expects KEY=VALUE (like train.epochs=20), got '{ov}'")
         if key not in RESUMABLE:
-            raise ConfigError(f"--set {key}: cannot change on a resumed run (the checkpoint fixes the model, data and "
-                              f"the rest of training); keys a resume may change: {', '.join(RESUMABLE)}")
+            raise ConfigError(
+                f"--set {key}: cannot change on a resumed run (the checkpoint fixes the model, data and "
+                f"the rest of training); keys a resume may change: {', '.join(RESUMABLE)}"
+            )
     new = cfg.replace(list(overrides))
     old_flat, new_flat = cfg.to_dict()["train"], new.to_dict()["train"]
     changed = {f"train.{k}": v for k, v in new_flat.items() if old_flat.get(k) != v}
@@ -259,6 +264,7 @@ def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
 
 
 # -- generic typed construction ---------------------------------------
+
 
 def _build(cls: type, d: Any, prefix: str) -> Any:
     if not isinstance(d, dict):
@@ -346,10 +352,13 @@ def _coerce(tp: Any, v: Any, key: str) -> Any:
 def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) is list:
         return f"a list of {_type_name(typing.get_args(tp)[0])}"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, getattr(tp, "__name__", str(tp)))
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
 
 
 # -- semantic validation ------------------------------------------------
+
 
 def check_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
     """Refuses a value outside ``allowed``, naming the key and the closest valid value."""
@@ -364,7 +373,9 @@ def check_positive(key: str, value: float | int | None, allow_zero: bool = False
     if value is None:
         return
     if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"{key}: must be {'>= 0' if allow_zero else '>= 1' if isinstance(value, int) else '> 0'}, got {value}")
+        raise ConfigError(
+            f"{key}: must be {'>= 0' if allow_zero else '>= 1' if isinstance(value, int) else '> 0'}, got {value}"
+        )
 
 
 def validate(cfg: Config) -> None:
@@ -384,7 +395,9 @@ def validate(cfg: Config) -> None:
     for i, n in enumerate(d.noise):
         check_choice(f"data.noise[{i}].kind", n.kind, NOISE_KINDS)
         if n.amount < 0 or (n.kind != "gaussian" and n.amount > 1):
-            raise ConfigError(f"data.noise[{i}].amount: must be in [0, 1] for {n.kind} (>= 0 for gaussian), got {n.amount}")
+            raise ConfigError(
+                f"data.noise[{i}].amount: must be in [0, 1] for {n.kind} (>= 0 for gaussian), got {n.amount}"
+            )
     if d.name in ("folder", "npy") and not d.path:
         raise ConfigError(f"data.path: required when data.name is '{d.name}'")
 

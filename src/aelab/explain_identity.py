@@ -6,13 +6,14 @@ pixels; (2) test MSE against code size for PCA (the best linear autoencoder) and
 trained autoencoders, both datasets on one plot; (3) what changes the 784-784-784
 result: more epochs, MSE with a linear output, the learning rate.
 """
+
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -40,13 +41,21 @@ class IdentityOptions:
     runs: str | None = None  # where the autoencoder runs go (default OUT/runs)
 
     @classmethod
-    def quick(cls) -> "IdentityOptions":
+    def quick(cls) -> IdentityOptions:
         """Seconds, not hours: the test and a first look."""
-        return cls(limit=2000, test_limit=500, epochs=1, long_epochs=2, code_dims=[8, 784], pca_dims=[2, 8, 32, 784],
-                   lrs=[3e-3])
+        return cls(
+            limit=2000,
+            test_limit=500,
+            epochs=1,
+            long_epochs=2,
+            code_dims=[8, 784],
+            pca_dims=[2, 8, 32, 784],
+            lrs=[3e-3],
+        )
 
 
 # -- pure measurements -------------------------------------------------------------
+
 
 def pca_mse_curve(x_train: np.ndarray, x_test: np.ndarray, dims: list[int]) -> dict[int, float]:
     """Test MSE per pixel of PCA with k components fitted on x_train: the optimal linear k-code autoencoder."""
@@ -73,18 +82,37 @@ def grey_mse_split(x: np.ndarray, recon: np.ndarray, lo: float = 0.1, hi: float 
     t, r = x.reshape(-1), recon.reshape(-1)
     grey = (t > lo) & (t < hi)
     err = (t - r) ** 2
-    return {"mse_grey": float(err[grey].mean()) if grey.any() else 0.0,
-            "mse_binary": float(err[~grey].mean()) if (~grey).any() else 0.0,
-            "error_share_on_grey": float(err[grey].sum() / max(err.sum(), 1e-12))}
+    return {
+        "mse_grey": float(err[grey].mean()) if grey.any() else 0.0,
+        "mse_binary": float(err[~grey].mean()) if (~grey).any() else 0.0,
+        "error_share_on_grey": float(err[grey].sum() / max(err.sum(), 1e-12)),
+    }
 
 
 # -- the experiment -------------------------------------------------------------------
 
+
 def _config(dataset: str, opts: IdentityOptions, code: int, **train) -> Config:
-    d = {"name": f"identity-{dataset}-{code}", "data": {"name": dataset, "limit": opts.limit, "test_limit": opts.test_limit},
-         "model": {"name": "dense", "hidden": [], "code_dim": code, "activation": "relu", "output_activation": "sigmoid"},
-         "train": {"epochs": opts.epochs, "batch_size": opts.batch_size, "optimizer": "adam", "loss": "bce",
-                   "seed": opts.seed, "device": opts.device, "checkpoint_every": 10**6}}
+    d = {
+        "name": f"identity-{dataset}-{code}",
+        "data": {"name": dataset, "limit": opts.limit, "test_limit": opts.test_limit},
+        "model": {
+            "name": "dense",
+            "hidden": [],
+            "code_dim": code,
+            "activation": "relu",
+            "output_activation": "sigmoid",
+        },
+        "train": {
+            "epochs": opts.epochs,
+            "batch_size": opts.batch_size,
+            "optimizer": "adam",
+            "loss": "bce",
+            "seed": opts.seed,
+            "device": opts.device,
+            "checkpoint_every": 10**6,
+        },
+    }
     if opts.paths and dataset in opts.paths:
         d["data"]["path"] = opts.paths[dataset]
     for k, v in train.items():
@@ -105,8 +133,10 @@ def _train(cfg: Config, run_dir: Path, splits, log) -> dict:
         except (ConfigError, ValueError):
             pass
     run = train(cfg, run_dir, overwrite=True, data=splits, log=lambda s: None)
-    log(f"  {run_dir.name}: test bce {run.summary['test_bce']:.4f}  mse {run.summary['test_mse']:.4f}  "
-        f"{run.summary['seconds_per_epoch']:.1f} s/epoch")
+    log(
+        f"  {run_dir.name}: test bce {run.summary['test_bce']:.4f}  mse {run.summary['test_mse']:.4f}  "
+        f"{run.summary['seconds_per_epoch']:.1f} s/epoch"
+    )
     return run.summary
 
 
@@ -127,8 +157,10 @@ def measure(opts: IdentityOptions, runs: Path, log: Callable[[str], None] = prin
         splits = load_data(cfg.data)
         log(f"{ds}: {len(splits.x_train)} train / {len(splits.x_test)} test images")
         r: dict = {
-            "train_size": int(len(splits.x_train)), "test_size": int(len(splits.x_test)),
-            "bce_floor_test": entropy_floor(splits.x_test), "bce_floor_train": entropy_floor(splits.x_train),
+            "train_size": int(len(splits.x_train)),
+            "test_size": int(len(splits.x_test)),
+            "bce_floor_test": entropy_floor(splits.x_test),
+            "bce_floor_train": entropy_floor(splits.x_train),
             "grey_share_test": grey_share(splits.x_test),
         }
         t0 = time.perf_counter()
@@ -140,10 +172,25 @@ def measure(opts: IdentityOptions, runs: Path, log: Callable[[str], None] = prin
             ae[str(k)] = _row(f"784-{k}-784", s)
         r["ae"] = ae
         base = ae.get("784") or _row("784-784-784", _train(cfg, runs / ds / "code784", splits, log))
-        variants = [_row(f"the seed's: BCE + sigmoid, Adam lr 1e-3, {opts.epochs} epochs", {**base, "test_bce_floor": r["bce_floor_test"]})]
-        s = _train(_config(ds, opts, 784, train__epochs=opts.long_epochs), runs / ds / f"code784-epochs{opts.long_epochs}", splits, log)
+        variants = [
+            _row(
+                f"the seed's: BCE + sigmoid, Adam lr 1e-3, {opts.epochs} epochs",
+                {**base, "test_bce_floor": r["bce_floor_test"]},
+            )
+        ]
+        s = _train(
+            _config(ds, opts, 784, train__epochs=opts.long_epochs),
+            runs / ds / f"code784-epochs{opts.long_epochs}",
+            splits,
+            log,
+        )
         variants.append(_row(f"{opts.long_epochs} epochs instead of {opts.epochs}", s))
-        s = _train(_config(ds, opts, 784, model__output_activation="identity", train__loss="mse"), runs / ds / "code784-mse-linear", splits, log)
+        s = _train(
+            _config(ds, opts, 784, model__output_activation="identity", train__loss="mse"),
+            runs / ds / "code784-mse-linear",
+            splits,
+            log,
+        )
         variants.append(_row("MSE loss + linear output", s))
         for lr in opts.lrs:
             s = _train(_config(ds, opts, 784, train__lr=lr), runs / ds / f"code784-lr{lr:g}", splits, log)
@@ -160,6 +207,7 @@ def measure(opts: IdentityOptions, runs: Path, log: Callable[[str], None] = prin
 
 # -- figures and the page ------------------------------------------------------------
 
+
 def curve_figure(results: dict) -> bytes:
     from .report.figures import new_figure, png_bytes
 
@@ -170,8 +218,13 @@ def curve_figure(results: dict) -> bytes:
         pk = sorted(int(k) for k in r["pca_mse"])
         ax.plot(pk, [r["pca_mse"][str(k)] for k in pk], "--", color=colors[ds], label=f"{ds}: PCA (best linear)")
         ak = sorted(int(k) for k in r["ae"])
-        ax.plot(ak, [r["ae"][str(k)]["test_mse"] for k in ak], "o-", color=colors[ds],
-                label=f"{ds}: autoencoder 784-k-784, {results['options']['epochs']} epochs")
+        ax.plot(
+            ak,
+            [r["ae"][str(k)]["test_mse"] for k in ak],
+            "o-",
+            color=colors[ds],
+            label=f"{ds}: autoencoder 784-k-784, {results['options']['epochs']} epochs",
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("code size k")
@@ -235,13 +288,21 @@ def render_page(results: dict, command: str) -> str:
     ]
     for ds, r in R.items():
         b = r["ae"].get("784", r["variants"][0])
-        L.append(f"| {ds} | {r['bce_floor_test']:.4f} | {100 * r['grey_share_test']:.1f}% | {_f(b['test_bce'])} | "
-                 f"{_f(b['test_bce'] - r['bce_floor_test'])} | {_f(b['test_mse'])} | {_f(b['test_psnr'], 2)} |")
-    L += ["", "![reconstructions](reconstructions.png)", "",
-          "## Reconstruction error against code size", "",
-          "![MSE against code size](mse_vs_code.png)", "",
-          "| k | " + " | ".join(f"{ds} PCA | {ds} AE" for ds in R) + " |",
-          "|---|" + "---|---|" * len(R)]
+        L.append(
+            f"| {ds} | {r['bce_floor_test']:.4f} | {100 * r['grey_share_test']:.1f}% | {_f(b['test_bce'])} | "
+            f"{_f(b['test_bce'] - r['bce_floor_test'])} | {_f(b['test_mse'])} | {_f(b['test_psnr'], 2)} |"
+        )
+    L += [
+        "",
+        "![reconstructions](reconstructions.png)",
+        "",
+        "## Reconstruction error against code size",
+        "",
+        "![MSE against code size](mse_vs_code.png)",
+        "",
+        "| k | " + " | ".join(f"{ds} PCA | {ds} AE" for ds in R) + " |",
+        "|---|" + "---|---|" * len(R),
+    ]
     ks = sorted({int(k) for r in R.values() for k in [*r["pca_mse"], *r["ae"]]})
     for k in ks:
         cells = []
@@ -249,25 +310,42 @@ def render_page(results: dict, command: str) -> str:
             cells.append(_f(r["pca_mse"].get(str(k))))
             cells.append(_f(r["ae"].get(str(k), {}).get("test_mse")))
         L.append(f"| {k} | " + " | ".join(cells) + " |")
-    L += ["", f"PCA is fitted on the {m['train_size']} training images (closed form, {m['pca_seconds']:.1f} s); the autoencoders "
-          f"are 784-k-784 with relu code, sigmoid output, BCE, Adam, batch {o['batch_size']}, {o['epochs']} epochs. Values are test MSE per pixel.",
-          "", "## What changes the 784-784-784 result", ""]
+    L += [
+        "",
+        f"PCA is fitted on the {m['train_size']} training images (closed form, {m['pca_seconds']:.1f} s); the autoencoders "
+        f"are 784-k-784 with relu code, sigmoid output, BCE, Adam, batch {o['batch_size']}, {o['epochs']} epochs. Values are test MSE per pixel.",
+        "",
+        "## What changes the 784-784-784 result",
+        "",
+    ]
     for ds, r in R.items():
-        L += [f"### {ds} (BCE floor {r['bce_floor_test']:.4f})", "",
-              "| setting | epochs | test BCE | BCE above floor | test MSE | PSNR (dB) | s/epoch |", "|---|---|---|---|---|---|---|"]
+        L += [
+            f"### {ds} (BCE floor {r['bce_floor_test']:.4f})",
+            "",
+            "| setting | epochs | test BCE | BCE above floor | test MSE | PSNR (dB) | s/epoch |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for v in r["variants"]:
-            L.append(f"| {v['setting']} | {v['epochs']} | {_f(v['test_bce'])} | {_f(None if v['test_bce'] is None else v['test_bce'] - r['bce_floor_test'])} | "
-                     f"{_f(v['test_mse'])} | {_f(v['test_psnr'], 2)} | {_f(v['seconds_per_epoch'], 2)} |")
+            L.append(
+                f"| {v['setting']} | {v['epochs']} | {_f(v['test_bce'])} | {_f(None if v['test_bce'] is None else v['test_bce'] - r['bce_floor_test'])} | "
+                f"{_f(v['test_mse'])} | {_f(v['test_psnr'], 2)} | {_f(v['seconds_per_epoch'], 2)} |"
+            )
         L.append("")
-    L += ["## What this means for the seed's worry", "",
-          "The question feared that if an autoencoder cannot even learn the identity, its codes must lose information. The "
-          "measurements say otherwise: the loss it watched has a floor set by the data, the wide model's pixel error is small "
-          "and shrinks with training, and at every code size the autoencoder is compared with PCA on the same test images. "
-          "Judge reconstructions by MSE/PSNR or by BCE *minus the floor*, not by raw BCE across datasets.", ""]
+    L += [
+        "## What this means for the seed's worry",
+        "",
+        "The question feared that if an autoencoder cannot even learn the identity, its codes must lose information. The "
+        "measurements say otherwise: the loss it watched has a floor set by the data, the wide model's pixel error is small "
+        "and shrinks with training, and at every code size the autoencoder is compared with PCA on the same test images. "
+        "Judge reconstructions by MSE/PSNR or by BCE *minus the floor*, not by raw BCE across datasets.",
+        "",
+    ]
     return "\n".join(L)
 
 
-def explain_identity(out: Path, opts: IdentityOptions, log: Callable[[str], None] = print, command: str | None = None) -> Path:
+def explain_identity(
+    out: Path, opts: IdentityOptions, log: Callable[[str], None] = print, command: str | None = None
+) -> Path:
     """Measures everything, writes OUT/identity.md, OUT/identity.json, OUT/mse_vs_code.png, OUT/reconstructions.png."""
     if not opts.code_dims or min(opts.code_dims) < 1:
         raise ConfigError(f"code_dims: needs integers >= 1, got {opts.code_dims}")

@@ -7,6 +7,7 @@ not install. After writing, each ONNX file is run in onnxruntime (when
 installed) on random inputs and compared with PyTorch; the largest difference
 goes into export.json, next to what the caller must do to inputs first.
 """
+
 from __future__ import annotations
 
 import io
@@ -58,15 +59,23 @@ def parts(run: Run) -> dict[str, tuple[nn.Module, tuple[int, ...], str, str]]:
     }
 
 
-def onnx_bytes(module: nn.Module, sample_shape: tuple[int, ...], input_name: str, output_name: str,
-               opset: int = DEFAULT_OPSET) -> bytes:
+def onnx_bytes(
+    module: nn.Module, sample_shape: tuple[int, ...], input_name: str, output_name: str, opset: int = DEFAULT_OPSET
+) -> bytes:
     buf = io.BytesIO()
     example = torch.rand(2, *sample_shape)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter announces its own deprecation on every call
-        torch.onnx.export(module, (example,), buf, dynamo=False, opset_version=opset,
-                          input_names=[input_name], output_names=[output_name],
-                          dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}})
+        torch.onnx.export(
+            module,
+            (example,),
+            buf,
+            dynamo=False,
+            opset_version=opset,
+            input_names=[input_name],
+            output_names=[output_name],
+            dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+        )
     return buf.getvalue()
 
 
@@ -118,10 +127,17 @@ def export_run(run: str | Path | Run, out: str | Path, fmt: str = "onnx", opset:
     if out.exists() and not out.is_dir():
         raise RunError(f"{out}: exists and is not a folder; -o takes a folder")
     blobs: dict[str, bytes] = {}
-    manifest: dict[str, Any] = {"run": str(run.path), "format": fmt, "model": run.config.model.name,
-                                "input_shape": list(run.model.input_shape), "code_shape": list(run.model.code_shape),
-                                "output_activation": run.model.output_activation, "batch_dimension": "dynamic",
-                                "preprocessing": preprocessing(run), "files": {}}
+    manifest: dict[str, Any] = {
+        "run": str(run.path),
+        "format": fmt,
+        "model": run.config.model.name,
+        "input_shape": list(run.model.input_shape),
+        "code_shape": list(run.model.code_shape),
+        "output_activation": run.model.output_activation,
+        "batch_dimension": "dynamic",
+        "preprocessing": preprocessing(run),
+        "files": {},
+    }
     if fmt == "onnx":
         manifest["opset"] = opset
     # everything is made and checked in memory first, so a failure leaves no partial set of files
@@ -133,21 +149,32 @@ def export_run(run: str | Path | Run, out: str | Path, fmt: str = "onnx", opset:
                 data = torchscript_bytes(module, shape)
         except Exception as e:  # exporter failures carry long internal traces; keep the first line
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ExportError(f"{fmt} export of the {name} of {run.path} ({run.config.model.name}) failed: {first}") from None
-        entry: dict[str, Any] = {"file": name + SUFFIX[fmt], "input": in_name, "input_shape": ["batch", *shape],
-                                 "output": out_name, "bytes": len(data)}
+            raise ExportError(
+                f"{fmt} export of the {name} of {run.path} ({run.config.model.name}) failed: {first}"
+            ) from None
+        entry: dict[str, Any] = {
+            "file": name + SUFFIX[fmt],
+            "input": in_name,
+            "input_shape": ["batch", *shape],
+            "output": out_name,
+            "bytes": len(data),
+        }
         if fmt == "onnx":
             try:
                 diff = onnx_max_diff(data, module, shape)
             except Exception as e:  # onnxruntime's own failures (loading the graph, running it) carry long traces
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise ExportError(f"onnxruntime could not check the {name} of {run.path} ({run.config.model.name}): "
-                                  f"{first}; nothing was written") from None
+                raise ExportError(
+                    f"onnxruntime could not check the {name} of {run.path} ({run.config.model.name}): "
+                    f"{first}; nothing was written"
+                ) from None
             if diff is not None:
                 entry["onnxruntime_max_abs_diff"] = diff
                 if not math.isfinite(diff) or diff > 1e-4:
-                    raise ExportError(f"onnx export of the {name} disagrees with PyTorch by {diff:.3g} in onnxruntime; "
-                                      "nothing was written")
+                    raise ExportError(
+                        f"onnx export of the {name} disagrees with PyTorch by {diff:.3g} in onnxruntime; "
+                        "nothing was written"
+                    )
         blobs[entry["file"]] = data
         manifest["files"][name] = entry
     for fname, data in blobs.items():

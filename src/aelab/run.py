@@ -9,6 +9,7 @@ runs/NAME/
   checkpoint/        the state to resume from
   figures/, report.html
 """
+
 from __future__ import annotations
 
 import json
@@ -27,13 +28,23 @@ from safetensors.torch import load_file, safe_open
 
 from ._io import read_csv, save_safetensors, write_csv, write_json, write_yaml
 from .config import Config
-from .errors import ConfigError, RunError
 from .data.preprocess import Preprocessor
+from .errors import ConfigError, RunError
 from .models import Autoencoder, build_model, needs_unit_range
 
 # in this order where some row has them: val_bce on targets in [0, 1] only, val_rmse / val_r2 off it
-METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "val_bce", "val_mse", "val_rmse", "val_r2", "val_psnr", "lr",
-                  "seconds"]
+METRIC_COLUMNS = [
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "val_bce",
+    "val_mse",
+    "val_rmse",
+    "val_r2",
+    "val_psnr",
+    "lr",
+    "seconds",
+]
 
 
 @dataclass
@@ -96,6 +107,7 @@ class Run:
 
 # -- writing -------------------------------------------------------------
 
+
 def default_run_dir(cfg: Config, root: str | Path = "runs") -> Path:
     base = cfg.name or f"{cfg.model.name}-{cfg.data.name}"
     base = re.sub(r"[^A-Za-z0-9._-]+", "-", base)
@@ -111,8 +123,11 @@ def write_history(run_dir: Path, history: list[dict], batches: list[dict]) -> No
     extra = sorted(have - set(METRIC_COLUMNS))
     cols = [c for c in METRIC_COLUMNS if c in have or not history] + extra  # no empty val_bce column on real data
     write_csv(run_dir / "metrics.csv", cols, ([r.get(c, "") for c in cols] for r in history))
-    write_csv(run_dir / "batches.csv", ["epoch", "batch", "step", "loss"],
-              ([b["epoch"], b["batch"], b["step"], b["loss"]] for b in batches))
+    write_csv(
+        run_dir / "batches.csv",
+        ["epoch", "batch", "step", "loss"],
+        ([b["epoch"], b["batch"], b["step"], b["loss"]] for b in batches),
+    )
 
 
 def write_weights(run_dir: Path, model: Autoencoder, cfg: Config) -> None:
@@ -130,7 +145,7 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
     write_json(run_dir / "summary.json", summary)
 
 
-def record_nll(run: "Run", x, k: int, seed: int = 0, limit: int | None = None, split: str = "test") -> dict[str, Any]:
+def record_nll(run: Run, x, k: int, seed: int = 0, limit: int | None = None, split: str = "test") -> dict[str, Any]:
     """`aelab eval --nll K`: the importance-sampled NLL of x as test_nll* keys, also added to summary.json."""
     from .evaluate.likelihood import importance_weighted_nll
 
@@ -145,6 +160,7 @@ def record_nll(run: "Run", x, k: int, seed: int = 0, limit: int | None = None, s
 
 
 # -- loading -------------------------------------------------------------
+
 
 def load_config(run_dir: Path) -> Config:
     f = run_dir / "config.yaml"
@@ -166,7 +182,9 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
     cfg = load_config(run_dir)
     wfile = run_dir / "model.safetensors"
     if not wfile.is_file():
-        raise RunError(f"{run_dir}: no model.safetensors (training did not finish; `aelab train --resume {run_dir}` continues it)")
+        raise RunError(
+            f"{run_dir}: no model.safetensors (training did not finish; `aelab train --resume {run_dir}` continues it)"
+        )
     try:
         with safe_open(str(wfile), framework="pt") as f:
             meta = f.metadata() or {}
@@ -202,7 +220,9 @@ def check_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], wher
         if k not in weights:
             raise RunError(f"{where}: tensor '{k}' is missing; the weights do not match config.yaml")
         if tuple(weights[k].shape) != tuple(v.shape):
-            raise RunError(f"{where}: tensor '{k}' has shape {tuple(weights[k].shape)} but config.yaml makes {tuple(v.shape)}")
+            raise RunError(
+                f"{where}: tensor '{k}' has shape {tuple(weights[k].shape)} but config.yaml makes {tuple(v.shape)}"
+            )
     extra = sorted(set(weights) - set(expected))
     if extra:
         raise RunError(f"{where}: tensor '{extra[0]}' is not in the model config.yaml describes")

@@ -15,6 +15,7 @@ its pid, host, command and start time in it.
 Locks are re-entrant within one process (``aelab train`` holds the run, then writes
 its report, which reads it).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -77,16 +78,24 @@ def writing(run_dir: str | Path, command: str = "aelab train") -> Iterator[None]
     except BlockingIOError:
         info = holder(run_dir)
         if _only_readers(lock):
-            raise RunError(f"{run_dir}: another aelab process (such as `aelab report`) is reading this run; "
-                           "try again when it has finished") from None
+            raise RunError(
+                f"{run_dir}: another aelab process (such as `aelab report`) is reading this run; "
+                "try again when it has finished"
+            ) from None
         raise RunError(f"{run_dir}: in use by {_who(info)}; wait for it to finish or choose another --out") from None
     except BaseException:
         if created:
             _remove_if_empty(run_dir)
         raise
     os.ftruncate(fd, 0)  # a holder killed with SIGKILL left its file and its words behind
-    os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": command,
-                              "since": time.time()}).encode() + b"\n", 0)
+    os.pwrite(
+        fd,
+        json.dumps(
+            {"pid": os.getpid(), "host": socket.gethostname(), "command": command, "since": time.time()}
+        ).encode()
+        + b"\n",
+        0,
+    )
     _held[key] = [fd, "ex", 1]
     ok = False
     try:

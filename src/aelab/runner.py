@@ -67,13 +67,31 @@ def train(
     target = resume if resume is not None else out  # a default folder name holds the clock: nobody else has it
     locked = target is not None and is_writer and distributed.writes_run_dir()
     with runlock.writing(target) if target is not None and locked else contextlib.nullcontext():
-        return _train(cfg, out, resume=resume, data=data, user=[*hooks, *callbacks], overwrite=overwrite, log=log,
-                      is_writer=is_writer, overrides=overrides)
+        return _train(
+            cfg,
+            out,
+            resume=resume,
+            data=data,
+            user=[*hooks, *callbacks],
+            overwrite=overwrite,
+            log=log,
+            is_writer=is_writer,
+            overrides=overrides,
+        )
 
 
-def _train(cfg: Config | None, out: str | Path | None, *, resume: str | Path | None, data: Splits | None,
-           user: list[Callback], overwrite: bool, log: Callable[[str], None], is_writer: bool,
-           overrides: Sequence[str]) -> Run:
+def _train(
+    cfg: Config | None,
+    out: str | Path | None,
+    *,
+    resume: str | Path | None,
+    data: Splits | None,
+    user: list[Callback],
+    overwrite: bool,
+    log: Callable[[str], None],
+    is_writer: bool,
+    overrides: Sequence[str],
+) -> Run:
     run_dir: Path | None
     if resume is not None:
         run_dir = resumed = Path(resume)
@@ -152,7 +170,11 @@ def train_stacked(
         first = cfgs[0]
         device = resolve_device(first.train.device)
         precision = resolve_precision(first.train.precision, device)
-        splits = data if data is not None else load_data(first.data, need_unit_range=needs_unit_range(first.model, first.train))
+        splits = (
+            data
+            if data is not None
+            else load_data(first.data, need_unit_range=needs_unit_range(first.model, first.train))
+        )
         models = []
         for cfg, d in zip(cfgs, dirs):
             torch.manual_seed(cfg.train.seed)  # the init train() gives this seed
@@ -160,8 +182,10 @@ def train_stacked(
             model.check_data(splits)
             start_run_dir(d, cfg, splits)
             models.append(model)
-        log(f"training {len(models)} {first.model.name} runs as one stack on {splits.name}: {len(splits.x_train)} train / "
-            f"{len(splits.x_test)} test samples; {sum(p.numel() for p in models[0].parameters()):,} parameters each")
+        log(
+            f"training {len(models)} {first.model.name} runs as one stack on {splits.name}: {len(splits.x_train)} train / "
+            f"{len(splits.x_test)} test samples; {sum(p.numel() for p in models[0].parameters()):,} parameters each"
+        )
         log(_device_line(device, precision))
         cbs = [_callbacks(cfg, d, d / "checkpoint") for cfg, d in zip(cfgs, dirs)]
         members = fit_stacked(models, cfgs, splits, cbs, log=log)
@@ -170,8 +194,9 @@ def train_stacked(
             if m.error is not None:
                 failed.append(f"{d}: {m.error}")
                 continue
-            runs.append(finish_run(d, cfg, m.model, splits, m.state, device, precision,
-                                   extra={"stacked_members": len(members)}))
+            runs.append(
+                finish_run(d, cfg, m.model, splits, m.state, device, precision, extra={"stacked_members": len(members)})
+            )
     if failed:
         raise TrainingError("; ".join(failed))
     return runs
@@ -191,8 +216,15 @@ def _device_line(device: torch.device, precision: str) -> str:
     return f"device {where}, precision {precision}"
 
 
-def _callbacks(cfg: Config, run_dir: Path | None, ckpt: Path | None, *, resume: bool = False, writes: bool = True,
-               user: Sequence[Callback] = ()) -> list[Callback]:
+def _callbacks(
+    cfg: Config,
+    run_dir: Path | None,
+    ckpt: Path | None,
+    *,
+    resume: bool = False,
+    writes: bool = True,
+    user: Sequence[Callback] = (),
+) -> list[Callback]:
     """The standard callbacks of one run; metrics.csv and batches.csv go to ``run_dir`` (None: nowhere)."""
 
     def on_state(state: TrainState) -> None:
@@ -202,9 +234,18 @@ def _callbacks(cfg: Config, run_dir: Path | None, ckpt: Path | None, *, resume: 
     return standard_callbacks(cfg, ckpt, resume=resume, writes=writes, user=user, on_state=on_state)
 
 
-def finish_run(run_dir: Path | None, cfg: Config, model: Autoencoder, splits: Splits, state: TrainState,
-               device: torch.device, precision: str, *, writes: bool = True,
-               extra: dict[str, Any] | None = None) -> Run:
+def finish_run(
+    run_dir: Path | None,
+    cfg: Config,
+    model: Autoencoder,
+    splits: Splits,
+    state: TrainState,
+    device: torch.device,
+    precision: str,
+    *,
+    writes: bool = True,
+    extra: dict[str, Any] | None = None,
+) -> Run:
     """A trained model's Run: test metrics into summary.json (``extra`` joins it), then, when ``writes``,
     the weights and the summary into ``run_dir``."""
     model.eval()
@@ -217,8 +258,9 @@ def finish_run(run_dir: Path | None, cfg: Config, model: Autoencoder, splits: Sp
     return run
 
 
-def _summary(cfg: Config, model, splits: Splits, state: TrainState, device: torch.device,
-             precision: str) -> dict[str, Any]:
+def _summary(
+    cfg: Config, model, splits: Splits, state: TrainState, device: torch.device, precision: str
+) -> dict[str, Any]:
     """summary.json: what was trained, how it did on the test split, how long it took."""
     test = data_metrics(model, splits.x_test, cfg.train.loss, splits.scaler)  # only the metrics that fit the data
     secs = [r["seconds"] for r in state.history]

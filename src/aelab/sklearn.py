@@ -9,11 +9,13 @@ Training goes through the one entry point (``aelab.train(..., is_writer=False)``
 ``Splits``; nothing is written to disk. ``transform`` and ``inverse_transform``
 run in float64 so that results do not depend on how a caller batches rows.
 """
+
 from __future__ import annotations
 
 import copy
 import numbers
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -94,11 +96,26 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         As in every scikit-learn estimator.
     """
 
-    def __init__(self, code_dim: int = 32, *, hidden: Sequence[int] = (), epochs: int = 20, batch_size: int = 128,
-                 lr: float | None = None, optimizer: str = "adam", activation: str = "relu",
-                 code_activation: str | None = None, loss: str = "mse", scale: str = "minmax",
-                 dropout: float = 0.0, weight_decay: float = 0.0, tied: bool = False, device: str = "cpu",
-                 random_state=None, verbose: int = 0):
+    def __init__(
+        self,
+        code_dim: int = 32,
+        *,
+        hidden: Sequence[int] = (),
+        epochs: int = 20,
+        batch_size: int = 128,
+        lr: float | None = None,
+        optimizer: str = "adam",
+        activation: str = "relu",
+        code_activation: str | None = None,
+        loss: str = "mse",
+        scale: str = "minmax",
+        dropout: float = 0.0,
+        weight_decay: float = 0.0,
+        tied: bool = False,
+        device: str = "cpu",
+        random_state=None,
+        verbose: int = 0,
+    ):
         self.code_dim = code_dim
         self.hidden = hidden
         self.epochs = epochs
@@ -126,9 +143,12 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         if isinstance(hidden, numbers.Integral) and not isinstance(hidden, bool):
             hidden = (hidden,)
         if not isinstance(hidden, (list, tuple)) or not all(
-                isinstance(h, numbers.Integral) and not isinstance(h, bool) and h >= 1 for h in hidden):
+            isinstance(h, numbers.Integral) and not isinstance(h, bool) and h >= 1 for h in hidden
+        ):
             raise _param_error("hidden", "a sequence of ints >= 1 (e.g. (256, 64))", self.hidden)
-        if self.lr is not None and (not isinstance(self.lr, numbers.Real) or isinstance(self.lr, bool) or not self.lr > 0):
+        if self.lr is not None and (
+            not isinstance(self.lr, numbers.Real) or isinstance(self.lr, bool) or not self.lr > 0
+        ):
             raise _param_error("lr", "a float in the range (0, inf) or None", self.lr)
         _among("optimizer", self.optimizer, OPTIMIZERS)
         _among("activation", self.activation, ACTIVATIONS)
@@ -141,23 +161,40 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         if not isinstance(self.weight_decay, numbers.Real) or self.weight_decay < 0:
             raise _param_error("weight_decay", "a float in the range [0, inf)", self.weight_decay)
         if self.loss == "bce" and self.scale != "minmax":
-            raise ConfigError("The 'loss' parameter of AutoencoderTransformer is 'bce', which needs scale='minmax' "
-                              f"(targets in [0, 1]). Got scale={self.scale!r}; use loss='mse' instead.")
+            raise ConfigError(
+                "The 'loss' parameter of AutoencoderTransformer is 'bce', which needs scale='minmax' "
+                f"(targets in [0, 1]). Got scale={self.scale!r}; use loss='mse' instead."
+            )
 
     def _config(self, seed: int) -> Config:
         hidden = [self.hidden] if isinstance(self.hidden, numbers.Integral) else list(self.hidden)
-        return Config.from_dict({
-            "name": "sklearn",
-            "description": "AutoencoderTransformer",
-            "data": {"name": "npy", "path": "<in-memory array>", "scale": "none"},
-            "model": {"name": "dense", "hidden": [int(h) for h in hidden], "code_dim": int(self.code_dim),
-                      "activation": self.activation, "code_activation": self.code_activation,
-                      "output_activation": "sigmoid" if self.scale == "minmax" else "identity",
-                      "dropout": float(self.dropout), "tied": bool(self.tied)},
-            "train": {"epochs": int(self.epochs), "batch_size": int(self.batch_size), "optimizer": self.optimizer,
-                      "lr": None if self.lr is None else float(self.lr), "weight_decay": float(self.weight_decay),
-                      "loss": self.loss, "seed": seed, "device": self.device},
-        })
+        return Config.from_dict(
+            {
+                "name": "sklearn",
+                "description": "AutoencoderTransformer",
+                "data": {"name": "npy", "path": "<in-memory array>", "scale": "none"},
+                "model": {
+                    "name": "dense",
+                    "hidden": [int(h) for h in hidden],
+                    "code_dim": int(self.code_dim),
+                    "activation": self.activation,
+                    "code_activation": self.code_activation,
+                    "output_activation": "sigmoid" if self.scale == "minmax" else "identity",
+                    "dropout": float(self.dropout),
+                    "tied": bool(self.tied),
+                },
+                "train": {
+                    "epochs": int(self.epochs),
+                    "batch_size": int(self.batch_size),
+                    "optimizer": self.optimizer,
+                    "lr": None if self.lr is None else float(self.lr),
+                    "weight_decay": float(self.weight_decay),
+                    "loss": self.loss,
+                    "seed": seed,
+                    "device": self.device,
+                },
+            }
+        )
 
     # -- fitting ----------------------------------------------------------------
     def fit(self, X, y=None):
@@ -202,8 +239,10 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     @torch.no_grad()
     def _run(self, fn, A: np.ndarray) -> np.ndarray:
         dev = next(self.model_.parameters()).device
-        out = [fn(torch.from_numpy(np.ascontiguousarray(A[i: i + _BATCH])).to(dev)).cpu().numpy()
-               for i in range(0, len(A), _BATCH)]
+        out = [
+            fn(torch.from_numpy(np.ascontiguousarray(A[i : i + _BATCH])).to(dev)).cpu().numpy()
+            for i in range(0, len(A), _BATCH)
+        ]
         return np.concatenate(out) if out else np.empty((0, 0))
 
     def transform(self, X):
@@ -219,8 +258,10 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         check_is_fitted(self)
         Z = check_array(X, dtype=np.float64)
         if Z.shape[1] != self._n_features_out:
-            raise ValueError(f"X has {Z.shape[1]} features, but {type(self).__name__}.inverse_transform is expecting "
-                             f"{self._n_features_out} features (code_dim) as input.")
+            raise ValueError(
+                f"X has {Z.shape[1]} features, but {type(self).__name__}.inverse_transform is expecting "
+                f"{self._n_features_out} features (code_dim) as input."
+            )
         model = self._float64_model()
         recon = self._run(model.decode, Z)
         return recon * self.scale_ + self.offset_

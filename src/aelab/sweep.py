@@ -4,6 +4,7 @@ Re-running the same command is cheap: a run whose folder already holds
 summary.json (with the same config) is skipped, one that stopped half-way is
 resumed from its checkpoint, so an interrupted sweep picks up where it was.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -24,6 +25,7 @@ class PlannedRun:
 
 
 # -- the grid ---------------------------------------------------------------
+
 
 def _split_values(raw: str) -> list[str]:
     """Comma-separated values; commas inside [...] or {...} belong to the value (``model.hidden=[128,64],[256]``)."""
@@ -113,6 +115,7 @@ def plan_suite(spec: str, out: Path, overrides: Sequence[str] = ()) -> tuple[str
 
 # -- running -------------------------------------------------------------------
 
+
 def run_state(plan: PlannedRun) -> str:
     """'done', 'partial' (a checkpoint to resume), or 'new'; raises when the folder holds another run."""
     from .run import load_config
@@ -123,9 +126,13 @@ def run_state(plan: PlannedRun) -> str:
     try:
         old = load_config(p)
     except ConfigError:
-        raise RunError(f"{p}: holds a run whose config.yaml cannot be read; move it away or choose another --out") from None
+        raise RunError(
+            f"{p}: holds a run whose config.yaml cannot be read; move it away or choose another --out"
+        ) from None
     if old.to_dict() != plan.config.to_dict():
-        raise RunError(f"{p}: holds a run with a different config; choose another --out, or delete that folder to redo it")
+        raise RunError(
+            f"{p}: holds a run with a different config; choose another --out, or delete that folder to redo it"
+        )
     if (p / "summary.json").is_file():
         return "done"
     return "partial" if (p / "checkpoint" / "latest.json").is_file() else "new"
@@ -141,8 +148,9 @@ def stack_groups(plans: Sequence[PlannedRun]) -> list[list[PlannedRun]]:
     return [g for g in groups.values() if why_not_stackable([p.config for p in g]) is None]
 
 
-def run_all(plans: Sequence[PlannedRun], *, reports: bool = False, stack: bool = True,
-            log: Callable[[str], None] = print) -> list[Path]:
+def run_all(
+    plans: Sequence[PlannedRun], *, reports: bool = False, stack: bool = True, log: Callable[[str], None] = print
+) -> list[Path]:
     """Trains what is not finished yet; returns every run's folder.
 
     With ``stack``, new runs that share an architecture (seeds, learning rates, noise levels...) train
@@ -190,9 +198,17 @@ def compare(paths: Sequence[Path], out_html: Path, title: str, log: Callable[[st
     return write_comparison(list(paths), out_html, title=title, log=log)
 
 
-def sweep(recipe: str, grid_specs: Sequence[str], out: str | Path | None = None, overrides: Sequence[str] = (),
-          *, seeds: int | None = None, stack: bool = True, reports: bool = False,
-          log: Callable[[str], None] = print) -> Path:
+def sweep(
+    recipe: str,
+    grid_specs: Sequence[str],
+    out: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    *,
+    seeds: int | None = None,
+    stack: bool = True,
+    reports: bool = False,
+    log: Callable[[str], None] = print,
+) -> Path:
     """Runs the grid's product over ``recipe`` (times ``seeds`` seeds from the recipe's own); returns OUT/compare.html."""
     grid = parse_grid(grid_specs, allow_empty=seeds is not None)
     if seeds is not None:
@@ -211,8 +227,14 @@ def sweep(recipe: str, grid_specs: Sequence[str], out: str | Path | None = None,
     return compare(paths, out / "compare.html", title, log)
 
 
-def run_suite(spec: str, out: str | Path | None = None, overrides: Sequence[str] = (), *, reports: bool = False,
-              log: Callable[[str], None] = print) -> Path:
+def run_suite(
+    spec: str,
+    out: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    *,
+    reports: bool = False,
+    log: Callable[[str], None] = print,
+) -> Path:
     """Runs every member of a suite into OUT/MEMBER; returns OUT/compare.html."""
     from .recipes import suite_members
 

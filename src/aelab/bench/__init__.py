@@ -4,6 +4,7 @@
 (what ``--json`` prints): the matmul peak measured at the start, then one
 entry per case with aelab's and, when asked, Keras's numbers and their ratio.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .._threads import without_ours
 from ..errors import AelabError, ConfigError
@@ -47,19 +48,32 @@ def _torch_job(job: dict) -> dict:
 def keras_available(python: str) -> tuple[bool, str]:
     """Whether ``python`` can import tensorflow and keras; the reason when not."""
     try:
-        p = subprocess.run([python, "-c", "import keras, tensorflow"], capture_output=True, text=True, timeout=300,
-                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        p = subprocess.run(
+            [python, "-c", "import keras, tensorflow"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         return False, f"{python}: {e}"
     if p.returncode != 0:
         last = (p.stderr.strip().splitlines() or ["import failed"])[-1]
-        return False, f"{python} cannot import tensorflow/keras ({last}); pip install -e '.[bench]' or pass --keras-python"
+        return (
+            False,
+            f"{python} cannot import tensorflow/keras ({last}); pip install -e '.[bench]' or pass --keras-python",
+        )
     return True, ""
 
 
 def _keras_job(case: BenchCase, epochs: int, data_dir: Path, python: str) -> dict:
-    spec = {**case.keras, "epochs": epochs, "seed": case.config["train"].get("seed", 0),
-            "x_train": str(data_dir / "x_train.npy"), "x_test": str(data_dir / "x_test.npy")}
+    spec = {
+        **case.keras,
+        "epochs": epochs,
+        "seed": case.config["train"].get("seed", 0),
+        "x_train": str(data_dir / "x_train.npy"),
+        "x_test": str(data_dir / "x_test.npy"),
+    }
     path = data_dir / "spec.json"
     path.write_text(json.dumps(spec))
     return _child([python, str(KERAS_RUNNER), str(path)], f"keras case {case.name}")
@@ -93,9 +107,15 @@ def _derive(res: dict, flops: float | None, n: int | None, peak: dict) -> dict:
     return res
 
 
-def run_bench(cases: list[str] | str | None = None, epochs: int = 5, vs_keras: bool = False,
-              overrides: list[str] | None = None, limit: int | None = None, keras_python: str | None = None,
-              log: Callable[[str], None] = lambda s: None) -> dict:
+def run_bench(
+    cases: list[str] | str | None = None,
+    epochs: int = 5,
+    vs_keras: bool = False,
+    overrides: list[str] | None = None,
+    limit: int | None = None,
+    keras_python: str | None = None,
+    log: Callable[[str], None] = lambda s: None,
+) -> dict:
     if epochs < 2:
         raise ConfigError(f"--epochs: must be >= 2 (the first epoch is the warm-up), got {epochs}")
     if limit is not None and limit < 1:
@@ -111,19 +131,36 @@ def run_bench(cases: list[str] | str | None = None, epochs: int = 5, vs_keras: b
     if vs_keras and not keras_ok:
         log(f"keras: skipped: {keras_why}")
 
-    out: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "host": platform.node(), "cpu_count": os.cpu_count(),
-                 "load_average_start": list(os.getloadavg()), "epochs": epochs, "overrides": overrides,
-                 "limit": limit, "keras": {"asked": vs_keras, "available": keras_ok, "reason": keras_why or None}}
+    out: dict = {
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "host": platform.node(),
+        "cpu_count": os.cpu_count(),
+        "load_average_start": list(os.getloadavg()),
+        "epochs": epochs,
+        "overrides": overrides,
+        "limit": limit,
+        "keras": {"asked": vs_keras, "available": keras_ok, "reason": keras_why or None},
+    }
     log("measuring the matmul peak (fp32, bf16) ...")
     peak = _torch_job({"kind": "peak"})
     out["peak"] = peak
-    log(f"peak: fp32 {peak['fp32_gflops']:.0f} GFLOP/s, bf16 {peak['bf16_gflops']:.0f} GFLOP/s "
-        f"({peak['cpu_capability']}, {peak['threads']} threads)")
+    log(
+        f"peak: fp32 {peak['fp32_gflops']:.0f} GFLOP/s, bf16 {peak['bf16_gflops']:.0f} GFLOP/s "
+        f"({peak['cpu_capability']}, {peak['threads']} threads)"
+    )
     out["cases"] = []
     for case in chosen:
         log(f"{case.name}: aelab, {epochs} epochs ...")
-        a = _torch_job({"kind": "case", "name": case.name, "config": case.config, "epochs": epochs,
-                        "overrides": overrides, "limit": limit})
+        a = _torch_job(
+            {
+                "kind": "case",
+                "name": case.name,
+                "config": case.config,
+                "epochs": epochs,
+                "overrides": overrides,
+                "limit": limit,
+            }
+        )
         flops, n = a["train_flops_per_sample"], a["train_samples"]
         entry = {"case": case.name, "description": case.description, "aelab": _derive(a, flops, n, peak)}
         if keras_ok and case.keras is not None:
@@ -149,10 +186,24 @@ def _summarize(seconds: list[float]) -> dict:
 def format_table(res: dict) -> str:
     """A plain-text table, one row per case and implementation."""
     p = res["peak"]
-    head = (f"matmul peak: fp32 {p['fp32_gflops']:.0f} GFLOP/s, bf16 {p['bf16_gflops']:.0f} GFLOP/s "
-            f"({p['cpu_capability']}, {p['threads']} threads); load average {res['load_average_start'][0]:.1f} "
-            f"at start, {res['load_average_end'][0]:.1f} at end; {res['epochs']} epochs, first is warm-up")
-    cols = ["case", "impl", "s/epoch", "warm-up s", "samples/s", "GFLOP/s", "%fp32", "%bf16", "peak MB", "val loss", "vs keras"]
+    head = (
+        f"matmul peak: fp32 {p['fp32_gflops']:.0f} GFLOP/s, bf16 {p['bf16_gflops']:.0f} GFLOP/s "
+        f"({p['cpu_capability']}, {p['threads']} threads); load average {res['load_average_start'][0]:.1f} "
+        f"at start, {res['load_average_end'][0]:.1f} at end; {res['epochs']} epochs, first is warm-up"
+    )
+    cols = [
+        "case",
+        "impl",
+        "s/epoch",
+        "warm-up s",
+        "samples/s",
+        "GFLOP/s",
+        "%fp32",
+        "%bf16",
+        "peak MB",
+        "val loss",
+        "vs keras",
+    ]
     rows = []
     for e in res["cases"]:
         for impl in ("aelab", "keras"):
@@ -161,11 +212,26 @@ def format_table(res: dict) -> str:
                 continue
             ratio = ""
             if impl == "aelab" and "speedup_vs_keras" in e:
-                ratio = f"{e['speedup_vs_keras']:.2f}x faster" if e["speedup_vs_keras"] >= 1 else f"{1 / e['speedup_vs_keras']:.2f}x slower"
-            rows.append([e["case"], impl, f"{r['seconds_per_epoch']:.3f}", f"{r['warmup_seconds']:.3f}",
-                         f"{r.get('samples_per_second', 0):,.0f}", f"{r.get('gflops', 0):.1f}",
-                         f"{100 * r.get('share_fp32_peak', 0):.0f}%", f"{100 * r.get('share_bf16_peak', 0):.0f}%",
-                         f"{r['peak_rss_mb']:.0f}", f"{r['val_loss']:.4f}", ratio])
+                ratio = (
+                    f"{e['speedup_vs_keras']:.2f}x faster"
+                    if e["speedup_vs_keras"] >= 1
+                    else f"{1 / e['speedup_vs_keras']:.2f}x slower"
+                )
+            rows.append(
+                [
+                    e["case"],
+                    impl,
+                    f"{r['seconds_per_epoch']:.3f}",
+                    f"{r['warmup_seconds']:.3f}",
+                    f"{r.get('samples_per_second', 0):,.0f}",
+                    f"{r.get('gflops', 0):.1f}",
+                    f"{100 * r.get('share_fp32_peak', 0):.0f}%",
+                    f"{100 * r.get('share_bf16_peak', 0):.0f}%",
+                    f"{r['peak_rss_mb']:.0f}",
+                    f"{r['val_loss']:.4f}",
+                    ratio,
+                ]
+            )
     widths = [max(len(str(x)) for x in col) for col in zip(cols, *rows)]
     lines = [head, "  ".join(c.ljust(w) for c, w in zip(cols, widths))]
     lines += ["  ".join(str(x).ljust(w) for x, w in zip(r, widths)) for r in rows]

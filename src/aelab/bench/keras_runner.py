@@ -9,6 +9,7 @@ A spec: {"model": "dense" | "conv", "units": [784], "activation": "relu",
 "output_activation": "sigmoid", "loss": "bce" | "mse", "batch_size": 128,
 "epochs": 5, "seed": 0, "x_train": PATH, "x_test": PATH, "image_shape": [28, 28, 1]}.
 """
+
 from __future__ import annotations
 
 import json
@@ -76,8 +77,15 @@ def main(path: str) -> dict:
             seconds.append(time.perf_counter() - self.t0)
 
     # no validation_data: validation would land inside the epoch's time; it is computed once below
-    model.fit(x, x, epochs=int(spec["epochs"]), batch_size=int(spec["batch_size"]), shuffle=True,
-              verbose=0, callbacks=[Clock()])
+    model.fit(
+        x,
+        x,
+        epochs=int(spec["epochs"]),
+        batch_size=int(spec["batch_size"]),
+        shuffle=True,
+        verbose=0,
+        callbacks=[Clock()],
+    )
     p = model.predict(xt, batch_size=1024, verbose=0).reshape(len(xt), -1).astype(np.float64)
     t = xt.reshape(len(xt), -1).astype(np.float64)
     if spec["loss"] == "bce":

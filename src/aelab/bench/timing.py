@@ -4,6 +4,7 @@ Each case runs in its own child process (``python -m aelab.bench.timing``), so
 its peak resident memory is its own and thread pools or allocator state left
 by an earlier case (or by TensorFlow) cannot slow the next one.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,7 @@ def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 1024, seconds: floa
     a @ b  # first call picks and caches the kernel
     best = time.perf_counter() - t0
     if best > seconds:  # an emulated dtype (bf16 without AVX-512/AMX): one call says enough
-        return 2 * n ** 3 / best / 1e9
+        return 2 * n**3 / best / 1e9
     end = time.perf_counter() + seconds
     reps = 0
     while time.perf_counter() < end or reps < 2:
@@ -34,7 +35,7 @@ def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 1024, seconds: floa
         a @ b
         best = min(best, time.perf_counter() - t0)
         reps += 1
-    return 2 * n ** 3 / best / 1e9
+    return 2 * n**3 / best / 1e9
 
 
 def train_flops_per_sample(model: torch.nn.Module, x: torch.Tensor, loss: str) -> float:
@@ -56,8 +57,11 @@ def peak_rss_mb() -> float:
 def summarize_epochs(seconds: list[float]) -> dict:
     """The first epoch is the warm-up; the median of the rest is the figure (the first alone if only one)."""
     timed = seconds[1:] or seconds
-    return {"epoch_seconds": seconds, "warmup_seconds": seconds[0] if seconds else None,
-            "seconds_per_epoch": statistics.median(timed) if timed else None}
+    return {
+        "epoch_seconds": seconds,
+        "warmup_seconds": seconds[0] if seconds else None,
+        "seconds_per_epoch": statistics.median(timed) if timed else None,
+    }
 
 
 def run_torch_case(config: dict, epochs: int, overrides: list[str], limit: int | None) -> dict:
@@ -105,9 +109,13 @@ def main(argv: list[str]) -> int:
     job = json.loads(argv[0])
     if job["kind"] == "peak":
         # bf16 at 512: where it is emulated (no AVX-512 BF16 / AMX) a 1024 matmul alone takes seconds
-        res = {"fp32_gflops": matmul_peak(torch.float32), "bf16_gflops": matmul_peak(torch.bfloat16, n=512),
-               "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
-               "omp_wait_policy": _threads.wait_policy}
+        res = {
+            "fp32_gflops": matmul_peak(torch.float32),
+            "bf16_gflops": matmul_peak(torch.bfloat16, n=512),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads(),
+            "omp_wait_policy": _threads.wait_policy,
+        }
     else:
         res = run_torch_case(job["config"], job["epochs"], job.get("overrides", []), job.get("limit"))
     print(json.dumps(res))

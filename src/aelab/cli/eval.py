@@ -12,8 +12,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="metrics of a run on its test split, as JSON")
     e.add_argument("run")
     e.add_argument("--split", choices=["test", "train"], default="test")
-    e.add_argument("--nll", type=int, metavar="K", help="also estimate the test NLL with K importance samples "
-                   "(VAE families; 5000 is the literature's K) and record it in RUN/summary.json")
+    e.add_argument(
+        "--nll",
+        type=int,
+        metavar="K",
+        help="also estimate the test NLL with K importance samples "
+        "(VAE families; 5000 is the literature's K) and record it in RUN/summary.json",
+    )
     e.add_argument("--nll-limit", type=int, metavar="N", help="estimate the NLL on the first N test samples only")
     e.add_argument("--nll-seed", type=int, default=0, help="seed of the test binarisation and the importance draws")
     return e
@@ -27,7 +32,9 @@ def run(a: argparse.Namespace) -> int:
     run = load_run(a.run)
     data = run.load_data()
     x = data.x_test if a.split == "test" else data.x_train
-    res = data_metrics(run.model, x, run.config.train.loss, run.scaler)  # the metrics that fit the data, as in summary.json
+    res = data_metrics(
+        run.model, x, run.config.train.loss, run.scaler
+    )  # the metrics that fit the data, as in summary.json
     out = {
         "run": str(run.path),
         "split": a.split,

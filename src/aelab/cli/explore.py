@@ -1,4 +1,5 @@
 """`aelab explore RUN [RUN2]`: writes the explorer page (aelab.explore) and prints its path."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,12 +23,20 @@ alone, as an error (exit 2, no page); beside a run that works, here and in its c
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("explore", help="interactive page: the run's model in the browser (draw, slide the code, maps)",
-                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "explore",
+        help="interactive page: the run's model in the browser (draw, slide the code, maps)",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("runs", nargs="+", metavar="RUN", help="one run directory, or two to compare")
-    p.add_argument("-o", "--output", metavar="HTML", help="page to write (default RUN/explore.html; explore.html for two runs)")
+    p.add_argument(
+        "-o", "--output", metavar="HTML", help="page to write (default RUN/explore.html; explore.html for two runs)"
+    )
     p.add_argument("--points", type=int, default=1000, help="test images in the page and on the map (default 1000)")
-    p.add_argument("--map", default="pca,tsne", help="2-D maps of the codes, comma-separated: pca, tsne (default pca,tsne)")
+    p.add_argument(
+        "--map", default="pca,tsne", help="2-D maps of the codes, comma-separated: pca, tsne (default pca,tsne)"
+    )
     return p
 
 

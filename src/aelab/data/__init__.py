@@ -3,25 +3,39 @@
 Images are shaped (N, C, H, W); tabular data (N, D). Labels are int64 where
 the source has them.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from ..config import DATASETS as DATASET_NAMES, DataConfig
+from ..config import DATASETS as DATASET_NAMES
+from ..config import DataConfig
 from ..errors import DataError
 from . import fetch as _fetch
 from .arrays import read_array
-from .preprocess import Preprocessor
-from .cifar import CLASSES as CIFAR_CLASSES, load_cifar10
+from .cifar import CLASSES as CIFAR_CLASSES
+from .cifar import load_cifar10
 from .folder import load_folder
 from .idx import load_idx_pair
+from .preprocess import Preprocessor
 
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 
 
 @dataclass
@@ -54,7 +68,12 @@ def _idx(name: str, classes: list[str]) -> Callable[[DataConfig], Raw]:
     def load(cfg: DataConfig) -> Raw:
         root = Path(cfg.path) if cfg.path else (_fetch.locate(name) or _missing(name))
         files = {}
-        for f in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        for f in (
+            "train-images-idx3-ubyte",
+            "train-labels-idx1-ubyte",
+            "t10k-images-idx3-ubyte",
+            "t10k-labels-idx1-ubyte",
+        ):
             p = _fetch.find_file(root, f)
             if p is None:
                 raise DataError(f"{root / f}: missing (also looked for {f}.gz); {_fetch.SOURCES[name].how_to_get}")
@@ -176,12 +195,20 @@ def info(name: str) -> dict:
     if name in _fetch.SOURCES:
         src = _fetch.SOURCES[name]
         folder = _fetch.locate(name)
-        out = {"name": name, "description": src.description, "location": str(folder) if folder else None,
-               "how_to_get": src.how_to_get}
+        out = {
+            "name": name,
+            "description": src.description,
+            "location": str(folder) if folder else None,
+            "how_to_get": src.how_to_get,
+        }
         if folder:
             s = load_data(DataConfig(name=name))
-            out.update(train=list(s.x_train.shape), test=list(s.x_test.shape),
-                       classes=s.classes, mean=round(float(s.x_train.mean()), 4))
+            out.update(
+                train=list(s.x_train.shape),
+                test=list(s.x_test.shape),
+                classes=s.classes,
+                mean=round(float(s.x_train.mean()), 4),
+            )
         return out
     if name in DATASETS:
         return {"name": name, "description": "user data: set data.path (see docs)", "location": None}

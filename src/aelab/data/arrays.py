@@ -3,6 +3,7 @@
 A .npz may hold x_train/y_train/x_test/y_test (or x/y); a single array is
 split 90/10 into train and test unless ``test_path`` names a test file.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,7 +17,9 @@ import numpy as np
 from ..errors import DataError
 
 
-def read_array(path: Path, mmap: bool = False) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+def read_array(
+    path: Path, mmap: bool = False
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """(x_train, y_train, x_test, y_test); the test entries are None when the file has no split."""
     if not path.is_file():
         raise DataError(f"{path}: file not found")
@@ -47,21 +50,34 @@ def _read(path: Path, suffix: str, mmap: bool):
                     return z["x"], (z["y"] if "y" in keys else None), None, None
                 if len(keys) == 1:
                     return z[next(iter(keys))], None, None, None
-                raise DataError(f"{path}: expected arrays named x_train/x_test (or x, y); found {', '.join(sorted(keys))}")
+                raise DataError(
+                    f"{path}: expected arrays named x_train/x_test (or x, y); found {', '.join(sorted(keys))}"
+                )
         if suffix in (".csv", ".txt"):
             x = np.loadtxt(path, delimiter="," if suffix == ".csv" else None, dtype=np.float32, ndmin=2)
             return x, None, None, None
     except DataError:  # ours, already naming the file (DataError is a ValueError: keep it from the wrapper below)
         raise
     except MemoryError:  # a header (in an .npz member) claiming more than this machine holds
-        raise DataError(f"{path}: cannot read as {suffix}: its header claims an array larger than memory; "
-                        "the file is damaged") from None
-    except (ValueError, OSError, OverflowError, EOFError, zipfile.BadZipFile, zlib.error, SyntaxError,
-            tokenize.TokenError) as e:
+        raise DataError(
+            f"{path}: cannot read as {suffix}: its header claims an array larger than memory; the file is damaged"
+        ) from None
+    except (
+        ValueError,
+        OSError,
+        OverflowError,
+        EOFError,
+        zipfile.BadZipFile,
+        zlib.error,
+        SyntaxError,
+        tokenize.TokenError,
+    ) as e:
         # numpy parses a damaged header with Python's tokenizer: SyntaxError / TokenError, not ValueError
         if "pickle" in str(e) or "allow_pickle" in str(e):  # numpy's own text suggests loading it unsafely
-            raise DataError(f"{path}: cannot read as {suffix}: it holds pickled Python objects, which aelab never "
-                            "loads (unpickling can run code); save plain numeric arrays") from None
+            raise DataError(
+                f"{path}: cannot read as {suffix}: it holds pickled Python objects, which aelab never "
+                "loads (unpickling can run code); save plain numeric arrays"
+            ) from None
         raise DataError(f"{path}: cannot read as {suffix} ({str(e).splitlines()[0]})") from None
     raise DataError(f"{path}: unsupported file type '{suffix}' (use .npy, .npz or .csv)")
 
@@ -81,12 +97,16 @@ def _check_npy_size(path: Path) -> None:
     if dtype.hasobject:
         return  # np.load refuses it with the pickle message
     if any(not isinstance(d, int) or d < 0 for d in shape):
-        raise DataError(f"{path}: .npy header says shape {shape}: sizes must be whole numbers >= 0; the file is damaged")
+        raise DataError(
+            f"{path}: .npy header says shape {shape}: sizes must be whole numbers >= 0; the file is damaged"
+        )
     need = math.prod(shape) * dtype.itemsize
     have = path.stat().st_size - offset
     if need > have:
-        raise DataError(f"{path}: .npy header says shape {shape} of {dtype} ({need:,} bytes) but the file holds "
-                        f"{have:,} bytes of data; it is truncated or damaged")
+        raise DataError(
+            f"{path}: .npy header says shape {shape} of {dtype} ({need:,} bytes) but the file holds "
+            f"{have:,} bytes of data; it is truncated or damaged"
+        )
 
 
 def _checked(path: Path, arrays: tuple) -> tuple:
@@ -111,7 +131,9 @@ def to_unit_float(x: np.ndarray, where: str, scale: str = "auto", need_unit_rang
     bad = ~np.isfinite(x)
     if bad.any():
         i = int(np.argwhere(bad)[0][0])
-        raise DataError(f"{where}: holds NaN or inf ({int(bad.sum())} values, first in sample {i}); clean the data first")
+        raise DataError(
+            f"{where}: holds NaN or inf ({int(bad.sum())} values, first in sample {i}); clean the data first"
+        )
     if scale == "minmax":
         lo, hi = float(x.min()), float(x.max())
         return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)

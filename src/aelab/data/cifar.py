@@ -1,6 +1,7 @@
 """CIFAR-10 readers: the binary version, and the python version through a
 restricted unpickler that builds nothing but dicts, lists, bytes and numbers.
 """
+
 from __future__ import annotations
 
 import io
@@ -21,7 +22,9 @@ def read_binary_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{path}: file not found")
     raw = path.read_bytes()
     if len(raw) == 0 or len(raw) % RECORD:
-        raise DataError(f"{path}: {len(raw)} bytes is not a whole number of CIFAR-10 records ({RECORD} bytes each); the file is damaged")
+        raise DataError(
+            f"{path}: {len(raw)} bytes is not a whole number of CIFAR-10 records ({RECORD} bytes each); the file is damaged"
+        )
     a = np.frombuffer(raw, dtype=np.uint8).reshape(-1, RECORD)
     labels = a[:, 0].astype(np.int64)
     if labels.max() > 9:
@@ -60,7 +63,11 @@ def read_python_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     data, labels = d.get(b"data"), d.get(b"labels")
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise DataError(f"{path}: 'data' must be a uint8 array of shape (N, 3072)")
-    if not isinstance(labels, list) or len(labels) != len(data) or not all(isinstance(v, int) and 0 <= v <= 9 for v in labels):
+    if (
+        not isinstance(labels, list)
+        or len(labels) != len(data)
+        or not all(isinstance(v, int) and 0 <= v <= 9 for v in labels)
+    ):
         raise DataError(f"{path}: 'labels' must be {len(data)} integers in 0-9")
     return data.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
 

@@ -6,6 +6,7 @@ official mirrors. Every file is checked against a SHA-256 of its *decompressed*
 content, so a re-compressed copy (Debian ships one) is accepted and a damaged
 or truncated one never is.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -45,10 +46,18 @@ SOURCES: dict[str, Source] = {
         "mnist",
         "handwritten digits, 28x28 grey, 60,000 train / 10,000 test (LeCun et al.)",
         (
-            RemoteFile("train-images-idx3-ubyte", "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db", 47040016),
-            RemoteFile("train-labels-idx1-ubyte", "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5", 60008),
-            RemoteFile("t10k-images-idx3-ubyte", "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7", 7840016),
-            RemoteFile("t10k-labels-idx1-ubyte", "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", 10008),
+            RemoteFile(
+                "train-images-idx3-ubyte", "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db", 47040016
+            ),
+            RemoteFile(
+                "train-labels-idx1-ubyte", "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5", 60008
+            ),
+            RemoteFile(
+                "t10k-images-idx3-ubyte", "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7", 7840016
+            ),
+            RemoteFile(
+                "t10k-labels-idx1-ubyte", "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", 10008
+            ),
         ),
         ("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/"),
         (),
@@ -58,10 +67,18 @@ SOURCES: dict[str, Source] = {
         "fashion-mnist",
         "Zalando clothing images, 28x28 grey, 60,000 train / 10,000 test",
         (
-            RemoteFile("train-images-idx3-ubyte", "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888", 47040016),
-            RemoteFile("train-labels-idx1-ubyte", "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9", 60008),
-            RemoteFile("t10k-images-idx3-ubyte", "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b", 7840016),
-            RemoteFile("t10k-labels-idx1-ubyte", "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34", 10008),
+            RemoteFile(
+                "train-images-idx3-ubyte", "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888", 47040016
+            ),
+            RemoteFile(
+                "train-labels-idx1-ubyte", "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9", 60008
+            ),
+            RemoteFile(
+                "t10k-images-idx3-ubyte", "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b", 7840016
+            ),
+            RemoteFile(
+                "t10k-labels-idx1-ubyte", "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34", 10008
+            ),
         ),
         ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
         ("/usr/share/datasets/fashion-mnist",),
@@ -70,7 +87,8 @@ SOURCES: dict[str, Source] = {
     "cifar10": Source(
         "cifar10",
         "small colour photos, 32x32 RGB, 10 classes, 50,000 train / 10,000 test (Krizhevsky 2009)",
-        tuple(RemoteFile(f"data_batch_{i}.bin", None, 30730000) for i in range(1, 6)) + (RemoteFile("test_batch.bin", None, 30730000),),
+        tuple(RemoteFile(f"data_batch_{i}.bin", None, 30730000) for i in range(1, 6))
+        + (RemoteFile("test_batch.bin", None, 30730000),),
         ("https://www.cs.toronto.edu/~kriz/",),
         (),
         "`aelab data fetch cifar10` with internet access (not available on machines without it)",

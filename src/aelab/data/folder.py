@@ -1,4 +1,5 @@
 """A folder of images (PNG/JPEG), resized to one size; sub-folders name classes."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,8 +20,9 @@ def list_images(folder: Path) -> list[Path]:
     return files
 
 
-def load_folder(folder: Path, image_size: list[int] | None = None, channels: int | None = None
-                ) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
+def load_folder(
+    folder: Path, image_size: list[int] | None = None, channels: int | None = None
+) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
     """uint8 (N, C, H, W), labels from first-level sub-folder names (or None), class names.
 
     Without ``image_size`` every image must already have the same size; a

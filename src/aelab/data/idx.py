@@ -4,6 +4,7 @@ Checks the magic number, the dimensions against the file size, and that
 nothing is left over, so a truncated download fails loudly instead of loading
 half a dataset.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -27,7 +28,9 @@ def read_idx_bytes(path: str | Path) -> bytes:
                 return f.read()
         return path.read_bytes()
     except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise DataError(f"{path}: cannot read ({e.__class__.__name__}: {e}); the file is damaged, fetch it again") from None
+        raise DataError(
+            f"{path}: cannot read ({e.__class__.__name__}: {e}); the file is damaged, fetch it again"
+        ) from None
 
 
 def parse_idx(raw: bytes, name: str = "<bytes>") -> np.ndarray:
@@ -37,11 +40,13 @@ def parse_idx(raw: bytes, name: str = "<bytes>") -> np.ndarray:
     header = 4 + 4 * ndim
     if ndim == 0 or len(raw) < header:
         raise DataError(f"{name}: IDX header truncated ({len(raw)} bytes)")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_DTYPES[raw[2]])
     expected = header + math.prod(dims) * dtype.itemsize  # math.prod: np.prod wraps around int64 on huge dims
     if len(raw) != expected:
-        raise DataError(f"{name}: IDX file is {len(raw)} bytes but its header {dims} needs {expected}; the file is truncated or damaged")
+        raise DataError(
+            f"{name}: IDX file is {len(raw)} bytes but its header {dims} needs {expected}; the file is truncated or damaged"
+        )
     try:
         return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
     except ValueError:  # e.g. (0, 2**31, 2**31): no bytes needed, yet no array that numpy can shape

@@ -3,9 +3,10 @@
 Each takes a clean batch in [0, 1] and a torch.Generator, so noise is
 reproducible from the run's seed and drawn fresh for every batch.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 

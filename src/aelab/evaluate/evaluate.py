@@ -1,10 +1,11 @@
 """Running a trained model over an array: per-sample errors and dataset-level metrics."""
+
 from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -15,7 +16,7 @@ from . import metrics as M
 
 def batches(x: np.ndarray | torch.Tensor, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
     for i in range(0, len(x), batch_size):
-        b = x[i: i + batch_size]
+        b = x[i : i + batch_size]
         b = torch.as_tensor(np.asarray(b)) if not torch.is_tensor(b) else b
         if b.dtype == torch.uint8:
             b = b.float().div_(255)
@@ -25,8 +26,9 @@ def batches(x: np.ndarray | torch.Tensor, batch_size: int, device: torch.device)
 
 
 @torch.no_grad()
-def per_sample_errors(model, x, loss: str = "bce", batch_size: int = 1024,
-                      stats: M.RegressionStats | None = None) -> dict[str, torch.Tensor]:
+def per_sample_errors(
+    model, x, loss: str = "bce", batch_size: int = 1024, stats: M.RegressionStats | None = None
+) -> dict[str, torch.Tensor]:
     """bce, mse, psnr and loss for every sample (CPU tensors), with the model in eval mode.
 
     ``stats`` also gathers the per-feature sums behind RMSE per feature and R^2 in the same pass."""
@@ -51,8 +53,9 @@ def per_sample_errors(model, x, loss: str = "bce", batch_size: int = 1024,
     return res
 
 
-def evaluate(model, x, loss: str = "bce", batch_size: int = 1024,
-             stats: M.RegressionStats | None = None) -> dict[str, float]:
+def evaluate(
+    model, x, loss: str = "bce", batch_size: int = 1024, stats: M.RegressionStats | None = None
+) -> dict[str, float]:
     """Dataset means: loss, bce, mse, psnr (PSNR is the mean of per-image PSNRs, peak 1)."""
     return M.summarize_errors(per_sample_errors(model, x, loss, batch_size, stats))
 
@@ -132,8 +135,14 @@ def data_metrics(model, x, loss: str = "bce", scaler: dict | None = None, batch_
     out: dict = fitting_metrics(mean, stats, fit)
     if fit.unit_range:
         floor = M.entropy_floor(x)
-        return {"loss": out["loss"], "bce": out["bce"], "bce_floor": floor, "bce_above_floor": out["bce"] - floor,
-                "mse": out["mse"], "psnr": out["psnr"]}
+        return {
+            "loss": out["loss"],
+            "bce": out["bce"],
+            "bce_floor": floor,
+            "bce_above_floor": out["bce"] - floor,
+            "mse": out["mse"],
+            "psnr": out["psnr"],
+        }
     assert stats is not None
     rmse = stats.rmse_per_feature()
     if scaler is not None:  # back to the data's own units, where an RMSE can be read

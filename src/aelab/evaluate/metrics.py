@@ -2,6 +2,7 @@
 
 All losses are means per value (per pixel), as Keras reports them.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,7 +23,9 @@ def bce(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def bce_logits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-sample mean BCE from logits: exact, no clamping needed."""
-    return F.binary_cross_entropy_with_logits(logits.float().flatten(1), target.float().flatten(1), reduction="none").mean(1)
+    return F.binary_cross_entropy_with_logits(
+        logits.float().flatten(1), target.float().flatten(1), reduction="none"
+    ).mean(1)
 
 
 def mse(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -51,8 +54,10 @@ def entropy_floor(target: np.ndarray | torch.Tensor) -> float:
     step = max(1, (1 << 22) // max(1, int(np.prod(np.shape(target)[1:]))))
     total, count = 0.0, 0
     for i in range(0, len(target), step):
-        part = np.asarray(target[i: i + step])
-        t = torch.as_tensor(part.astype(np.float32) / 255 if part.dtype == np.uint8 else part.astype(np.float32)).flatten()
+        part = np.asarray(target[i : i + step])
+        t = torch.as_tensor(
+            part.astype(np.float32) / 255 if part.dtype == np.uint8 else part.astype(np.float32)
+        ).flatten()
         t = t.clamp(0, 1).double()
         total += float((-(torch.special.xlogy(t, t) + torch.special.xlogy(1 - t, 1 - t))).sum())
         count += t.numel()
@@ -80,6 +85,7 @@ def finite(x: float) -> bool:
 # Standardised data (data.scale: standard) has neither: there a reconstruction is a
 # regression, judged by MSE, RMSE per feature and R^2 (scikit-learn's r2_score).
 
+
 def value_range(x: np.ndarray | torch.Tensor) -> tuple[float, float]:
     """(min, max) of the values the model sees (uint8 read as /255), in chunks: a memory-mapped split is never loaded whole."""
     if torch.is_tensor(x):
@@ -91,7 +97,7 @@ def value_range(x: np.ndarray | torch.Tensor) -> tuple[float, float]:
     step = max(1, (1 << 22) // max(1, int(np.prod(np.shape(x)[1:]))))
     lo, hi = math.inf, -math.inf
     for i in range(0, len(x), step):
-        part = np.asarray(x[i: i + step])
+        part = np.asarray(x[i : i + step])
         lo, hi = min(lo, float(part.min())), max(hi, float(part.max()))
     return lo, hi
 
@@ -137,6 +143,7 @@ class RegressionStats:
 
 def format_metrics(m: dict[str, float | list], loss: str, prefix: str = "") -> str:
     """One line naming every metric once, the loss first: ``bce 0.2556 (floor 0.2422)  mse 0.0032  psnr 20.10 dB``."""
+
     def get(k):
         return m.get(f"{prefix}{k}")
 

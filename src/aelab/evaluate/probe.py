@@ -5,6 +5,7 @@ regression on frozen codes says how usable the code is as features. The two
 can disagree (seed 002's point), so ``aelab probe`` reports both side by side.
 Each feature set is centred and scaled by one number, then fed to the same classifier.
 """
+
 from __future__ import annotations
 
 import time
@@ -38,8 +39,9 @@ def center_scale(train_x: np.ndarray, test_x: np.ndarray) -> tuple[np.ndarray, n
     return ((train_x - mu) / sd).astype(np.float32), ((test_x - mu) / sd).astype(np.float32)
 
 
-def probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
-                   seed: int = 0) -> tuple[float, int]:
+def probe_accuracy(
+    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, seed: int = 0
+) -> tuple[float, int]:
     """(test accuracy, lbfgs iterations) of a logistic regression fitted on (train_x, train_y)."""
     import warnings
 
@@ -64,8 +66,9 @@ def pca_features(train_x: np.ndarray, test_x: np.ndarray, n_components: int, see
     return pca.transform(train_x), test_pc, float(pca.explained_variance_ratio_.sum()), mse
 
 
-def linear_probe(run, limit: int | None = None, test_limit: int | None = None, seed: int = 0,
-                 threads: int | None = None) -> dict[str, Any]:
+def linear_probe(
+    run, limit: int | None = None, test_limit: int | None = None, seed: int = 0, threads: int | None = None
+) -> dict[str, Any]:
     """Probe, pixel and PCA accuracies for a loaded Run; returns what probe.json holds."""
     from threadpoolctl import threadpool_limits
 
@@ -121,14 +124,23 @@ def linear_probe(run, limit: int | None = None, test_limit: int | None = None, s
 
 def probe_table(res: dict[str, Any]) -> str:
     """Accuracy next to reconstruction error, the two things seed 002 says to tell apart."""
+
     def mse(v):
         return f"{v:.4f}" if v is not None else "-"
 
-    rows = [("autoencoder code", res["code_dim"], res["probe_accuracy"], mse(res.get("test_mse"))),
-            (f"PCA ({res['pca_explained_variance']:.0%} of variance)", res["pca_components"], res["pca_accuracy"],
-             mse(res.get("pca_test_mse"))),
-            ("raw pixels", res["pixels_dim"], res["pixels_accuracy"], "-")]
-    lines = [f"linear probe: {res['classifier']}, {res['train_size']} train / {res['test_size']} test samples",
-             f"{'features':<30}{'dims':>6}  {'test accuracy':>13}  {'test recon mse':>14}"]
+    rows = [
+        ("autoencoder code", res["code_dim"], res["probe_accuracy"], mse(res.get("test_mse"))),
+        (
+            f"PCA ({res['pca_explained_variance']:.0%} of variance)",
+            res["pca_components"],
+            res["pca_accuracy"],
+            mse(res.get("pca_test_mse")),
+        ),
+        ("raw pixels", res["pixels_dim"], res["pixels_accuracy"], "-"),
+    ]
+    lines = [
+        f"linear probe: {res['classifier']}, {res['train_size']} train / {res['test_size']} test samples",
+        f"{'features':<30}{'dims':>6}  {'test accuracy':>13}  {'test recon mse':>14}",
+    ]
     lines += [f"{name:<30}{dims:>6}  {acc:>13.4f}  {m:>14}" for name, dims, acc, m in rows]
     return "\n".join(lines)

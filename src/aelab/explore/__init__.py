@@ -1,4 +1,5 @@
 """The explorer: a run's encoder and decoder running in one self-contained web page (`aelab explore`)."""
+
 from .export import Exported, Unsupported, export_model, run_ops
 from .page import build_page_data, render_page, write_explorer
 

@@ -10,6 +10,7 @@ them, so the page cannot disagree with PyTorch about rounding.
 the model before the page is written, so a model whose forward pass the ops do not
 describe is refused with the reason instead of showing wrong pictures.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,14 @@ from ..errors import AelabError
 from ..models.base import Autoencoder
 
 TOLERANCE = 1e-4  # max |page - PyTorch|, the explorer's parity bar
-ACTIVATIONS = {nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.Identity: "identity",
-               nn.LeakyReLU: "leaky_relu", nn.ELU: "elu"}
+ACTIVATIONS = {
+    nn.ReLU: "relu",
+    nn.Sigmoid: "sigmoid",
+    nn.Tanh: "tanh",
+    nn.Identity: "identity",
+    nn.LeakyReLU: "leaky_relu",
+    nn.ELU: "elu",
+}
 
 
 class Unsupported(AelabError):
@@ -51,8 +58,9 @@ class _Packer:
         self.size = 0
 
     def add(self, t: torch.Tensor | np.ndarray) -> int:
-        a = np.ascontiguousarray(t.detach().cpu().float().numpy() if isinstance(t, torch.Tensor) else t,
-                                 dtype=np.float32).ravel()
+        a = np.ascontiguousarray(
+            t.detach().cpu().float().numpy() if isinstance(t, torch.Tensor) else t, dtype=np.float32
+        ).ravel()
         off = self.size
         self.parts.append(a)
         self.size += a.size
@@ -72,8 +80,11 @@ def _upsample_index(n_in: int, m: nn.Upsample, axis: int, other: int) -> list[in
     """The source index of every output index, read off PyTorch itself."""
     size = [other, other]
     size[axis] = n_in
-    probe = torch.arange(n_in, dtype=torch.float32).view(1, 1, n_in, 1) if axis == 0 \
+    probe = (
+        torch.arange(n_in, dtype=torch.float32).view(1, 1, n_in, 1)
+        if axis == 0
         else torch.arange(n_in, dtype=torch.float32).view(1, 1, 1, n_in)
+    )
     if m.size is not None:
         s = m.size if isinstance(m.size, (tuple, list)) else (m.size, m.size)
         out_size = [s[0], 1] if axis == 0 else [1, s[1]]
@@ -125,16 +136,36 @@ def _walk(modules, shape: tuple[int, ...], pack: _Packer, where: str) -> tuple[l
                 ops.append({"op": "act", "fn": fn})
         elif isinstance(m, nn.Conv2d):
             k = m.kernel_size
-            if (m.stride != (1, 1) or m.dilation != (1, 1) or m.groups != 1 or k[0] != k[1]
-                    or m.padding_mode != "zeros" or isinstance(m.padding, str) or m.padding[0] != m.padding[1]):
-                raise Unsupported(f"{where}: {name} with stride/dilation/groups/padding other than aelab's "
-                                  f"(stride 1, square kernel, zero padding) is not supported")
+            if (
+                m.stride != (1, 1)
+                or m.dilation != (1, 1)
+                or m.groups != 1
+                or k[0] != k[1]
+                or m.padding_mode != "zeros"
+                or isinstance(m.padding, str)
+                or m.padding[0] != m.padding[1]
+            ):
+                raise Unsupported(
+                    f"{where}: {name} with stride/dilation/groups/padding other than aelab's "
+                    f"(stride 1, square kernel, zero padding) is not supported"
+                )
             if m.in_channels != c:
                 raise Unsupported(f"{where}: Conv2d expects {m.in_channels} channels, gets {c}")
             p = m.padding[0]
             bias = m.bias if m.bias is not None else torch.zeros(m.out_channels)
-            ops.append({"op": "conv", "cin": c, "cout": m.out_channels, "k": k[0], "pad": p, "h": h, "w": w,
-                        "wt": pack.add(m.weight), "b": pack.add(bias)})
+            ops.append(
+                {
+                    "op": "conv",
+                    "cin": c,
+                    "cout": m.out_channels,
+                    "k": k[0],
+                    "pad": p,
+                    "h": h,
+                    "w": w,
+                    "wt": pack.add(m.weight),
+                    "b": pack.add(bias),
+                }
+            )
             c, h, w = m.out_channels, h + 2 * p - k[0] + 1, w + 2 * p - k[0] + 1
         elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             mean, var = m.running_mean, m.running_var
@@ -145,7 +176,12 @@ def _walk(modules, shape: tuple[int, ...], pack: _Packer, where: str) -> tuple[l
             ops.append({"op": "affine", "c": c, "hw": h * w, "scale": pack.add(scale), "shift": pack.add(shift)})
         elif isinstance(m, nn.MaxPool2d):
             ks, st = m.kernel_size, m.stride
-            if ks not in (2, (2, 2)) or st not in (2, (2, 2)) or m.padding not in (0, (0, 0)) or m.dilation not in (1, (1, 1)):
+            if (
+                ks not in (2, (2, 2))
+                or st not in (2, (2, 2))
+                or m.padding not in (0, (0, 0))
+                or m.dilation not in (1, (1, 1))
+            ):
                 raise Unsupported(f"{where}: MaxPool2d other than 2x2 / stride 2 is not supported")
             oh, ow = ((h + 1) // 2, (w + 1) // 2) if m.ceil_mode else (h // 2, w // 2)
             ops.append({"op": "maxpool", "c": c, "h": h, "w": w, "oh": oh, "ow": ow})
@@ -157,8 +193,16 @@ def _walk(modules, shape: tuple[int, ...], pack: _Packer, where: str) -> tuple[l
             ops.append({"op": "gather", "c": c, "h": h, "w": w, "rows": rows, "cols": cols})
             h, w = len(rows), len(cols)
         elif isinstance(m, CropTo):
-            ops.append({"op": "gather", "c": c, "h": h, "w": w, "rows": list(range(min(m.h, h))),
-                        "cols": list(range(min(m.w, w)))})
+            ops.append(
+                {
+                    "op": "gather",
+                    "c": c,
+                    "h": h,
+                    "w": w,
+                    "rows": list(range(min(m.h, h))),
+                    "cols": list(range(min(m.w, w))),
+                }
+            )
             h, w = min(m.h, h), min(m.w, w)
         else:
             raise Unsupported(f"{where}: layer {name} is not one the page can run")
@@ -175,11 +219,14 @@ def export_model(model: Autoencoder) -> Exported:
     model = model.eval()
     kind = type(model).__name__
     if any(isinstance(m, VectorQuantizer) for m in model.modules()):
-        raise Unsupported(f"{kind}: the code is snapped to the nearest codebook vector (a vector quantiser) and the "
-                          "encoder and decoder use stride-2 and transposed convolutions, which the page does not run")
+        raise Unsupported(
+            f"{kind}: the code is snapped to the nearest codebook vector (a vector quantiser) and the "
+            "encoder and decoder use stride-2 and transposed convolutions, which the page does not run"
+        )
     if len(model.input_shape) != 3:
-        raise Unsupported(f"{kind}: the page draws images and this run's samples are vectors shaped "
-                          f"{tuple(model.input_shape)}")
+        raise Unsupported(
+            f"{kind}: the page draws images and this run's samples are vectors shaped {tuple(model.input_shape)}"
+        )
     if model.input_shape[0] not in (1, 3):
         raise Unsupported(f"{kind}: the page draws grey or RGB images; this run's have {model.input_shape[0]} channels")
     shape: tuple[int, ...] = tuple(model.input_shape)
@@ -218,8 +265,10 @@ def _export_topk(model, shape: tuple[int, ...], pack: _Packer) -> Exported:
     """A TopK sparse autoencoder: z = TopK(W_enc (x - b_pre) + b_enc) (BatchTopK at inference: the
     pre-activations above its threshold), x_hat = W_dec z + b_pre, then the output activation."""
     d, n = model.d_in, model.n_latents
-    enc = [{"op": "affine", "c": d, "hw": 1, "scale": pack.add(torch.ones(d)), "shift": pack.add(-model.b_pre)},
-           {"op": "linear", "in": d, "out": n, "w": pack.add(model.W_enc), "b": pack.add(model.b_enc)}]
+    enc = [
+        {"op": "affine", "c": d, "hw": 1, "scale": pack.add(torch.ones(d)), "shift": pack.add(-model.b_pre)},
+        {"op": "linear", "in": d, "out": n, "w": pack.add(model.W_enc), "b": pack.add(model.b_enc)},
+    ]
     if model.cfg.batch_topk:
         enc.append({"op": "threshold", "t": float(model.threshold)})
     else:
@@ -248,8 +297,8 @@ def run_ops(ops: list[dict], buf: np.ndarray, x: np.ndarray) -> np.ndarray:
     for op in ops:
         kind = op["op"]
         if kind == "linear":
-            w = buf[op["w"]: op["w"] + op["in"] * op["out"]].reshape(op["out"], op["in"]).astype(np.float64)
-            x = x @ w.T + buf[op["b"]: op["b"] + op["out"]]
+            w = buf[op["w"] : op["w"] + op["in"] * op["out"]].reshape(op["out"], op["in"]).astype(np.float64)
+            x = x @ w.T + buf[op["b"] : op["b"] + op["out"]]
         elif kind == "act":
             x = _ACT[op["fn"]](x)
         elif kind == "topk":  # the k largest of each row, then ReLU; the rest zero (models.sae.topk_mask)
@@ -263,18 +312,18 @@ def run_ops(ops: list[dict], buf: np.ndarray, x: np.ndarray) -> np.ndarray:
             x = np.clip(x, op["lo"], op["hi"])
         elif kind == "affine":
             c, hw = op["c"], op["hw"]
-            s = np.repeat(buf[op["scale"]: op["scale"] + c], hw)
-            t = np.repeat(buf[op["shift"]: op["shift"] + c], hw)
+            s = np.repeat(buf[op["scale"] : op["scale"] + c], hw)
+            t = np.repeat(buf[op["shift"] : op["shift"] + c], hw)
             x = x * s + t
         elif kind == "conv":
             cin, cout, k, p, h, w = op["cin"], op["cout"], op["k"], op["pad"], op["h"], op["w"]
-            wt = buf[op["wt"]: op["wt"] + cout * cin * k * k].reshape(cout, cin, k, k).astype(np.float64)
+            wt = buf[op["wt"] : op["wt"] + cout * cin * k * k].reshape(cout, cin, k, k).astype(np.float64)
             xi = np.pad(x.reshape(n, cin, h, w), ((0, 0), (0, 0), (p, p), (p, p)))
             oh, ow = h + 2 * p - k + 1, w + 2 * p - k + 1
-            y = np.zeros((n, cout, oh, ow)) + buf[op["b"]: op["b"] + cout].reshape(1, cout, 1, 1)
+            y = np.zeros((n, cout, oh, ow)) + buf[op["b"] : op["b"] + cout].reshape(1, cout, 1, 1)
             for dy in range(k):
                 for dx in range(k):
-                    y += np.einsum("nchw,oc->nohw", xi[:, :, dy: dy + oh, dx: dx + ow], wt[:, :, dy, dx])
+                    y += np.einsum("nchw,oc->nohw", xi[:, :, dy : dy + oh, dx : dx + ow], wt[:, :, dy, dx])
             x = y.reshape(n, -1)
         elif kind == "maxpool":
             c, h, w, oh, ow = op["c"], op["h"], op["w"], op["oh"], op["ow"]
@@ -298,9 +347,13 @@ def check_parity(model: Autoencoder, ex: Exported, x: np.ndarray) -> dict[str, f
     y = model.decode(z).float()
     z_np = run_ops(ex.encoder, ex.buffer, x)
     y_np = run_ops(ex.decoder, ex.buffer, z.numpy())
-    res = {"encode": float(np.abs(z_np - z.reshape(len(x), -1).numpy()).max()),
-           "decode": float(np.abs(y_np - y.reshape(len(x), -1).numpy()).max())}
+    res = {
+        "encode": float(np.abs(z_np - z.reshape(len(x), -1).numpy()).max()),
+        "decode": float(np.abs(y_np - y.reshape(len(x), -1).numpy()).max()),
+    }
     if not all(np.isfinite(v) and v <= TOLERANCE for v in res.values()):
-        raise Unsupported(f"{type(model).__name__}: the page's version of this model differs from PyTorch by "
-                          f"{max(res.values()):.3g} (> {TOLERANCE}); it has a layer the export misreads")
+        raise Unsupported(
+            f"{type(model).__name__}: the page's version of this model differs from PyTorch by "
+            f"{max(res.values()):.3g} (> {TOLERANCE}); it has a layer the export misreads"
+        )
     return res

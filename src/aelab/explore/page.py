@@ -5,6 +5,7 @@ codes (computed here: PCA, and t-SNE unless asked not to), which test images exc
 first-layer unit most, and the run's anomaly threshold when `aelab score RUN` has set one.
 Everything else (encode, decode, sliders, paths, VAE grids) is computed by the page itself.
 """
+
 from __future__ import annotations
 
 import base64
@@ -92,18 +93,22 @@ def _top_images(ex: Exported, x: np.ndarray, k: int = TOP_IMAGES) -> list[list[i
     buf = torch.from_numpy(ex.buffer)
     xt = torch.from_numpy(x)
     if op["op"] == "linear":
-        w = buf[op["w"]: op["w"] + op["in"] * op["out"]].view(op["out"], op["in"])
-        act = xt.reshape(len(x), -1) @ w.T + buf[op["b"]: op["b"] + op["out"]]
+        w = buf[op["w"] : op["w"] + op["in"] * op["out"]].view(op["out"], op["in"])
+        act = xt.reshape(len(x), -1) @ w.T + buf[op["b"] : op["b"] + op["out"]]
     else:
-        w = buf[op["wt"]: op["wt"] + op["cout"] * op["cin"] * op["k"] ** 2].view(op["cout"], op["cin"], op["k"], op["k"])
-        act = F.conv2d(xt, w, buf[op["b"]: op["b"] + op["cout"]], padding=op["pad"]).amax((2, 3))
+        w = buf[op["wt"] : op["wt"] + op["cout"] * op["cin"] * op["k"] ** 2].view(
+            op["cout"], op["cin"], op["k"], op["k"]
+        )
+        act = F.conv2d(xt, w, buf[op["b"] : op["b"] + op["cout"]], padding=op["pad"]).amax((2, 3))
     return torch.topk(act, min(k, len(x)), dim=0).indices.T.tolist()
 
 
 def _run_entry(run, xq: np.ndarray, maps: Sequence[str], log: Callable[[str], None]) -> dict:
     cfg = run.config
     entry = {
-        "name": cfg.name or run.path.name, "path": str(run.path), "model": cfg.model.name,
+        "name": cfg.name or run.path.name,
+        "path": str(run.path),
+        "model": cfg.model.name,
         "description": cfg.description,
         "metrics": {k[5:]: v for k, v in run.summary.items() if k.startswith("test_") and isinstance(v, (int, float))},
         "noise": [{"kind": n.kind, "amount": n.amount, "clip": n.clip} for n in cfg.data.noise],
@@ -130,20 +135,35 @@ def _run_entry(run, xq: np.ndarray, maps: Sequence[str], log: Callable[[str], No
             projections[m]["linear"] = _linear_map(z, pts)
     thr = _threshold(run)
     first = ex.first_layer
-    entry.update({
-        "vae": vae, "likelihood": getattr(run.model, "likelihood", None),
-        "log_sigma": float(run.model.log_sigma) if vae and getattr(run.model, "likelihood", "") == "gaussian" else None,
-        "code_shape": list(ex.code_shape), "input_shape": list(ex.input_shape),
-        "encoder": ex.encoder, "decoder": ex.decoder, "logvar": ex.logvar, "trunk_len": ex.trunk_len,
-        "weights": _b64(ex.buffer), "code_lo": lo, "code_hi": hi, "maps": projections,
-        "first_layer": first, "top_images": _top_images(ex, xq),
-        "anomaly": thr, "score_metric": _score_metric(run, thr),
-    })
+    entry.update(
+        {
+            "vae": vae,
+            "likelihood": getattr(run.model, "likelihood", None),
+            "log_sigma": float(run.model.log_sigma)
+            if vae and getattr(run.model, "likelihood", "") == "gaussian"
+            else None,
+            "code_shape": list(ex.code_shape),
+            "input_shape": list(ex.input_shape),
+            "encoder": ex.encoder,
+            "decoder": ex.decoder,
+            "logvar": ex.logvar,
+            "trunk_len": ex.trunk_len,
+            "weights": _b64(ex.buffer),
+            "code_lo": lo,
+            "code_hi": hi,
+            "maps": projections,
+            "first_layer": first,
+            "top_images": _top_images(ex, xq),
+            "anomaly": thr,
+            "score_metric": _score_metric(run, thr),
+        }
+    )
     return entry
 
 
-def build_page_data(runs: Sequence, points: int = DEFAULT_POINTS, maps: Sequence[str] = MAPS,
-                    log: Callable[[str], None] | None = None) -> dict:
+def build_page_data(
+    runs: Sequence, points: int = DEFAULT_POINTS, maps: Sequence[str] = MAPS, log: Callable[[str], None] | None = None
+) -> dict:
     """Everything the page's script reads, as one JSON-able dict."""
     say = log or (lambda s: None)
     if not 1 <= len(runs) <= 2:
@@ -156,15 +176,19 @@ def build_page_data(runs: Sequence, points: int = DEFAULT_POINTS, maps: Sequence
     loaded = [_load(r) for r in runs]
     shapes = [tuple(r.model.input_shape) for r in loaded]
     if len(set(shapes)) > 1:
-        raise RunError(f"explore: the runs take different inputs ({' vs '.join('x'.join(map(str, s)) for s in shapes)}); "
-                       "side by side needs the same input shape")
+        raise RunError(
+            f"explore: the runs take different inputs ({' vs '.join('x'.join(map(str, s)) for s in shapes)}); "
+            "side by side needs the same input shape"
+        )
     say(f"explore: loading the test split of {loaded[0].path}")
     splits = loaded[0].load_data()
     n = min(points, len(splits.x_test))
     x = np.asarray(splits.x_test[:n], dtype=np.float32)
     if x.ndim != 4:
-        raise Unsupported(f"explore: {loaded[0].path}: the page draws images, and this run's samples are vectors "
-                          f"shaped {tuple(x.shape[1:])}")
+        raise Unsupported(
+            f"explore: {loaded[0].path}: the page draws images, and this run's samples are vectors "
+            f"shaped {tuple(x.shape[1:])}"
+        )
     u8 = np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
     xq = u8.astype(np.float32) / 255.0  # exactly what the page decodes from its bytes
     y = None if splits.y_test is None else np.asarray(splits.y_test[:n]).astype(int)
@@ -172,11 +196,14 @@ def build_page_data(runs: Sequence, points: int = DEFAULT_POINTS, maps: Sequence
     strip += [i for i in range(min(n, 40)) if i not in strip][: 20 - len(strip)]
     entries = [_run_entry(r, xq, maps, say) for r in loaded]
     if all(e["unsupported"] for e in entries):  # nothing would run: say why instead of writing an empty page
-        raise Unsupported("; ".join(f"{e['path']}: the page cannot run this model: {e['unsupported']}" for e in entries))
+        raise Unsupported(
+            "; ".join(f"{e['path']}: the page cannot run this model: {e['unsupported']}" for e in entries)
+        )
     return {
         "strings": i18n.table(),
         "input_shape": list(x.shape[1:]),
-        "images": _b64(u8), "count": n,
+        "images": _b64(u8),
+        "count": n,
         "labels": None if y is None else y.tolist(),
         "classes": splits.classes,
         "strip": [i for i in strip if i < n],
@@ -201,13 +228,21 @@ def render_page(data: dict) -> str:
     )
 
 
-def write_explorer(runs: Sequence, out: str | Path | None = None, points: int = DEFAULT_POINTS,
-                   maps: Sequence[str] = MAPS, log: Callable[[str], None] | None = None) -> Path:
+def write_explorer(
+    runs: Sequence,
+    out: str | Path | None = None,
+    points: int = DEFAULT_POINTS,
+    maps: Sequence[str] = MAPS,
+    log: Callable[[str], None] | None = None,
+) -> Path:
     """Writes the explorer page (default RUN/explore.html, or explore.html for two runs) and returns its path."""
     runs = list(runs)
     if out is None:
-        out = (Path(runs[0].path if hasattr(runs[0], "path") else runs[0]) / "explore.html") if len(runs) == 1 \
+        out = (
+            (Path(runs[0].path if hasattr(runs[0], "path") else runs[0]) / "explore.html")
+            if len(runs) == 1
             else Path("explore.html")
+        )
     out = Path(out)
     if out.suffix.lower() not in (".html", ".htm"):
         raise ConfigError(f"--output: must end in .html, got '{out}'")

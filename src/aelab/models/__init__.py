@@ -3,6 +3,7 @@
 Each family is one module here that registers its builder, its config dataclass
 and its capabilities (_registry.py; docs/ARCHITECTURE.md, "Add a model family").
 """
+
 from __future__ import annotations
 
 from ..config import Config, ModelConfig
@@ -45,6 +46,20 @@ def build_model(cfg: Config | ModelConfig, input_shape: tuple[int, ...] | None =
     return get_builder(model_cfg.name)(model_cfg, tuple(int(s) for s in input_shape))
 
 
-__all__ = ["Autoencoder", "Capabilities", "CodePenaltyKeys", "Family", "LossOutput", "build_model", "capabilities",
-           "family", "list_models", "model_description", "needs_unit_range", "register_model", "reconstruction_loss",
-           "summarize", "summary_table"]
+__all__ = [
+    "Autoencoder",
+    "Capabilities",
+    "CodePenaltyKeys",
+    "Family",
+    "LossOutput",
+    "build_model",
+    "capabilities",
+    "family",
+    "list_models",
+    "model_description",
+    "needs_unit_range",
+    "register_model",
+    "reconstruction_loss",
+    "summarize",
+    "summary_table",
+]

@@ -7,6 +7,7 @@ on its builder. ``config`` is the family's ``ModelConfig`` subclass (the YAML ke
 may do with the model, so no code outside models/ asks for a family by name.
 A duplicate name is an error, an unknown one lists the valid names and the closest.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -79,11 +80,13 @@ class Family:
 _MODELS: dict[str, Family] = {}
 
 
-def register_model(name: str, description: str, *, config: type[ModelConfig],
-                   capabilities: Capabilities = Capabilities()) -> Callable[[Builder], Builder]:
+def register_model(
+    name: str, description: str, *, config: type[ModelConfig], capabilities: Capabilities = Capabilities()
+) -> Callable[[Builder], Builder]:
     """Registers ``builder(cfg, input_shape) -> Autoencoder`` under ``name``, with its config class
     (a ``@dataclass`` subclass of ``aelab.config.ModelConfig`` whose ``name`` default is one of the
     family's names) and its declared capabilities."""
+
     def deco(fn: Builder) -> Builder:
         if name in _MODELS:
             raise ValueError(f"model '{name}' is already registered")

@@ -4,6 +4,7 @@ Decoders return *logits* (pre-activation outputs) so that BCE is computed
 on logits, which is numerically safe; ``decode`` applies the output
 activation for users.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -93,15 +94,18 @@ class Autoencoder(nn.Module):
     def check_data(self, splits) -> None:
         """Refuses data this model cannot learn from, before anything is written (a family may extend it)."""
         if capabilities(self.cfg).needs_labels and splits.y_train is None:
-            raise DataError(f"data.name: model '{self.cfg.name}' needs class labels, and {splits.name} has none; "
-                            "use a labelled dataset (mnist, fashion-mnist, cifar10, a folder of class sub-folders)")
+            raise DataError(
+                f"data.name: model '{self.cfg.name}' needs class labels, and {splits.name} has none; "
+                "use a labelled dataset (mnist, fashion-mnist, cifar10, a folder of class sub-folders)"
+            )
 
     def code_penalty(self, z: torch.Tensor) -> torch.Tensor | None:
         """A penalty on the code added to the loss; None: none."""
         return None
 
-    def compute_loss(self, x: torch.Tensor, target: torch.Tensor, y: torch.Tensor | None, loss: str,
-                     epoch: int = 0) -> LossOutput:
+    def compute_loss(
+        self, x: torch.Tensor, target: torch.Tensor, y: torch.Tensor | None, loss: str, epoch: int = 0
+    ) -> LossOutput:
         z = self.encode(x)
         logits = self.decode_logits(z)
         recon = reconstruction_loss(logits, target, loss, self.output_activation)
@@ -153,12 +157,12 @@ class PenalizedAutoencoder(Autoencoder):
 
 
 def check_activations(key: str, value: str | list[str]) -> None:
-    for a in (value if isinstance(value, list) else [value]):
+    for a in value if isinstance(value, list) else [value]:
         check_choice(key, a, ACTIVATIONS)
 
 
 def check_rates(key: str, value: float | list[float]) -> None:
-    for r in (value if isinstance(value, list) else [value]):
+    for r in value if isinstance(value, list) else [value]:
         if not 0.0 <= r < 1.0:
             raise ConfigError(f"{key}: rates must be in [0, 1), got {value}")
 

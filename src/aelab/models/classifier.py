@@ -19,6 +19,7 @@ holds there without changing it, so one run shows how much of the image
 survives at two depths (the seed compared the first pooling layer with
 conv2d_9).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -51,7 +52,9 @@ class ClassifierConfig(ModelConfig):
     num_classes: int = 10
     tap: int = 1  # reconstruct from the output of this pooling block
     recon_weight: float = 1.0  # weight of the reconstruction loss
-    probe_taps: list[int] = field(default_factory=list)  # extra recon heads on detached features (a second tap depth for the report)
+    probe_taps: list[int] = field(
+        default_factory=list
+    )  # extra recon heads on detached features (a second tap depth for the report)
 
     def validate(self, train: TrainConfig) -> None:
         super().validate(train)
@@ -65,7 +68,9 @@ class ClassifierConfig(ModelConfig):
             raise ConfigError(f"model.num_classes: must be >= 2, got {self.num_classes}")
         check_positive("model.tap", self.tap)
         check_positive("model.recon_weight", self.recon_weight, allow_zero=True)
-        for i, n in enumerate(self.convs_per_block if isinstance(self.convs_per_block, list) else [self.convs_per_block]):
+        for i, n in enumerate(
+            self.convs_per_block if isinstance(self.convs_per_block, list) else [self.convs_per_block]
+        ):
             check_positive(f"model.convs_per_block[{i}]", n)
         if not 0.0 <= self.head_dropout < 1.0:
             raise ConfigError(f"model.head_dropout: must be in [0, 1), got {self.head_dropout}")
@@ -110,7 +115,9 @@ class ClassifierAutoencoder(Autoencoder):
     def __init__(self, cfg: ClassifierConfig, input_shape: tuple[int, ...]):
         super().__init__(cfg, input_shape)
         if len(input_shape) != 3:
-            raise ConfigError(f"model.name: 'classifier-ae' needs image data shaped (C, H, W), got samples shaped {tuple(input_shape)}")
+            raise ConfigError(
+                f"model.name: 'classifier-ae' needs image data shaped (C, H, W), got samples shaped {tuple(input_shape)}"
+            )
         c, h, w = input_shape
         n = len(cfg.channels)
         if n < 1:
@@ -118,8 +125,10 @@ class ClassifierAutoencoder(Autoencoder):
         sizes = conv_sizes((h, w), n)
         for i, s in enumerate(sizes[:-1]):
             if min(s) < 2:
-                raise ConfigError(f"model.channels: {n} pooling blocks do not fit a {h}x{w} image "
-                                  f"(it is {s[0]}x{s[1]} before block {i + 1}); use at most {i} blocks")
+                raise ConfigError(
+                    f"model.channels: {n} pooling blocks do not fit a {h}x{w} image "
+                    f"(it is {s[0]}x{s[1]} before block {i + 1}); use at most {i} blocks"
+                )
         for key, k in [("model.tap", cfg.tap)] + [(f"model.probe_taps[{i}]", t) for i, t in enumerate(cfg.probe_taps)]:
             if not 1 <= k <= n:
                 raise ConfigError(f"{key}: must name a pooling block between 1 and {n} (len(model.channels)), got {k}")
@@ -129,8 +138,10 @@ class ClassifierAutoencoder(Autoencoder):
         drops = _per_block(cfg.dropout, n, "model.dropout", float)
         for i, (nc, dr) in enumerate(zip(convs, drops)):
             if nc == 1 and dr > 0:
-                raise ConfigError(f"model.dropout: block {i + 1} has one conv, and dropout goes between the convs of a "
-                                  f"block (none before a pool, as in cifar-vgg); set its rate to 0 or model.convs_per_block >= 2")
+                raise ConfigError(
+                    f"model.dropout: block {i + 1} has one conv, and dropout goes between the convs of a "
+                    f"block (none before a pool, as in cifar-vgg); set its rate to 0 or model.convs_per_block >= 2"
+                )
         self.tap = cfg.tap
         self.probe_taps = list(dict.fromkeys(cfg.probe_taps))
         self.num_classes = cfg.num_classes
@@ -154,8 +165,9 @@ class ClassifierAutoencoder(Autoencoder):
         head.append(nn.Linear(feat, cfg.num_classes))
         self.head = nn.Sequential(*head)
         self.decoder = _recon_head(cfg.channels[cfg.tap - 1], c, (h, w), cfg.kernel_size)
-        self.probes = nn.ModuleDict({str(k): _recon_head(cfg.channels[k - 1], c, (h, w), cfg.kernel_size)
-                                     for k in self.probe_taps})
+        self.probes = nn.ModuleDict(
+            {str(k): _recon_head(cfg.channels[k - 1], c, (h, w), cfg.kernel_size) for k in self.probe_taps}
+        )
         if cfg.init == "glorot":
             glorot_init(self)
 
@@ -199,11 +211,14 @@ class ClassifierAutoencoder(Autoencoder):
             if y is not None and len(y):
                 top = max(top, int(np.max(y)))
         if top >= self.num_classes:
-            raise ConfigError(f"model.num_classes: labels go up to {top} but model.num_classes is {self.num_classes}; "
-                              f"set model.num_classes={top + 1}")
+            raise ConfigError(
+                f"model.num_classes: labels go up to {top} but model.num_classes is {self.num_classes}; "
+                f"set model.num_classes={top + 1}"
+            )
 
-    def compute_loss(self, x: torch.Tensor, target: torch.Tensor, y: torch.Tensor | None, loss: str,
-                     epoch: int = 0) -> LossOutput:
+    def compute_loss(
+        self, x: torch.Tensor, target: torch.Tensor, y: torch.Tensor | None, loss: str, epoch: int = 0
+    ) -> LossOutput:
         if y is None:
             raise DataError("data: the classifier autoencoder needs class labels, and this dataset has none")
         class_logits, logits, probes = self.outputs(x)
@@ -228,9 +243,11 @@ class ClassifierAutoencoder(Autoencoder):
         return (self.cfg.channels[k - 1], *sizes[-1])
 
 
-@register_model("classifier-ae", "VGG-style classifier with a reconstruction head on a chosen pooling block (seed 002)",
-                config=ClassifierConfig,
-                capabilities=Capabilities(needs_labels=True, metrics=("classifier",), epoch_metrics=True,
-                                          figures=("classifier",)))
+@register_model(
+    "classifier-ae",
+    "VGG-style classifier with a reconstruction head on a chosen pooling block (seed 002)",
+    config=ClassifierConfig,
+    capabilities=Capabilities(needs_labels=True, metrics=("classifier",), epoch_metrics=True, figures=("classifier",)),
+)
 def build_classifier(cfg: ClassifierConfig, input_shape: tuple[int, ...]) -> ClassifierAutoencoder:
     return ClassifierAutoencoder(cfg, input_shape)

@@ -4,6 +4,7 @@ Pooling rounds up, as Keras' padding='same' does (28 -> 14 -> 7 -> 4); on the
 way up the feature map is cropped back to the encoder's size at that level
 (8 -> 7), which plays the part of the seed's one 'valid' convolution.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -101,7 +102,9 @@ class ConvAutoencoder(PenalizedAutoencoder):
     def __init__(self, cfg: ConvConfig, input_shape: tuple[int, ...]):
         super().__init__(cfg, input_shape)
         if len(input_shape) != 3:
-            raise ConfigError(f"model.name: '{cfg.name}' needs image data shaped (C, H, W), got samples shaped {tuple(input_shape)}; use model.name=dense")
+            raise ConfigError(
+                f"model.name: '{cfg.name}' needs image data shaped (C, H, W), got samples shaped {tuple(input_shape)}; use model.name=dense"
+            )
         c, h, w = input_shape
         if not cfg.channels:
             raise ConfigError("model.channels: a conv autoencoder needs at least one block")
@@ -114,7 +117,9 @@ class ConvAutoencoder(PenalizedAutoencoder):
                 )
         dec_channels = list(reversed(cfg.channels)) if cfg.decoder_channels is None else cfg.decoder_channels
         if len(dec_channels) != len(cfg.channels):
-            raise ConfigError(f"model.decoder_channels: needs {len(cfg.channels)} entries (one per upsampling step), got {len(dec_channels)}")
+            raise ConfigError(
+                f"model.decoder_channels: needs {len(cfg.channels)} entries (one per upsampling step), got {len(dec_channels)}"
+            )
         act = cfg.activation
         code_act = cfg.code_activation or act
         check_sparsity(cfg, code_act)
@@ -158,7 +163,11 @@ class ConvAutoencoder(PenalizedAutoencoder):
         return self.encoder[0].weight.detach()
 
 
-@register_model("conv", "convolutional: conv+pool down to a feature-map code, conv+upsample up (seed 004)",
-                config=ConvConfig, capabilities=Capabilities(figures=("weights_first",), stackable=True))
+@register_model(
+    "conv",
+    "convolutional: conv+pool down to a feature-map code, conv+upsample up (seed 004)",
+    config=ConvConfig,
+    capabilities=Capabilities(figures=("weights_first",), stackable=True),
+)
 def build_conv(cfg: ConvConfig, input_shape: tuple[int, ...]) -> ConvAutoencoder:
     return ConvAutoencoder(cfg, input_shape)

@@ -1,4 +1,5 @@
 """Fully connected autoencoders: 784-32-784, 784-784-784, deep stacks, tied weights."""
+
 from __future__ import annotations
 
 import math
@@ -57,8 +58,10 @@ class DenseConfig(CodePenaltyKeys, ModelConfig):
 
     def facts(self) -> list[tuple[str, Any]]:
         dec = list(reversed(self.hidden)) if self.decoder_hidden is None else self.decoder_hidden
-        out: list[tuple[str, Any]] = [("layers", "-".join(map(str, ["in", *self.hidden, self.code_dim, *dec, "out"]))),
-                                      ("activation", self.activation)]
+        out: list[tuple[str, Any]] = [
+            ("layers", "-".join(map(str, ["in", *self.hidden, self.code_dim, *dec, "out"]))),
+            ("activation", self.activation),
+        ]
         if self.dropout not in (0, 0.0, []):
             out.append(("dropout", self.dropout))
         out += self.penalty_facts()
@@ -106,7 +109,9 @@ class DenseAutoencoder(PenalizedAutoencoder):
         check_sparsity(cfg, acts[len(enc_sizes) - 1])
         drops = _per_layer(cfg.dropout, n_hidden, "model.dropout")
         if cfg.tied and dec_hidden != list(reversed(cfg.hidden)):
-            raise ConfigError("model.tied: tied weights need the decoder to mirror the encoder (leave model.decoder_hidden empty)")
+            raise ConfigError(
+                "model.tied: tied weights need the decoder to mirror the encoder (leave model.decoder_hidden empty)"
+            )
 
         enc: list[nn.Module] = [nn.Flatten()]
         linears = []
@@ -146,7 +151,11 @@ class DenseAutoencoder(PenalizedAutoencoder):
         return w.detach().reshape(-1, *self.input_shape)
 
 
-@register_model("dense", "fully connected: input-hidden...-code-...hidden-input (seeds 000, 001, 003, 004)",
-                config=DenseConfig, capabilities=Capabilities(figures=("weights_first", "weights_last"), stackable=True))
+@register_model(
+    "dense",
+    "fully connected: input-hidden...-code-...hidden-input (seeds 000, 001, 003, 004)",
+    config=DenseConfig,
+    capabilities=Capabilities(figures=("weights_first", "weights_last"), stackable=True),
+)
 def build_dense(cfg: DenseConfig, input_shape: tuple[int, ...]) -> DenseAutoencoder:
     return DenseAutoencoder(cfg, input_shape)

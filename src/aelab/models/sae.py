@@ -186,8 +186,9 @@ class TopKSAE(Autoencoder):
     "topk-sae",
     "TopK sparse autoencoder (Gao et al. 2024) on any (N, D) data: overcomplete code, TopK or BatchTopK, AuxK",
     config=TopKSAEConfig,
-    capabilities=Capabilities(metrics=("sae",), epoch_metrics=True, figures=("sae",),
-                              train_settings=MappingProxyType({"loss": "mse"})),  # the identity output's loss
+    capabilities=Capabilities(
+        metrics=("sae",), epoch_metrics=True, figures=("sae",), train_settings=MappingProxyType({"loss": "mse"})
+    ),  # the identity output's loss
 )
 def build_topk_sae(cfg: TopKSAEConfig, input_shape: tuple[int, ...]) -> TopKSAE:
     return TopKSAE(cfg, input_shape)

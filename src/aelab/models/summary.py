@@ -1,4 +1,5 @@
 """A Keras-style model summary: layer, output shape, parameters, total."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -54,6 +55,10 @@ def summary_table(model: nn.Module) -> str:
     lines.append(f"{'input':<{w1}}{str((None, *model.input_shape)):<22}{0:>10,}")
     for r in rows:
         lines.append(f"{r.name + ' (' + r.kind + ')':<{w1}}{str((None, *r.output_shape)):<22}{r.params:>10,}")
-    lines += ["=" * (w1 + 32), f"Total params: {total:,}", f"Trainable params: {trainable:,}",
-              f"Non-trainable params: {total - trainable:,}"]
+    lines += [
+        "=" * (w1 + 32),
+        f"Total params: {total:,}",
+        f"Trainable params: {trainable:,}",
+        f"Non-trainable params: {total - trainable:,}",
+    ]
     return "\n".join(lines)

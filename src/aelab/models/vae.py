@@ -11,6 +11,7 @@ The test negative ELBO in nats per image is the "elbo" metric set (evaluate/vae_
 the pictures are the "vae" figure set (report/vae_figures.py); ``likelihood=True`` lets
 `aelab eval --nll` estimate the test NLL (evaluate/likelihood.py).
 """
+
 from __future__ import annotations
 
 import math
@@ -50,7 +51,9 @@ class VAEConfig(ModelConfig):
     kl_warmup_epochs: int = 0  # ramp beta from 0 over this many epochs
     likelihood: str = "bernoulli"  # decoder: bernoulli | gaussian
     binarize: bool = False  # bernoulli: redraw every training pixel as 0/1 ~ Bernoulli(intensity) each batch
-    iw_samples: int = 1  # importance samples per example in the training bound (1: the ELBO; k > 1: IWAE, Burda et al. 2016)
+    iw_samples: int = (
+        1  # importance samples per example in the training bound (1: the ELBO; k > 1: IWAE, Burda et al. 2016)
+    )
 
     def validate(self, train: TrainConfig) -> None:
         super().validate(train)
@@ -76,7 +79,9 @@ class VAEConfig(ModelConfig):
         check_choice("model.likelihood", self.likelihood, LIKELIHOODS)
         want = {"bernoulli": "bce", "gaussian": "mse"}[self.likelihood]
         if train.loss != want:
-            raise ConfigError(f"train.loss: a VAE with model.likelihood={self.likelihood} trains with {want}, got '{train.loss}'")
+            raise ConfigError(
+                f"train.loss: a VAE with model.likelihood={self.likelihood} trains with {want}, got '{train.loss}'"
+            )
 
     def facts(self) -> list[tuple[str, Any]]:
         if self.name == "vae-conv":
@@ -92,9 +97,14 @@ class VAEConfig(ModelConfig):
         return out
 
 
-VAE_CAPABILITIES = Capabilities(metrics=("elbo",), figures=("vae",), anomaly_scores=("nelbo", "mse", "bce"),
-                                generative=True, likelihood=True,  # 'auto' scores by MSE, as every family (measured best)
-                                real_valued_keys=MappingProxyType({"likelihood": "gaussian"}))
+VAE_CAPABILITIES = Capabilities(
+    metrics=("elbo",),
+    figures=("vae",),
+    anomaly_scores=("nelbo", "mse", "bce"),
+    generative=True,
+    likelihood=True,  # 'auto' scores by MSE, as every family (measured best)
+    real_valued_keys=MappingProxyType({"likelihood": "gaussian"}),
+)
 
 LOGVAR_RANGE = (-30.0, 20.0)  # keeps exp(logvar) finite in fp32 early in training
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -121,10 +131,14 @@ class VAEMixin:
 
     def _setup_vae(self, cfg: VAEConfig, features: int) -> None:
         if cfg.likelihood == "bernoulli" and cfg.output_activation != "sigmoid":
-            raise ConfigError("model.output_activation: a Bernoulli VAE decodes pixel probabilities; use sigmoid "
-                              f"(or model.likelihood=gaussian for real-valued data), got '{cfg.output_activation}'")
+            raise ConfigError(
+                "model.output_activation: a Bernoulli VAE decodes pixel probabilities; use sigmoid "
+                f"(or model.likelihood=gaussian for real-valued data), got '{cfg.output_activation}'"
+            )
         if cfg.binarize and cfg.likelihood != "bernoulli":
-            raise ConfigError("model.binarize: only for model.likelihood=bernoulli (0/1 pixels need a Bernoulli decoder)")
+            raise ConfigError(
+                "model.binarize: only for model.likelihood=bernoulli (0/1 pixels need a Bernoulli decoder)"
+            )
         self.likelihood = cfg.likelihood
         self.beta = cfg.beta
         self.kl_warmup_epochs = cfg.kl_warmup_epochs
@@ -148,9 +162,14 @@ class VAEMixin:
         return self.encode_stats(x)[0]
 
     @staticmethod
-    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype).to(mu.device) if generator is not None \
+    def reparameterize(
+        mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        eps = (
+            torch.randn(mu.shape, generator=generator, dtype=mu.dtype).to(mu.device)
+            if generator is not None
             else torch.randn_like(mu)
+        )
         return mu + torch.exp(0.5 * logvar) * eps
 
     @torch.no_grad()
@@ -184,8 +203,9 @@ class VAEMixin:
             log_px, log_pz, log_qz = self.log_weight_terms(x, self.iw_samples, target=target)
             log_w = log_px + beta * (log_pz - log_qz)
             bound = torch.logsumexp(log_w, 0) - math.log(self.iw_samples)
-            return LossOutput(-bound.mean() / values, {"iwae": -bound.mean(), "recon": -log_px.mean(),
-                                                       "kl": (log_qz - log_pz).mean()})
+            return LossOutput(
+                -bound.mean() / values, {"iwae": -bound.mean(), "recon": -log_px.mean(), "kl": (log_qz - log_pz).mean()}
+            )
         mu, logvar = self.encode_stats(x)
         z = self.reparameterize(mu, logvar)
         recon = self.recon_nll(self.decode_logits(z), target)
@@ -193,14 +213,18 @@ class VAEMixin:
         total = (recon + beta * kl).mean() / values
         return LossOutput(total, {"recon": recon.mean(), "kl": kl.mean()})
 
-    def log_weight_terms(self, x: torch.Tensor, n: int, generator: torch.Generator | None = None,
-                         target: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def log_weight_terms(
+        self, x: torch.Tensor, n: int, generator: torch.Generator | None = None, target: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """log p(x|z), log p(z), log q(z|x) for n draws z ~ q(z|x) per sample, each (n, N), in nats."""
         target = x if target is None else target
         mu, logvar = self.encode_stats(x)
         mu, logvar = mu.float(), logvar.float()
-        eps = torch.randn((n, *mu.shape), generator=generator).to(mu.device) if generator is not None \
+        eps = (
+            torch.randn((n, *mu.shape), generator=generator).to(mu.device)
+            if generator is not None
             else torch.randn((n, *mu.shape), device=mu.device)
+        )
         z = mu + torch.exp(0.5 * logvar) * eps  # (n, N, D)
         logits = self.decode_logits(z.reshape(-1, mu.shape[1]))
         tgt = target.unsqueeze(0).expand(n, *target.shape).reshape(-1, *target.shape[1:])
@@ -215,15 +239,21 @@ class VAEMixin:
         return log_px + log_pz - log_qz
 
     @torch.no_grad()
-    def nelbo_per_sample(self, x: torch.Tensor, generator: torch.Generator | None = None,
-                         samples: int = 1) -> dict[str, torch.Tensor]:
+    def nelbo_per_sample(
+        self, x: torch.Tensor, generator: torch.Generator | None = None, samples: int = 1
+    ) -> dict[str, torch.Tensor]:
         """recon, kl and nelbo (= recon + kl, beta = 1) per sample in nats; recon averaged over ``samples`` z draws."""
         was = self.training
         self.eval()
         try:
             mu, logvar = self.encode_stats(x)
-            recon = sum(self.recon_nll(self.decode_logits(self.reparameterize(mu, logvar, generator)), x)
-                        for _ in range(samples)) / samples
+            recon = (
+                sum(
+                    self.recon_nll(self.decode_logits(self.reparameterize(mu, logvar, generator)), x)
+                    for _ in range(samples)
+                )
+                / samples
+            )
             kl = kl_to_standard_normal(mu, logvar)
         finally:
             self.train(was)
@@ -269,20 +299,26 @@ class ConvVAE(VAEMixin, Autoencoder):
     def __init__(self, cfg: VAEConfig, input_shape: tuple[int, ...]):
         super().__init__(cfg, input_shape)
         if len(input_shape) != 3:
-            raise ConfigError(f"model.name: '{cfg.name}' needs image data shaped (C, H, W), got samples shaped "
-                              f"{tuple(input_shape)}; use model.name=vae-dense")
+            raise ConfigError(
+                f"model.name: '{cfg.name}' needs image data shaped (C, H, W), got samples shaped "
+                f"{tuple(input_shape)}; use model.name=vae-dense"
+            )
         if not cfg.channels:
             raise ConfigError("model.channels: a conv VAE needs at least one block")
         c, h, w = input_shape
         sizes = conv_sizes((h, w), len(cfg.channels))
         for i, s in enumerate(sizes[:-1]):
             if min(s) < 2:
-                raise ConfigError(f"model.channels: {len(cfg.channels)} pooling steps do not fit a {h}x{w} image; "
-                                  f"use at most {i} blocks")
+                raise ConfigError(
+                    f"model.channels: {len(cfg.channels)} pooling steps do not fit a {h}x{w} image; "
+                    f"use at most {i} blocks"
+                )
         dec_channels = list(reversed(cfg.channels)) if cfg.decoder_channels is None else cfg.decoder_channels
         if len(dec_channels) != len(cfg.channels):
-            raise ConfigError(f"model.decoder_channels: needs {len(cfg.channels)} entries (one per upsampling step), "
-                              f"got {len(dec_channels)}")
+            raise ConfigError(
+                f"model.decoder_channels: needs {len(cfg.channels)} entries (one per upsampling step), "
+                f"got {len(dec_channels)}"
+            )
         act = cfg.activation if isinstance(cfg.activation, str) else cfg.activation[0]  # validate refuses lists
         drop = cfg.dropout if isinstance(cfg.dropout, float) else cfg.dropout[0]
         k = cfg.kernel_size
@@ -298,7 +334,11 @@ class ConvVAE(VAEMixin, Autoencoder):
         fh, fw = sizes[-1]
         features = prev * fh * fw
         self._setup_vae(cfg, features)
-        dec: list[nn.Module] = [nn.Linear(cfg.code_dim, features), make_activation(act), nn.Unflatten(1, (prev, fh, fw))]
+        dec: list[nn.Module] = [
+            nn.Linear(cfg.code_dim, features),
+            make_activation(act),
+            nn.Unflatten(1, (prev, fh, fw)),
+        ]
         for ch, (th, tw) in zip(dec_channels, reversed(sizes[:-1])):
             dec += _block(prev, ch, k, act, cfg.batch_norm, drop)
             dec.append(nn.Upsample(scale_factor=2, mode="nearest"))
@@ -313,14 +353,22 @@ class ConvVAE(VAEMixin, Autoencoder):
         return self.encoder[0].weight.detach()
 
 
-@register_model("vae-dense", "variational, fully connected: Gaussian code (model.code_dim), Bernoulli or Gaussian decoder, beta, KL warm-up",
-                config=VAEConfig, capabilities=VAE_CAPABILITIES)
+@register_model(
+    "vae-dense",
+    "variational, fully connected: Gaussian code (model.code_dim), Bernoulli or Gaussian decoder, beta, KL warm-up",
+    config=VAEConfig,
+    capabilities=VAE_CAPABILITIES,
+)
 def build_vae_dense(cfg: VAEConfig, input_shape: tuple[int, ...]) -> DenseVAE:
     return DenseVAE(cfg, input_shape)
 
 
-@register_model("vae-conv", "variational, convolutional: conv+pool encoder, dense Gaussian heads, conv+upsample decoder",
-                config=VAEConfig, capabilities=VAE_CAPABILITIES)
+@register_model(
+    "vae-conv",
+    "variational, convolutional: conv+pool encoder, dense Gaussian heads, conv+upsample decoder",
+    config=VAEConfig,
+    capabilities=VAE_CAPABILITIES,
+)
 def build_vae_conv(cfg: VAEConfig, input_shape: tuple[int, ...]) -> ConvVAE:
     return ConvVAE(cfg, input_shape)
 

@@ -7,6 +7,7 @@ lists other recipes (by name, or as ``{recipe: NAME, set: [KEY=VALUE, ...],
 name: DIR}``), all of which ``aelab train SUITE`` runs and then compares.
 Every ``*.yaml`` in this folder is a recipe, whoever added it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -79,7 +80,9 @@ def suite_members(spec: str) -> tuple[str, str, list[SuiteMember]]:
     path, d = src
     unknown = set(d) - {"name", "description", "suite"}
     if unknown:
-        raise ConfigError(f"{path}: unknown suite key(s) {', '.join(sorted(unknown))}; a suite has name, description, suite")
+        raise ConfigError(
+            f"{path}: unknown suite key(s) {', '.join(sorted(unknown))}; a suite has name, description, suite"
+        )
     entries = d["suite"]
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{path}: 'suite' must be a non-empty list of recipe names, got {entries!r}")
@@ -88,10 +91,14 @@ def suite_members(spec: str) -> tuple[str, str, list[SuiteMember]]:
         if isinstance(e, str):
             e = {"recipe": e}
         if not isinstance(e, dict) or not isinstance(e.get("recipe"), str):
-            raise ConfigError(f"{path}: suite[{i}] must be a recipe name or {{recipe: NAME, set: [KEY=VALUE], name: DIR}}, got {e!r}")
+            raise ConfigError(
+                f"{path}: suite[{i}] must be a recipe name or {{recipe: NAME, set: [KEY=VALUE], name: DIR}}, got {e!r}"
+            )
         extra = set(e) - {"recipe", "set", "name"}
         if extra:
-            raise ConfigError(f"{path}: suite[{i}] has unknown key(s) {', '.join(sorted(extra))}; allowed: recipe, set, name")
+            raise ConfigError(
+                f"{path}: suite[{i}] has unknown key(s) {', '.join(sorted(extra))}; allowed: recipe, set, name"
+            )
         base = e["recipe"]
         base_path = Path(base) if Path(base).is_file() else recipe_path(base)
         if base_path is None:
@@ -101,11 +108,17 @@ def suite_members(spec: str) -> tuple[str, str, list[SuiteMember]]:
             sets = [sets]
         if not isinstance(sets, list) or not all(isinstance(s, str) for s in sets):
             raise ConfigError(f"{path}: suite[{i}].set must be a list of KEY=VALUE strings, got {sets!r}")
-        members.append(SuiteMember(str(base_path) if base_path.parent != HERE else base, str(e.get("name") or Path(base).stem), list(sets)))
+        members.append(
+            SuiteMember(
+                str(base_path) if base_path.parent != HERE else base, str(e.get("name") or Path(base).stem), list(sets)
+            )
+        )
     names = [m.name for m in members]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        raise ConfigError(f"{path}: suite members need distinct run names; {', '.join(dup)} repeats (give each a 'name:')")
+        raise ConfigError(
+            f"{path}: suite members need distinct run names; {', '.join(dup)} repeats (give each a 'name:')"
+        )
     return str(d.get("name") or path.stem), " ".join(str(d.get("description", "")).split()), members
 
 

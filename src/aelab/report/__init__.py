@@ -9,6 +9,7 @@ registered by its own ``<family>_figures.py`` (registry: ``figure_sets.py``): ea
 and each figure is saved and shown. A run's ``probe.json`` (from `aelab probe`) is shown in its header
 and as columns of the comparison table.
 """
+
 from .html import write_comparison, write_run_report
 
 __all__ = ["write_run_report", "write_comparison"]

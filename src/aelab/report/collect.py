@@ -2,10 +2,11 @@
 
 Kept apart from drawing (figures.py) and writing (html.py) so each is testable alone.
 """
+
 from __future__ import annotations
 
 import importlib.util
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -57,7 +58,9 @@ def bare(model):
     return getattr(model, "module", getattr(model, "_orig_mod", model))
 
 
-def reconstruct_samples(model, x: np.ndarray, noise: Sequence[NoiseConfig] = ()) -> tuple[np.ndarray, np.ndarray | None]:
+def reconstruct_samples(
+    model, x: np.ndarray, noise: Sequence[NoiseConfig] = ()
+) -> tuple[np.ndarray, np.ndarray | None]:
     """(reconstructions, noisy inputs or None) of a handful of images."""
     xin, noisy = model_input(x, noise)
     return reconstruct(bare(model), xin), noisy
@@ -99,8 +102,9 @@ def pca_2d(z: np.ndarray) -> tuple[np.ndarray, float]:
     return pts.astype(np.float32), share
 
 
-def project_2d(z: np.ndarray, method: str = "pca", seed: int = 0, max_points: int = 3000
-               ) -> tuple[np.ndarray, np.ndarray, str]:
+def project_2d(
+    z: np.ndarray, method: str = "pca", seed: int = 0, max_points: int = 3000
+) -> tuple[np.ndarray, np.ndarray, str]:
     """(points (M, 2), indices of the M codes used, a note) for a latent scatter.
 
     Codes of two values are drawn as they are. t-SNE and UMAP see at most
@@ -126,8 +130,9 @@ def project_2d(z: np.ndarray, method: str = "pca", seed: int = 0, max_points: in
 
         # one OpenMP thread: on a busy machine, spinning OpenMP workers made a 30-point t-SNE take 40 s instead of 1 s
         with threadpool_limits(1, user_api="openmp"):
-            pts = TSNE(n_components=2, init="pca", random_state=seed,
-                       perplexity=min(30.0, max(2.0, (len(z) - 1) / 3))).fit_transform(z)
+            pts = TSNE(
+                n_components=2, init="pca", random_state=seed, perplexity=min(30.0, max(2.0, (len(z) - 1) / 3))
+            ).fit_transform(z)
         return pts, idx, f"{len(z)} codes"
     if importlib.util.find_spec("umap") is None:
         raise ConfigError("latent: umap needs the umap-learn package (pip install umap-learn); use pca or tsne")

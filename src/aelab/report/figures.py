@@ -6,10 +6,11 @@ pixel size is their ``figsize`` times ``DPI`` (no tight bounding box), which
 lets tests check it. ``png_bytes``/``gif_bytes`` turn results into bytes; the
 caller decides where they go.
 """
+
 from __future__ import annotations
 
 import io
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -50,8 +51,12 @@ def is_image_shape(shape: Sequence[int]) -> bool:
     return len(shape) == 3 and shape[0] in (1, 3) and min(shape[1:]) >= 2
 
 
-def image_rows(rows: Sequence[np.ndarray], labels: Sequence[str], captions: Sequence[Sequence[str] | None] | None = None,
-               title: str | None = None) -> Figure:
+def image_rows(
+    rows: Sequence[np.ndarray],
+    labels: Sequence[str],
+    captions: Sequence[Sequence[str] | None] | None = None,
+    title: str | None = None,
+) -> Figure:
     """Rows of images (each (n, C, H, W) in [0, 1]) with a label left of every row.
 
     Laid out by hand in inches (one imshow per row, exact pixel aspect), so labels
@@ -72,12 +77,17 @@ def image_rows(rows: Sequence[np.ndarray], labels: Sequence[str], captions: Sequ
         sh, sw = st.shape[0] * inch_per_px, st.shape[1] * inch_per_px
         y -= sh
         ax = fig.add_axes((LABEL_W / width, y / height, sw / width, sh / height))
-        ax.imshow(st[..., 0] if st.shape[-1] == 1 else st, cmap="gray", vmin=0, vmax=255, interpolation="nearest",
-                  aspect="auto")
+        ax.imshow(
+            st[..., 0] if st.shape[-1] == 1 else st,
+            cmap="gray",
+            vmin=0,
+            vmax=255,
+            interpolation="nearest",
+            aspect="auto",
+        )
         ax.set_axis_off()
         fig.text((LABEL_W - 0.08) / width, (y + sh / 2) / height, lab, ha="right", va="center", fontsize=9)
         if captions and captions[i]:
-            n = len(rows[i])
             for k, c in enumerate(captions[i]):
                 cx = LABEL_W + (pad + k * w_px + (w_px - pad) / 2) * inch_per_px
                 fig.text(cx / width, (y - 0.03) / height, c, ha="center", va="top", fontsize=7)
@@ -100,13 +110,16 @@ def best_worst(x: np.ndarray, recon: np.ndarray, mse: np.ndarray, k: int = 8) ->
     order = np.argsort(mse, kind="stable")
     best, worst = order[:k], order[::-1][:k]
     fmt = lambda idx: [f"{mse[i]:.4f}" for i in idx]  # noqa: E731
-    return image_rows([x[best], recon[best], x[worst], recon[worst]],
-                      ["best: original", "reconstruction", "worst: original", "reconstruction"],
-                      [None, fmt(best), None, fmt(worst)])
+    return image_rows(
+        [x[best], recon[best], x[worst], recon[worst]],
+        ["best: original", "reconstruction", "worst: original", "reconstruction"],
+        [None, fmt(best), None, fmt(worst)],
+    )
 
 
-def progress_strip(originals: np.ndarray, frames: np.ndarray, epochs: Sequence[int], max_rows: int = 8,
-                   noisy: np.ndarray | None = None) -> Figure:
+def progress_strip(
+    originals: np.ndarray, frames: np.ndarray, epochs: Sequence[int], max_rows: int = 8, noisy: np.ndarray | None = None
+) -> Figure:
     """Reconstructions of the same images after selected epochs (always the first and last)."""
     pick = np.unique(np.linspace(0, len(frames) - 1, min(max_rows, len(frames))).round().astype(int))
     top, labels = ([originals], ["original"]) if noisy is None else ([originals, noisy], ["clean", "noisy input"])
@@ -133,7 +146,7 @@ def learning_curves(metrics: Sequence[dict], batches: Sequence[dict], loss: str,
         win = max(1, len(bl) // 50)
         if win > 1:
             smooth = np.convolve(bl, np.ones(win) / win, mode="valid")
-            a2.plot(step[win - 1:], smooth, lw=1.5, color="C0", label=f"mean of {win} batches")
+            a2.plot(step[win - 1 :], smooth, lw=1.5, color="C0", label=f"mean of {win} batches")
         a2.set_yscale("log")
         lo, hi = float(bl[np.isfinite(bl)].min()), float(bl[np.isfinite(bl)].max())
         a2.set_ylim(lo / 1.15, hi * 1.15)
@@ -146,8 +159,13 @@ def learning_curves(metrics: Sequence[dict], batches: Sequence[dict], loss: str,
         a1.axhline(floor, color="k", ls="--", lw=1, label=f"BCE floor {floor:.4f}")
         if a2.axison:
             below = floor < a2.get_ylim()[0]
-            a2.axhline(max(floor, a2.get_ylim()[0]), color="k", ls="--", lw=1,
-                       label=f"BCE floor {floor:.4f}" + (" (below this axis)" if below else ""))
+            a2.axhline(
+                max(floor, a2.get_ylim()[0]),
+                color="k",
+                ls="--",
+                lw=1,
+                label=f"BCE floor {floor:.4f}" + (" (below this axis)" if below else ""),
+            )
     for ax in (a1, a2):
         if ax.axison:
             ax.grid(alpha=0.3)
@@ -162,7 +180,7 @@ def _mosaic(w: np.ndarray, ncols: int) -> np.ndarray:
     out = np.full((rows * (h + 1) - 1, ncols * (wd + 1) - 1, c), np.nan, dtype=np.float32)
     for i in range(n):
         r, k = divmod(i, ncols)
-        out[r * (h + 1): r * (h + 1) + h, k * (wd + 1): k * (wd + 1) + wd] = w[i].transpose(1, 2, 0)
+        out[r * (h + 1) : r * (h + 1) + h, k * (wd + 1) : k * (wd + 1) + wd] = w[i].transpose(1, 2, 0)
     return out
 
 
@@ -277,8 +295,9 @@ def code_mean(codes: np.ndarray) -> Figure:
     return fig
 
 
-def latent_scatter(points: np.ndarray, labels: np.ndarray | None, classes: Sequence[str] | None, method: str,
-                   note: str = "") -> Figure:
+def latent_scatter(
+    points: np.ndarray, labels: np.ndarray | None, classes: Sequence[str] | None, method: str, note: str = ""
+) -> Figure:
     """Test codes projected to 2-D, one colour per label."""
     fig = new_figure(7.5, 6)
     ax = fig.subplots()
@@ -291,7 +310,7 @@ def latent_scatter(points: np.ndarray, labels: np.ndarray | None, classes: Seque
             sel = labels == k
             name = classes[k] if classes is not None and k < len(classes) else str(k)
             ax.scatter(points[sel, 0], points[sel, 1], s=size, alpha=0.6, color=cmap(int(k) % cmap.N), label=name)
-        ax.legend(fontsize=8, markerscale=8 / size ** 0.5, loc="best", framealpha=0.8)
+        ax.legend(fontsize=8, markerscale=8 / size**0.5, loc="best", framealpha=0.8)
     ax.set_xlabel(f"{method} 1")
     ax.set_ylabel(f"{method} 2")
     ax.set_title(f"test codes in 2-D ({method}{', ' + note if note else ''})", fontsize=10)
@@ -319,8 +338,14 @@ def compare_curves(runs: Sequence[tuple[str, Sequence[dict]]], loss: str, floor:
     return fig
 
 
-def gif_bytes(originals: np.ndarray, frames: np.ndarray, epochs: Sequence[int], scale: int = 3,
-              ms_per_frame: int = 600, noisy: np.ndarray | None = None) -> bytes:
+def gif_bytes(
+    originals: np.ndarray,
+    frames: np.ndarray,
+    epochs: Sequence[int],
+    scale: int = 3,
+    ms_per_frame: int = 600,
+    noisy: np.ndarray | None = None,
+) -> bytes:
     """An animated GIF: originals (and noisy inputs) on top, the reconstruction after each epoch below (PIL only)."""
     from PIL import Image, ImageDraw
 

@@ -3,6 +3,7 @@
 Both see the same test images the report shows (``collect.sample_indices``),
 so the animation, TensorBoard's image tab and the report agree.
 """
+
 from __future__ import annotations
 
 import io
@@ -44,8 +45,9 @@ class ReconstructionProgress(Callback):
     picked from the training's test split when training begins.
     """
 
-    def __init__(self, run_dir: str | Path, x: np.ndarray | None = None, noise: Sequence[NoiseConfig] = (),
-                 resume: bool = False):
+    def __init__(
+        self, run_dir: str | Path, x: np.ndarray | None = None, noise: Sequence[NoiseConfig] = (), resume: bool = False
+    ):
         self.path = Path(run_dir) / PROGRESS_FILE
         self.resume = resume
         self.x: np.ndarray | None = None
@@ -77,8 +79,11 @@ class ReconstructionProgress(Callback):
         keep = [i for i, e in enumerate(self.epochs) if e < epoch]  # a resumed run redoes later epochs
         self.epochs = [self.epochs[i] for i in keep] + [epoch]
         self.frames = [self.frames[i] for i in keep] + [_as_uint8(reconstruct(bare(model), self.input))]
-        arrays = {"epochs": np.array(self.epochs, dtype=np.int64), "originals": _as_uint8(self.x),
-                  "frames": np.stack(self.frames)}
+        arrays = {
+            "epochs": np.array(self.epochs, dtype=np.int64),
+            "originals": _as_uint8(self.x),
+            "frames": np.stack(self.frames),
+        }
         if self.noisy is not None:
             arrays["noisy"] = _as_uint8(self.noisy)
         buf = io.BytesIO()
@@ -136,8 +141,9 @@ class TensorBoardLogger(Callback):
         if self.x.ndim == 4 and self.x.shape[1] in (1, 3):
             rec = reconstruct(bare(loop.model), self.input)
             g = grid(np.concatenate([self.input, rec]), ncols=len(self.x))
-            self.writer.add_image("reconstructions", np.repeat(g, 3, axis=-1) if g.shape[-1] == 1 else g, epoch,
-                                  dataformats="HWC")
+            self.writer.add_image(
+                "reconstructions", np.repeat(g, 3, axis=-1) if g.shape[-1] == 1 else g, epoch, dataformats="HWC"
+            )
         self.writer.flush()
 
     def teardown(self, loop) -> None:
@@ -154,8 +160,16 @@ def sample_images(x_test: np.ndarray, y_test: np.ndarray | None) -> np.ndarray:
     return np.asarray(x_test[sample_indices(y_test, 10)], dtype=np.float32)
 
 
-def training_hooks(cfg: Config, run_dir: str | Path, x_test: np.ndarray | None = None, y_test: np.ndarray | None = None,
-                   *, progress: bool = True, tensorboard: bool = False, resume: bool = False) -> list[Callback]:
+def training_hooks(
+    cfg: Config,
+    run_dir: str | Path,
+    x_test: np.ndarray | None = None,
+    y_test: np.ndarray | None = None,
+    *,
+    progress: bool = True,
+    tensorboard: bool = False,
+    resume: bool = False,
+) -> list[Callback]:
     """The callbacks `aelab train` adds: the reconstruction animation (image data only) and, when asked,
     TensorBoard in RUN/tensorboard. Without ``x_test`` they pick their images when training begins."""
     run_dir = Path(run_dir)

@@ -5,6 +5,7 @@ report/templates/ (autoescaped): images inlined as base64 PNG/GIF, CSS inline
 (style.css), system fonts, nothing fetched from the network; the run report's one script
 switches its language (templates/i18n.js, strings from i18n.py), and without it the page reads in English.
 """
+
 from __future__ import annotations
 
 import base64
@@ -60,6 +61,7 @@ def translated(stem: str, fig, section: str, key: str, **args: Any) -> Picture:
 
 # -- page building blocks: Jinja2 templates in report/templates/ --------------
 
+
 def data_uri(mime: str, data: bytes) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
@@ -70,8 +72,12 @@ def _picture_uri(p: Picture) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _templates() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.PackageLoader("aelab.report", "templates"), autoescape=True,
-                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("aelab.report", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
     env.filters["fmt"] = fmt
     env.filters["data_uri"] = _picture_uri
     env.globals["en"] = lambda key, args: i18n.text(key, **args)
@@ -107,11 +113,21 @@ def fmt(v: Any) -> str:
 
 # (summary key, label): BCE is always followed by its floor and the distance to it, then MSE and PSNR; a run
 # shows only those its summary has (evaluate.data_metrics: no BCE/PSNR on standardised data, R^2 and RMSE there)
-METRICS = [("test_loss", "test loss"), ("test_bce", "test BCE"), ("test_bce_floor", "BCE floor"),
-           ("test_bce_above_floor", "BCE above floor"), ("test_mse", "test MSE"), ("test_rmse", "test RMSE"),
-           ("test_r2", "test R²"), ("test_psnr", "test PSNR (dB)"), ("test_psnr_peak", "PSNR peak"),
-           ("test_nelbo", "test -ELBO (nats)"), ("test_nll", "test NLL (nats)"), ("test_dead_units", "dead code units"),
-           ("test_active_units", "VAE active units")]
+METRICS = [
+    ("test_loss", "test loss"),
+    ("test_bce", "test BCE"),
+    ("test_bce_floor", "BCE floor"),
+    ("test_bce_above_floor", "BCE above floor"),
+    ("test_mse", "test MSE"),
+    ("test_rmse", "test RMSE"),
+    ("test_r2", "test R²"),
+    ("test_psnr", "test PSNR (dB)"),
+    ("test_psnr_peak", "PSNR peak"),
+    ("test_nelbo", "test -ELBO (nats)"),
+    ("test_nll", "test NLL (nats)"),
+    ("test_dead_units", "dead code units"),
+    ("test_active_units", "VAE active units"),
+]
 PER_FEATURE = "test_rmse_per_feature"  # a list: shown as its own line, not a card or a table column
 
 
@@ -132,8 +148,11 @@ PROBE_SUFFIXES = ("accuracy", "auc", "error")
 
 def probe_values(probe: dict[str, Any]) -> dict[str, Any]:
     """The headline numbers of probe.json (accuracies, AUCs); the whole file is shown in the run report."""
-    return {k: v for k, v in probe.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and k.endswith(PROBE_SUFFIXES)}
+    return {
+        k: v
+        for k, v in probe.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and k.endswith(PROBE_SUFFIXES)
+    }
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -151,10 +170,16 @@ def config_facts(cfg, summary: dict[str, Any]) -> list[tuple[str, Any]]:
     m, t, d = cfg.model, cfg.train, cfg.data
     facts = [("model", m.name), ("data", summary.get("data", d.name))]
     facts += m.facts()  # the family's own description: layers or channels, activation, ...
-    facts += [("code shape", summary.get("code_shape")),
-              ("output", m.output_activation), ("loss", t.loss), ("optimizer", t.optimizer),
-              ("lr", t.lr if t.lr is not None else "default"), ("batch size", t.batch_size),
-              ("epochs", summary.get("epochs", t.epochs)), ("parameters", summary.get("parameters"))]
+    facts += [
+        ("code shape", summary.get("code_shape")),
+        ("output", m.output_activation),
+        ("loss", t.loss),
+        ("optimizer", t.optimizer),
+        ("lr", t.lr if t.lr is not None else "default"),
+        ("batch size", t.batch_size),
+        ("epochs", summary.get("epochs", t.epochs)),
+        ("parameters", summary.get("parameters")),
+    ]
     if d.noise:
         facts.append(("noise", ", ".join(f"{n.kind} {n.amount:g}" for n in d.noise)))
     if summary.get("seconds_per_epoch") is not None:
@@ -172,13 +197,16 @@ def summary_rows(model) -> list[tuple[str, str, int]]:
 
 # -- the run report -------------------------------------------------------------
 
+
 def _load(run_or_path):
     from ..run import Run, load_run
 
     return run_or_path if isinstance(run_or_path, Run) else load_run(run_or_path)
 
 
-def run_pictures(run, splits, latent: str = "pca", log: Callable[[str], None] | None = None) -> tuple[list[Picture], dict]:
+def run_pictures(
+    run, splits, latent: str = "pca", log: Callable[[str], None] | None = None
+) -> tuple[list[Picture], dict]:
     """Every figure of a run's report, plus the numbers the page prints beside them."""
     say = log or (lambda s: None)
     cfg, model = run.config, C.bare(run.model)
@@ -202,12 +230,36 @@ def run_pictures(run, splits, latent: str = "pca", log: Callable[[str], None] | 
             ep = [int(e) for e in prog["epochs"]]
             gif = F.gif_bytes(prog["originals"], prog["frames"], ep, noisy=prog.get("noisy"))
             gw, gh = F.gif_size(gif)
-            pics.append(Picture("progress", gif, i18n.text("cap_progress", epochs=len(ep)),
-                                "Reconstructions", "image/gif", gw, gh, "cap_progress", {"epochs": len(ep)}))
-            pics.append(translated("progress_strip", F.progress_strip(prog["originals"], prog["frames"], ep, noisy=prog.get("noisy")),
-                                   "Reconstructions", "cap_progress_strip"))
-        pics.append(translated("best_worst", F.best_worst(np.asarray(x_test), recon_all, mse), "Reconstructions",
-                               "cap_best_worst", mse=f"{mse.mean():.4f}"))
+            pics.append(
+                Picture(
+                    "progress",
+                    gif,
+                    i18n.text("cap_progress", epochs=len(ep)),
+                    "Reconstructions",
+                    "image/gif",
+                    gw,
+                    gh,
+                    "cap_progress",
+                    {"epochs": len(ep)},
+                )
+            )
+            pics.append(
+                translated(
+                    "progress_strip",
+                    F.progress_strip(prog["originals"], prog["frames"], ep, noisy=prog.get("noisy")),
+                    "Reconstructions",
+                    "cap_progress_strip",
+                )
+            )
+        pics.append(
+            translated(
+                "best_worst",
+                F.best_worst(np.asarray(x_test), recon_all, mse),
+                "Reconstructions",
+                "cap_best_worst",
+                mse=f"{mse.mean():.4f}",
+            )
+        )
 
     say("report: learning curves")
     floor = None
@@ -218,7 +270,9 @@ def run_pictures(run, splits, latent: str = "pca", log: Callable[[str], None] | 
         if floor is None:
             pics.append(translated("learning_curves", fig, "Training", "cap_learning_curves"))
         else:
-            pics.append(translated("learning_curves", fig, "Training", "cap_learning_curves_floor", floor=f"{floor:.4f}"))
+            pics.append(
+                translated("learning_curves", fig, "Training", "cap_learning_curves_floor", floor=f"{floor:.4f}")
+            )
 
     say("report: weights")
     for stem, fig, caption in model_figures(model, splits, section="Weights"):
@@ -229,8 +283,15 @@ def run_pictures(run, splits, latent: str = "pca", log: Callable[[str], None] | 
     z0 = z_all[idx[0]]
     facts["code_example"] = z0
     facts["code_mean"] = float(z_all.mean())
-    pics.append(translated("code", F.code_values(z0.ravel(), xs[0] if images else None, rec[0] if images else None),
-                           "Codes", "cap_code", n=z0.size))
+    pics.append(
+        translated(
+            "code",
+            F.code_values(z0.ravel(), xs[0] if images else None, rec[0] if images else None),
+            "Codes",
+            "cap_code",
+            n=z0.size,
+        )
+    )
     if z_all.ndim == 4:
         pics.append(translated("code_maps", F.feature_maps(z0, xs[0] if images else None), "Codes", "cap_code_maps"))
     pics.append(translated("code_mean", F.code_mean(z_all), "Codes", "cap_code_mean"))
@@ -240,8 +301,14 @@ def run_pictures(run, splits, latent: str = "pca", log: Callable[[str], None] | 
         say(f"report: latent space ({latent})")
         pts, used, note = C.project_2d(z_all, latent)
         labels = None if y_test is None else np.asarray(y_test)[used]
-        pics.append(translated("latent", F.latent_scatter(pts, labels, splits.classes, latent.upper() if latent != "tsne" else "t-SNE", note),
-                               "Latent space", "cap_latent"))
+        pics.append(
+            translated(
+                "latent",
+                F.latent_scatter(pts, labels, splits.classes, latent.upper() if latent != "tsne" else "t-SNE", note),
+                "Latent space",
+                "cap_latent",
+            )
+        )
 
     extra = model_figures(model, splits, section="Model")
     if extra:
@@ -282,27 +349,45 @@ def render_run(run, pics: list[Picture], facts: dict) -> str:
     per_feature = ""
     if s.get(PER_FEATURE):  # standardised data: the RMSE of each feature in the data's own units
         vals = s[PER_FEATURE]
-        per_feature = ", ".join(f"{v:.4g}" for v in vals[:20]) + (f", ... ({len(vals)} features)" if len(vals) > 20 else "")
+        per_feature = ", ".join(f"{v:.4g}" for v in vals[:20]) + (
+            f", ... ({len(vals)} features)" if len(vals) > 20 else ""
+        )
     code_numbers, code_size = "", 0
     if facts.get("code_example") is not None:
         z = np.asarray(facts["code_example"]).ravel()
         code_size = z.size
         code_numbers = " ".join(f"{v:.3f}" for v in z[:1024]) + (f" ... ({z.size} in all)" if z.size > 1024 else "")
     return render(
-        "run.html.j2", page_title=f"{title}: aelab report", title=title, description=cfg.description,
-        run_path=str(run.path), written=time.strftime("%Y-%m-%d %H:%M"), cards=cards,
-        bce_floor=s.get("test_bce_floor"), bce_above=s.get("test_bce_above_floor", 0),
+        "run.html.j2",
+        page_title=f"{title}: aelab report",
+        title=title,
+        description=cfg.description,
+        run_path=str(run.path),
+        written=time.strftime("%Y-%m-%d %H:%M"),
+        cards=cards,
+        bce_floor=s.get("test_bce_floor"),
+        bce_above=s.get("test_bce_above_floor", 0),
         published_rows=[(k, v, s.get(k)) for k, v in pub.items() if k != "source"],
         published_source=f" ({pub['source']})" if "source" in pub else "",
-        sections=sections, pictures=pics, facts=config_facts(cfg, s),
+        sections=sections,
+        pictures=pics,
+        facts=config_facts(cfg, s),
         per_feature=per_feature,
-        other_metrics=[(k, v) for k, v in s.items()
-                       if k.startswith("test_") and k not in dict(METRICS) and k not in ("test_size", PER_FEATURE)],
-        code_numbers=code_numbers, code_size=code_size,
-        layer_rows=summary_rows(C.bare(run.model)), total_params=sum(p.numel() for p in run.model.parameters()),
+        other_metrics=[
+            (k, v)
+            for k, v in s.items()
+            if k.startswith("test_") and k not in dict(METRICS) and k not in ("test_size", PER_FEATURE)
+        ],
+        code_numbers=code_numbers,
+        code_size=code_size,
+        layer_rows=summary_rows(C.bare(run.model)),
+        total_params=sum(p.numel() for p in run.model.parameters()),
         probe_json=json.dumps(probe, indent=2) if probe else "",
-        config_path=str(run.path / "config.yaml"), config_yaml=cfg.to_yaml(),
-        strings=i18n.report_table(), report_keys=set(i18n.REPORT))
+        config_path=str(run.path / "config.yaml"),
+        config_yaml=cfg.to_yaml(),
+        strings=i18n.report_table(),
+        report_keys=set(i18n.REPORT),
+    )
 
 
 def save_pictures(folder: Path, pics: list[Picture]) -> None:
@@ -314,8 +399,13 @@ def save_pictures(folder: Path, pics: list[Picture]) -> None:
     for old in list(folder.glob("*.png")) + list(folder.glob("*.gif")):
         if old.name not in keep:
             old.unlink(missing_ok=True)
-    write_json(folder / "index.json", [{"file": p.filename, "caption": p.caption, "section": p.section,
-                                        "width": p.width, "height": p.height} for p in pics])
+    write_json(
+        folder / "index.json",
+        [
+            {"file": p.filename, "caption": p.caption, "section": p.section, "width": p.width, "height": p.height}
+            for p in pics
+        ],
+    )
 
 
 def write_run_report(run_or_path, splits=None, latent: str = "pca", log: Callable[[str], None] | None = None) -> Path:
@@ -344,12 +434,22 @@ def differing_keys(configs: Sequence[dict[str, Any]]) -> list[str]:
 
 def _data_key(cfg) -> str:
     d = cfg.data
-    return json.dumps({k: v for k, v in flatten({"d": cfg.to_dict()["data"]}).items() if not k.startswith("d.noise")},
-                      sort_keys=True, default=str) + f"|{cfg.model.output_activation == 'sigmoid'}|{d.name}"
+    return (
+        json.dumps(
+            {k: v for k, v in flatten({"d": cfg.to_dict()["data"]}).items() if not k.startswith("d.noise")},
+            sort_keys=True,
+            default=str,
+        )
+        + f"|{cfg.model.output_activation == 'sigmoid'}|{d.name}"
+    )
 
 
-def write_comparison(run_paths: Sequence[str | Path], out_html: str | Path, title: str | None = None,
-                     log: Callable[[str], None] | None = None) -> Path:
+def write_comparison(
+    run_paths: Sequence[str | Path],
+    out_html: str | Path,
+    title: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Path:
     """One page comparing runs: configs that differ, final metrics, overlaid curves, the same images reconstructed."""
     say = log or (lambda s: None)
     if not run_paths:
@@ -367,14 +467,23 @@ def write_comparison(run_paths: Sequence[str | Path], out_html: str | Path, titl
     cfg_rows = [[n] + [flatten(r.config.to_dict()).get(k) for k in keys] for n, r in zip(names, runs)]
     probes = [probe_values(read_probe(r.path)) for r in runs]
     probe_keys = sorted({k for p in probes for k in p})
-    extra = sorted({k for r in runs for k in r.summary if k.startswith("test_")} - {k for k, _ in METRICS} - {"test_size", PER_FEATURE})
+    extra = sorted(
+        {k for r in runs for k in r.summary if k.startswith("test_")}
+        - {k for k, _ in METRICS}
+        - {"test_size", PER_FEATURE}
+    )
     metrics = [(k, lab) for k, lab in METRICS if any(r.summary.get(k) is not None for r in runs)]  # those any run has
     mhead = ["run"] + [lab for _, lab in metrics] + extra + ["parameters", "epochs", "s / epoch"] + probe_keys
     mrows = []
     for n, r, pr in zip(names, runs, probes):
         s = r.summary
-        mrows.append([n] + [s.get(k) for k, _ in metrics] + [s.get(k) for k in extra]
-                     + [s.get("parameters"), s.get("epochs"), s.get("seconds_per_epoch")] + [pr.get(k) for k in probe_keys])
+        mrows.append(
+            [n]
+            + [s.get(k) for k, _ in metrics]
+            + [s.get(k) for k in extra]
+            + [s.get("parameters"), s.get("epochs"), s.get("seconds_per_epoch")]
+            + [pr.get(k) for k in probe_keys]
+        )
 
     pics: list[Picture] = []
     losses = {r.config.train.loss for r in runs}
@@ -385,8 +494,10 @@ def write_comparison(run_paths: Sequence[str | Path], out_html: str | Path, titl
             series = [(n, r.metrics) for n, r in zip(names, runs)]
         else:  # different losses do not share an axis; MSE is computed for every run
             loss = "mse"
-            series = [(n, [{**m, "val_loss": m.get("val_mse", np.nan), "train_loss": np.nan} for m in r.metrics])
-                      for n, r in zip(names, runs)]
+            series = [
+                (n, [{**m, "val_loss": m.get("val_mse", np.nan), "train_loss": np.nan} for m in r.metrics])
+                for n, r in zip(names, runs)
+            ]
         floor = None
         if loss == "bce" and same_data and all(r.scaler is None for r in runs):
             floor = entropy_floor(next(iter(data_cache.values())).validation[0])
@@ -417,22 +528,44 @@ def write_comparison(run_paths: Sequence[str | Path], out_html: str | Path, titl
             labels.append(_short(names[i]))
         fig = F.image_rows(rows, labels)
         where = f" ({splits.name})" if len(groups) > 1 else ""
-        pics.append(picture(f"reconstructions_{gi}", fig,
-                            f"The same {len(xs)} test images{where} reconstructed by every run, one row per run "
-                            "(denoising runs also show the noisy input they were given).", "Reconstructions"))
+        pics.append(
+            picture(
+                f"reconstructions_{gi}",
+                fig,
+                f"The same {len(xs)} test images{where} reconstructed by every run, one row per run "
+                "(denoising runs also show the noisy input they were given).",
+                "Reconstructions",
+            )
+        )
 
     ttl = title or f"Comparison of {len(runs)} runs"
     # runs that differ only in train.seed: mean and Student-t 95% interval per metric (sweep --seeds)
-    seeds = seed_table(names, [r.config.to_dict() for r in runs], [r.summary for r in runs],
-                       [*metrics, *((k, k) for k in extra), ("seconds_per_epoch", "s / epoch")])
+    seeds = seed_table(
+        names,
+        [r.config.to_dict() for r in runs],
+        [r.summary for r in runs],
+        [*metrics, *((k, k) for k in extra), ("seconds_per_epoch", "s / epoch")],
+    )
     out = Path(out_html)
-    atomic_write_text(out, render(
-        "compare.html.j2", page_title=ttl, title=ttl, written=time.strftime("%Y-%m-%d %H:%M"),
-        run_paths=[str(r.path) for r in runs], metric_header=mhead, metric_rows=mrows,
-        numeric=[False] + [True] * (len(mhead) - 1),
-        any_floor=any(r.summary.get("test_bce_floor") is not None for r in runs),
-        seed_header=seeds[0] if seeds else None, seed_rows=seeds[1] if seeds else None,
-        keys=keys, config_rows=cfg_rows, pictures=pics))
+    atomic_write_text(
+        out,
+        render(
+            "compare.html.j2",
+            page_title=ttl,
+            title=ttl,
+            written=time.strftime("%Y-%m-%d %H:%M"),
+            run_paths=[str(r.path) for r in runs],
+            metric_header=mhead,
+            metric_rows=mrows,
+            numeric=[False] + [True] * (len(mhead) - 1),
+            any_floor=any(r.summary.get("test_bce_floor") is not None for r in runs),
+            seed_header=seeds[0] if seeds else None,
+            seed_rows=seeds[1] if seeds else None,
+            keys=keys,
+            config_rows=cfg_rows,
+            pictures=pics,
+        ),
+    )
     return out
 
 

@@ -1,4 +1,5 @@
 """Image grids as PNG bytes (PIL only, no matplotlib): for `aelab decode -o x.png` and reports."""
+
 from __future__ import annotations
 
 import io
@@ -23,7 +24,7 @@ def grid(x: np.ndarray, ncols: int | None = None, pad: int = 2, pad_value: int =
     out = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad, c), pad_value, dtype=np.uint8)
     for i in range(n):
         r, k = divmod(i, ncols)
-        out[pad + r * (h + pad): pad + r * (h + pad) + h, pad + k * (w + pad): pad + k * (w + pad) + w] = imgs[i]
+        out[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + k * (w + pad) : pad + k * (w + pad) + w] = imgs[i]
     return out
 
 

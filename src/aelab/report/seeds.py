@@ -1,4 +1,5 @@
 """Runs that differ only in their seed, summarised: mean and 95% interval per metric (for sweeps with --seeds)."""
+
 from __future__ import annotations
 
 import math
@@ -38,8 +39,9 @@ def seed_groups(configs: Sequence[dict]) -> list[list[int]]:
     return [g for g in groups.values() if len(g) > 1]
 
 
-def seed_table(names: Sequence[str], configs: Sequence[dict], summaries: Sequence[dict],
-               metrics: Sequence[tuple[str, str]]) -> tuple[list[str], list[list[str]]] | None:
+def seed_table(
+    names: Sequence[str], configs: Sequence[dict], summaries: Sequence[dict], metrics: Sequence[tuple[str, str]]
+) -> tuple[list[str], list[list[str]]] | None:
     """Header and rows ("mean ± half-width" per metric) for every group of seeds; None when there is none."""
     groups = seed_groups(configs)
     if not groups:

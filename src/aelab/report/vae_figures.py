@@ -3,6 +3,7 @@
 Each function returns a figure; ``vae_figures`` bundles them as
 (file_stem, figure, caption): the "vae" figure set the VAE families declare.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,8 +19,14 @@ def _image_figure(img: np.ndarray, title: str, width: float = 6.0, extent=None, 
     h, w = img.shape[:2]
     fig = Figure(figsize=(width, width * h / w + 0.4))
     ax = fig.add_subplot(1, 1, 1)
-    ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=255, extent=extent,
-              interpolation="nearest")
+    ax.imshow(
+        img[..., 0] if img.shape[-1] == 1 else img,
+        cmap="gray",
+        vmin=0,
+        vmax=255,
+        extent=extent,
+        interpolation="nearest",
+    )
     ax.set_title(title, fontsize=9)
     if axis_labels:
         ax.set_xlabel(axis_labels[0])
@@ -74,8 +81,9 @@ def manifold_figure(model, n: int = 20):
     z = torch.stack([z1.reshape(-1), z2.reshape(-1)], 1).to(model.device)
     x = model.decode(z).float().cpu().numpy()
     lo, hi = float(q[0]), float(q[-1])
-    return _image_figure(grid(x, ncols=n, pad=0), "decoded 2-D code space", width=7.0,
-                         extent=(lo, hi, lo, hi), axis_labels=("z1", "z2"))
+    return _image_figure(
+        grid(x, ncols=n, pad=0), "decoded 2-D code space", width=7.0, extent=(lo, hi, lo, hi), axis_labels=("z1", "z2")
+    )
 
 
 @register_figures("vae")
@@ -86,17 +94,32 @@ def vae_figures(model, splits) -> list[tuple[str, object, str]]:
     was = model.training
     model.eval()
     try:
-        out = [("vae_prior_samples", prior_samples_figure(model),
-                "Samples from the prior: z drawn from N(0, I) and decoded (mean images, not binarised).")]
+        out = [
+            (
+                "vae_prior_samples",
+                prior_samples_figure(model),
+                "Samples from the prior: z drawn from N(0, I) and decoded (mean images, not binarised).",
+            )
+        ]
         pairs = interpolation_pairs(splits.y_test, 6)
         if pairs:
-            out.append(("vae_interpolation", interpolation_figure(model, splits.x_test, pairs),
-                        "Interpolation in code space: each row starts and ends with a test image; the 10 pictures "
-                        "between decode evenly spaced points on the straight line between their mean codes."))
+            out.append(
+                (
+                    "vae_interpolation",
+                    interpolation_figure(model, splits.x_test, pairs),
+                    "Interpolation in code space: each row starts and ends with a test image; the 10 pictures "
+                    "between decode evenly spaced points on the straight line between their mean codes.",
+                )
+            )
         if model.code_dim == 2:
-            out.append(("vae_manifold", manifold_figure(model),
-                        "The learned 2-D manifold: the decoder's output over a 20x20 grid of codes placed at the "
-                        "5%..95% quantiles of the Gaussian prior in each axis."))
+            out.append(
+                (
+                    "vae_manifold",
+                    manifold_figure(model),
+                    "The learned 2-D manifold: the decoder's output over a 20x20 grid of codes placed at the "
+                    "5%..95% quantiles of the Gaussian prior in each axis.",
+                )
+            )
     finally:
         model.train(was)
     return out

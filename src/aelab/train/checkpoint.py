@@ -5,6 +5,7 @@ rest in JSON), written atomically, then published by atomically replacing
 ``latest.json``. A crash before that leaves the previous checkpoint in charge;
 older files are removed only after the pointer moved.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,9 @@ class TrainState:
     best_weights: dict[str, torch.Tensor] | None = None  # early stopping: the weights of the best epoch so far
 
 
-def save_checkpoint(folder: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched, gen: torch.Generator,
-                    state: TrainState) -> Path:
+def save_checkpoint(
+    folder: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched, gen: torch.Generator, state: TrainState
+) -> Path:
     """Writes the checkpoint of ``state.epoch``; on a write error (full disk, read-only folder) the
     previous checkpoint stays in charge and a RunError says so."""
     try:
@@ -42,8 +44,10 @@ def save_checkpoint(folder: Path, model: torch.nn.Module, opt: torch.optim.Optim
             partial.unlink(missing_ok=True)
         kept = _published_epoch(folder)
         kept_txt = f"the checkpoint of epoch {kept} is kept" if kept else "no earlier checkpoint exists"
-        raise RunError(f"{e.filename or folder}: cannot write the checkpoint of epoch {state.epoch} "
-                       f"({e.strerror or e}); {kept_txt}") from None
+        raise RunError(
+            f"{e.filename or folder}: cannot write the checkpoint of epoch {state.epoch} "
+            f"({e.strerror or e}); {kept_txt}"
+        ) from None
 
 
 def checkpoint_epoch(folder: Path) -> int:
@@ -58,8 +62,9 @@ def _published_epoch(folder: Path) -> int:
         return 0
 
 
-def _save(folder: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched, gen: torch.Generator,
-          state: TrainState) -> Path:
+def _save(
+    folder: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched, gen: torch.Generator, state: TrainState
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     if state.best_weights is not None:
@@ -90,14 +95,19 @@ def _save(folder: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sche
         "bad_epochs": state.bad_epochs,
     }
     write_json(folder / f"state-{tag}.json", meta)
-    write_json(folder / "latest.json", {"epoch": state.epoch, "tensors": f"state-{tag}.safetensors", "meta": f"state-{tag}.json"})
+    write_json(
+        folder / "latest.json",
+        {"epoch": state.epoch, "tensors": f"state-{tag}.safetensors", "meta": f"state-{tag}.json"},
+    )
     for old in folder.glob("state-*"):
         if tag not in old.name:
             old.unlink(missing_ok=True)
     return folder / f"state-{tag}.safetensors"
 
 
-def load_checkpoint(folder: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched, gen: torch.Generator) -> TrainState:
+def load_checkpoint(
+    folder: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched, gen: torch.Generator
+) -> TrainState:
     pointer = folder / "latest.json"
     if not pointer.is_file():
         raise RunError(f"{folder}: no complete checkpoint to resume from")
@@ -107,24 +117,35 @@ def load_checkpoint(folder: Path, model: torch.nn.Module, opt: torch.optim.Optim
         tensors = load_file(folder / latest["tensors"])
     except (OSError, ValueError, KeyError, TypeError, SafetensorError) as e:
         # a pickle swapped in for a state file lands here too: safetensors parses, it never unpickles
-        raise RunError(f"{folder}: checkpoint unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-                       "it was not written by aelab or is damaged") from None
+        raise RunError(
+            f"{folder}: checkpoint unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+            "it was not written by aelab or is damaged"
+        ) from None
     try:
         return _restore(folder, tensors, meta, model, opt, sched, gen)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise RunError(f"{folder}: checkpoint does not fit this run ({str(e).splitlines()[0]})") from None
 
 
-def _restore(folder: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any], model: torch.nn.Module,
-             opt: torch.optim.Optimizer, sched, gen: torch.Generator) -> TrainState:
-    model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+def _restore(
+    folder: Path,
+    tensors: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    sched,
+    gen: torch.Generator,
+) -> TrainState:
+    model_sd = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     missing = set(model.state_dict()) ^ set(model_sd)
     if missing:
         raise RunError(f"{folder}: checkpoint does not match the model (tensor '{sorted(missing)[0]}')")
     for k, v in model.state_dict().items():
         if v.shape != model_sd[k].shape:
-            raise RunError(f"{folder}: checkpoint tensor '{k}' has shape {tuple(model_sd[k].shape)} "
-                           f"but the model has {tuple(v.shape)}")
+            raise RunError(
+                f"{folder}: checkpoint tensor '{k}' has shape {tuple(model_sd[k].shape)} "
+                f"but the model has {tuple(v.shape)}"
+            )
     model.load_state_dict(model_sd)
     state: dict[int, dict[str, Any]] = {}
     for k, v in tensors.items():
@@ -142,5 +163,5 @@ def _restore(folder: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any
         cuda_states = [tensors[k] for k in sorted(t for t in tensors if t.startswith("rng.cuda."))]
         if cuda_states:
             torch.cuda.set_rng_state_all(cuda_states)
-    best = {k[len("best."):]: v for k, v in tensors.items() if k.startswith("best.")} or None
+    best = {k[len("best.") :]: v for k, v in tensors.items() if k.startswith("best.")} or None
     return TrainState(meta["epoch"], meta["history"], meta["batches"], meta["best_val"], meta["bad_epochs"], best)

@@ -10,11 +10,12 @@ follow one process up to float rounding. Metrics are reduced across ranks; only 
 Without torchrun (no WORLD_SIZE > 1 in the environment) everything here is a no-op and the
 training loop runs exactly as in one process.
 """
+
 from __future__ import annotations
 
 import math
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -127,7 +128,9 @@ class Group(Single):
         sums = sums.cpu()
         if stats is not None and mine is not None:
             d = math.prod(x.shape[1:])
-            parts = [mine.sse, mine.sum, mine.sumsq] if mine.sse is not None else [torch.zeros(d, dtype=torch.float64)] * 3
+            parts = (
+                [mine.sse, mine.sum, mine.sumsq] if mine.sse is not None else [torch.zeros(d, dtype=torch.float64)] * 3
+            )
             flat = torch.cat(parts).to(self.device)
             self.dist.all_reduce(flat)
             stats.sse, stats.sum, stats.sumsq = flat.cpu().split(d)
@@ -195,15 +198,19 @@ def setup(device_name: str) -> Single:
     created = not dist.is_initialized()
     if use_cuda:
         if local_rank >= torch.cuda.device_count():
-            raise TrainingError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} CUDA devices; "
-                                "use --nproc-per-node <= the number of GPUs")
+            raise TrainingError(
+                f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} CUDA devices; "
+                "use --nproc-per-node <= the number of GPUs"
+            )
         torch.cuda.set_device(local_rank)
     if created:
         try:
             dist.init_process_group("nccl" if use_cuda else "gloo")
         except (ValueError, RuntimeError) as e:
-            raise TrainingError(f"cannot join the process group ({str(e).splitlines()[0]}); "
-                                "start with torchrun, which sets RANK, WORLD_SIZE and MASTER_ADDR") from None
+            raise TrainingError(
+                f"cannot join the process group ({str(e).splitlines()[0]}); "
+                "start with torchrun, which sets RANK, WORLD_SIZE and MASTER_ADDR"
+            ) from None
     device = torch.device("cuda", torch.cuda.current_device()) if use_cuda else torch.device("cpu")
     _current = Group(dist.get_rank(), dist.get_world_size(), local_rank, device, created)
     return _current

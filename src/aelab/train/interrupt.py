@@ -3,6 +3,7 @@
 Stopping mid-epoch would throw away the epoch's work and leave the weights between two
 checkpoints; finishing it costs at most one epoch and gives a checkpoint to resume from.
 """
+
 from __future__ import annotations
 
 import signal
@@ -26,9 +27,13 @@ class StopRequest:
             raise KeyboardInterrupt
         self.requested = True
         if self.announce:
-            print("\nCtrl-C: stopping once this epoch is saved (press Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+            print(
+                "\nCtrl-C: stopping once this epoch is saved (press Ctrl-C again to stop at once)",
+                file=sys.stderr,
+                flush=True,
+            )
 
-    def install(self) -> "StopRequest":
+    def install(self) -> StopRequest:
         # signal handlers can only be set from the main thread; elsewhere Ctrl-C keeps its default
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handler)
@@ -39,7 +44,7 @@ class StopRequest:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
 
-    def __enter__(self) -> "StopRequest":
+    def __enter__(self) -> StopRequest:
         return self.install()
 
     def __exit__(self, *exc) -> None:

@@ -7,6 +7,7 @@ never waits on a host sync; the NaN guard reads them there, before a checkpoint
 is written. Everything around the loop (NaN guard, log, progress bar, early
 stopping, Ctrl-C, checkpoints, run files, pictures) is a callback (callbacks.py).
 """
+
 from __future__ import annotations
 
 import math
@@ -34,8 +35,13 @@ from .optim import make_optimizer, make_scheduler
 from .precision import autocast_context, resolve_precision
 
 
-def fit(model: torch.nn.Module, data: Splits, cfg: Config, callbacks: Sequence[Callback] = (),
-        log: Callable[[str], None] = print) -> TrainState:
+def fit(
+    model: torch.nn.Module,
+    data: Splits,
+    cfg: Config,
+    callbacks: Sequence[Callback] = (),
+    log: Callable[[str], None] = print,
+) -> TrainState:
     """Trains ``model`` on ``data`` for ``cfg.train.epochs`` epochs; returns the final TrainState.
 
     ``callbacks`` do everything else (``standard_callbacks`` gives the usual list); callers
@@ -44,11 +50,14 @@ def fit(model: torch.nn.Module, data: Splits, cfg: Config, callbacks: Sequence[C
     try:
         return _fit(model, data, cfg, callbacks, log)
     finally:
-        torch.set_flush_denormal(flush_before)  # setup_runtime turned it on for training: the caller's floats are theirs
+        torch.set_flush_denormal(
+            flush_before
+        )  # setup_runtime turned it on for training: the caller's floats are theirs
 
 
-def _fit(model: torch.nn.Module, data: Splits, cfg: Config, callbacks: Sequence[Callback],
-         log: Callable[[str], None]) -> TrainState:
+def _fit(
+    model: torch.nn.Module, data: Splits, cfg: Config, callbacks: Sequence[Callback], log: Callable[[str], None]
+) -> TrainState:
     loop = Loop(model, data, cfg, log)
     cbs = CallbackList(callbacks)
     try:
@@ -69,8 +78,10 @@ def _fit(model: torch.nn.Module, data: Splits, cfg: Config, callbacks: Sequence[
                 break
         cbs.on_train_end(loop)
     except KeyboardInterrupt:
-        raise TrainingInterrupted(f"interrupted during epoch {loop.state.epoch + 1}; the checkpoint holds epoch "
-                                  f"{loop.saved_epoch}{loop.resume_hint()}") from None
+        raise TrainingInterrupted(
+            f"interrupted during epoch {loop.state.epoch + 1}; the checkpoint holds epoch "
+            f"{loop.saved_epoch}{loop.resume_hint()}"
+        ) from None
     finally:
         cbs.teardown(loop)
     return loop.state
@@ -101,7 +112,9 @@ class Loop:
         self.gen = torch.Generator().manual_seed(t.seed + 1)  # shuffling and noise, saved in checkpoints
         self.opt = make_optimizer(model.parameters(), t, self.device)
         self.sched = make_scheduler(self.opt, t)
-        self.scaler = torch.amp.GradScaler("cuda") if (self.precision == "fp16-mixed" and self.device.type == "cuda") else None
+        self.scaler = (
+            torch.amp.GradScaler("cuda") if (self.precision == "fp16-mixed" and self.device.type == "cuda") else None
+        )
         self.group = process_group()  # one process, or this rank's share under torchrun (distributed.py)
         self.loss_fn = self.group.loss_fn(model)
         # which validation metrics fit the data: BCE and PSNR (peak 1) on targets in [0, 1] only, as in summary.json
@@ -131,7 +144,7 @@ class Loop:
         losses = []
         parts: dict[str, list[torch.Tensor]] = {}
         for i in range(0, n, t.batch_size):
-            idx = perm[i: i + t.batch_size]
+            idx = perm[i : i + t.batch_size]
             xb = self.x_train[idx]
             if xb.dtype == torch.uint8:  # memory-mapped data arrives as bytes
                 xb = xb.float().div_(255)
@@ -157,22 +170,31 @@ class Loop:
         """The epoch's metrics.csv row: train loss, the validation metrics that fit the data
         (evaluate.fitting_metrics: the rule summary.json follows), lr, seconds, loss parts."""
         stats = None if self.data_fit.unit_range else RegressionStats()
-        val = fitting_metrics(self.group.evaluate(self.model, self.x_val, self.cfg.train.loss, stats), stats,
-                              self.data_fit)
-        row = {"epoch": epoch + 1, "train_loss": float(self.batch_losses.mean()),
-               **{f"val_{k}": v for k, v in val.items() if k != "psnr_peak"},  # the peak is the split's, not the epoch's
-               "lr": self.opt.param_groups[0]["lr"], "seconds": seconds}
+        val = fitting_metrics(
+            self.group.evaluate(self.model, self.x_val, self.cfg.train.loss, stats), stats, self.data_fit
+        )
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": float(self.batch_losses.mean()),
+            **{f"val_{k}": v for k, v in val.items() if k != "psnr_peak"},  # the peak is the split's, not the epoch's
+            "lr": self.opt.param_groups[0]["lr"],
+            "seconds": seconds,
+        }
         if self.epoch_metrics:
             row.update({f"val_{k}": v for k, v in extra_metrics(self.model, self.x_val, self.y_val).items()})
         if len(parts) > 1:  # e.g. recon + penalty, or a VAE's recon + kl
-            row.update({f"train_{k}": float(self.group.average(torch.stack(v).float()).mean()) for k, v in parts.items()})
+            row.update(
+                {f"train_{k}": float(self.group.average(torch.stack(v).float()).mean()) for k, v in parts.items()}
+            )
         return row
 
     def record(self, row: dict[str, Any]) -> None:
         s = self.state
         first = len(s.batches)
-        s.batches.extend({"epoch": row["epoch"], "batch": k + 1, "step": first + k + 1, "loss": float(v)}
-                         for k, v in enumerate(self.batch_losses))
+        s.batches.extend(
+            {"epoch": row["epoch"], "batch": k + 1, "step": first + k + 1, "loss": float(v)}
+            for k, v in enumerate(self.batch_losses)
+        )
         s.history.append(row)
         s.epoch = row["epoch"]
 
@@ -181,7 +203,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("train.device: cuda was asked for but no CUDA device is available; use train.device=auto or cpu")
+        raise TrainingError(
+            "train.device: cuda was asked for but no CUDA device is available; use train.device=auto or cpu"
+        )
     return torch.device(name)
 
 

@@ -1,4 +1,5 @@
 """Optimizers with Keras' defaults (so recipes reproduce the seeds), and LR schedules."""
+
 from __future__ import annotations
 
 import torch

@@ -10,6 +10,7 @@ cores to matter next to kernel-launch time; ask for bf16-mixed or fp16-mixed.
 means on any machine: `make test` uses it to run the precision-sensitive tests in
 the format this CPU would not pick.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -69,7 +70,9 @@ def resolve_precision(precision: str, device: torch.device, flags: frozenset[str
     forced = os.environ.get("AELAB_PRECISION", "").strip()
     if forced:  # what auto means here, whatever the CPU: the test suite's second pass, or matching another machine
         if forced not in ("fp32", "bf16-mixed"):
-            raise ConfigError(f"AELAB_PRECISION: must be fp32 or bf16-mixed (what train.precision auto resolves to), got '{forced}'")
+            raise ConfigError(
+                f"AELAB_PRECISION: must be fp32 or bf16-mixed (what train.precision auto resolves to), got '{forced}'"
+            )
         return forced
     if device.type == "cpu" and cpu_has_native_bf16(flags):
         return "bf16-mixed"

@@ -17,6 +17,7 @@ device) and may differ in :data:`MAY_DIFFER`; the family must declare ``Capabili
 and its config may refuse (``ModelConfig.stack_refusal``). ``why_not_stackable`` says why a set
 of configs cannot be stacked; the sweep then trains them one by one.
 """
+
 from __future__ import annotations
 
 import time
@@ -39,11 +40,24 @@ from .loop import Loop, flush_denormal_enabled
 from .precision import autocast_context
 
 # config keys (dotted) whose values may differ between the members of one stack
-MAY_DIFFER = frozenset({
-    "name", "description", "published", "train.seed", "train.lr", "train.weight_decay", "train.momentum",
-    "train.epochs", "train.early_stopping", "train.schedule", "train.step_size", "train.gamma",
-    "train.checkpoint_every", "data.noise",
-})
+MAY_DIFFER = frozenset(
+    {
+        "name",
+        "description",
+        "published",
+        "train.seed",
+        "train.lr",
+        "train.weight_decay",
+        "train.momentum",
+        "train.epochs",
+        "train.early_stopping",
+        "train.schedule",
+        "train.step_size",
+        "train.gamma",
+        "train.checkpoint_every",
+        "data.noise",
+    }
+)
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -87,6 +101,7 @@ def why_not_stackable(cfgs: Sequence[Config]) -> str | None:
 @dataclass
 class Member:
     """One run inside the stack: the ``Loop`` and callbacks ``fit`` would hold for it alone."""
+
     model: Autoencoder
     loop: Loop
     callbacks: CallbackList
@@ -110,8 +125,9 @@ class _Forward(nn.Module):
         return z, self.model.decode_logits(z)
 
 
-def stacked_loss(model: Autoencoder, z: torch.Tensor, logits: torch.Tensor, target: torch.Tensor,
-                 loss: str, penalised: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def stacked_loss(
+    model: Autoencoder, z: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, loss: str, penalised: bool
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Autoencoder.compute_loss for (members, batch, ...) tensors: one loss per member, mean per value.
 
     Outside vmap on purpose: vmap has no batching rule for BCE with logits and decomposes it into a
@@ -174,9 +190,21 @@ class StackedStep:
     ``models`` share an architecture; returns the detached per-member loss (members,) and its parts.
     """
 
-    def __init__(self, models: Sequence[Autoencoder], opts: Sequence[torch.optim.Optimizer], loss: str,
-                 device: torch.device, precision: str):
-        self.models, self.opts, self.loss, self.device, self.precision = list(models), list(opts), loss, device, precision
+    def __init__(
+        self,
+        models: Sequence[Autoencoder],
+        opts: Sequence[torch.optim.Optimizer],
+        loss: str,
+        device: torch.device,
+        precision: str,
+    ):
+        self.models, self.opts, self.loss, self.device, self.precision = (
+            list(models),
+            list(opts),
+            loss,
+            device,
+            precision,
+        )
         self.names = [k for k, _ in models[0].named_parameters()]
         self.plist = [dict(m.named_parameters()) for m in models]
         self.model = models[0]
@@ -184,8 +212,9 @@ class StackedStep:
         layers = _dense_layers(self.model)
         if layers is not None:  # dense: batched GEMMs written out (vmap's linear copies more)
             code = len(self.model.get_submodule("encoder")) - 1  # type: ignore[arg-type]  # an nn.Sequential
-            self.forward: Callable[..., tuple[torch.Tensor, torch.Tensor]] = (
-                lambda params, xin: _dense_forward(layers, params, xin, code))
+            self.forward: Callable[..., tuple[torch.Tensor, torch.Tensor]] = lambda params, xin: _dense_forward(
+                layers, params, xin, code
+            )
         else:
             buffers = dict(models[0].named_buffers())
             template = _Forward(models[0])
@@ -216,8 +245,13 @@ class StackedStep:
 _PER_STACK = (EpochLog, ProgressBar, StopOnCtrlC)
 
 
-def fit_stacked(models: Sequence[Autoencoder], cfgs: Sequence[Config], data: Splits,
-                callbacks: Sequence[Sequence[Callback]], log: Callable[[str], None] = print) -> list[Member]:
+def fit_stacked(
+    models: Sequence[Autoencoder],
+    cfgs: Sequence[Config],
+    data: Splits,
+    callbacks: Sequence[Sequence[Callback]],
+    log: Callable[[str], None] = print,
+) -> list[Member]:
     """Trains every model as ``fit(model, data, cfg, callbacks)`` would alone, in one stacked model.
 
     Returns the members in order, each with its final state, or ``error`` set (e.g. a NaN loss) when its
@@ -232,8 +266,13 @@ def fit_stacked(models: Sequence[Autoencoder], cfgs: Sequence[Config], data: Spl
         torch.set_flush_denormal(flush_before)  # as fit() does: the caller's floats are theirs
 
 
-def _fit_stacked(models: Sequence[Autoencoder], cfgs: Sequence[Config], data: Splits,
-                 callbacks: Sequence[Sequence[Callback]], log: Callable[[str], None]) -> list[Member]:
+def _fit_stacked(
+    models: Sequence[Autoencoder],
+    cfgs: Sequence[Config],
+    data: Splits,
+    callbacks: Sequence[Sequence[Callback]],
+    log: Callable[[str], None],
+) -> list[Member]:
     members = []
     for i, (model, cfg, cbs) in enumerate(zip(models, cfgs, callbacks)):
         name = cfg.name or f"run {i + 1}"
@@ -264,9 +303,17 @@ def _fit_stacked(models: Sequence[Autoencoder], cfgs: Sequence[Config], data: Sp
             parts: dict[str, list[torch.Tensor]] = {}
             step = StackedStep([m.model for m in active], [m.loop.opt for m in active], t.loss, device, precision)
             for i in range(0, n, bs):
-                xb = x_train[perms[:, i: i + bs]]  # (members, batch, ...): one gather
-                xin = torch.stack([m.loop.noise(x, m.loop.gen if device.type == "cpu" else None) if m.loop.noise else x
-                                   for m, x in zip(active, xb)]) if noisy else xb
+                xb = x_train[perms[:, i : i + bs]]  # (members, batch, ...): one gather
+                xin = (
+                    torch.stack(
+                        [
+                            m.loop.noise(x, m.loop.gen if device.type == "cpu" else None) if m.loop.noise else x
+                            for m, x in zip(active, xb)
+                        ]
+                    )
+                    if noisy
+                    else xb
+                )
                 total, part = step(xin, xb)
                 losses.append(total)
                 for k, v in part.items():
@@ -290,8 +337,9 @@ def _prefixed(log: Callable[[str], None], prefix: str) -> Callable[[str], None]:
     return lambda s: log(prefix + s)
 
 
-def _end_epoch(m: Member, epoch: int, batch_losses: torch.Tensor, parts: dict[str, list[torch.Tensor]],
-               seconds: float) -> None:
+def _end_epoch(
+    m: Member, epoch: int, batch_losses: torch.Tensor, parts: dict[str, list[torch.Tensor]], seconds: float
+) -> None:
     """fit()'s end of an epoch for one member: schedule, validation row, record, its callbacks."""
     loop = m.loop
     loop.batch_losses = batch_losses

@@ -24,6 +24,7 @@ import torch
 from sklearn.base import BaseEstimator, OutlierMixin
 
 from ._io import atomic_write_bytes, save_safetensors, write_csv, write_json
+from .data.preprocess import check_finite
 from .errors import ConfigError, DataError, RunError
 
 METRICS = ("auto", "mse", "bce", "nelbo")
@@ -152,14 +153,7 @@ def save_train_scores(run_dir: Path, metric: str, scores: np.ndarray, digest: st
 
 def prepare(run, x: np.ndarray, where: str) -> np.ndarray:
     """The run's own input preparation (scaler included), plus a NaN check."""
-    x = run.prepare_input(x)
-    bad = ~np.isfinite(x)
-    if bad.any():
-        i = int(np.argwhere(bad)[0][0])
-        raise DataError(
-            f"{where}: holds NaN or inf ({int(bad.sum())} values, first in sample {i}); clean the data first"
-        )
-    return x
+    return check_finite(run.prepare_input(x), where)
 
 
 def write_scores_csv(path: str | Path, scores: np.ndarray, threshold: float, labels: np.ndarray | None = None) -> Path:

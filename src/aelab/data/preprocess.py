@@ -31,6 +31,17 @@ from .arrays import to_unit_float
 SCALES = ("auto", "none", "minmax", "standard")
 
 
+def check_finite(x: np.ndarray, where: str) -> np.ndarray:
+    """``x`` itself, or one line naming how many values are NaN or inf and the first sample holding one."""
+    bad = ~np.isfinite(x)
+    if bad.any():
+        i = int(np.argwhere(bad)[0][0])
+        raise DataError(
+            f"{where}: holds NaN or inf ({int(bad.sum())} values, first in sample {i}); clean the data first"
+        )
+    return x
+
+
 class Preprocessor:
     def __init__(
         self,
@@ -90,14 +101,7 @@ class Preprocessor:
         x = np.asarray(x)
         if x.dtype.kind not in "fiu":
             raise DataError(f"{where}: dtype {x.dtype} is not numeric")
-        xf = x.astype(self.dtype, copy=False)
-        bad = ~np.isfinite(xf)
-        if bad.any():
-            i = int(np.argwhere(bad)[0][0])
-            raise DataError(
-                f"{where}: holds NaN or inf ({int(bad.sum())} values, first in sample {i}); clean the data first"
-            )
-        return xf
+        return check_finite(x.astype(self.dtype, copy=False), where)
 
     # -- what a run keeps ------------------------------------------------------------
     def state(self) -> dict[str, np.ndarray] | None:

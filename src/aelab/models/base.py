@@ -156,6 +156,14 @@ class PenalizedAutoencoder(Autoencoder):
         return pen
 
 
+def check_dense_sizes(cfg: Any) -> None:
+    """``code_dim``, ``hidden`` and ``decoder_hidden`` of a dense-layered family are all >= 1."""
+    check_positive("model.code_dim", cfg.code_dim)
+    for key in ("hidden", "decoder_hidden"):
+        for i, h in enumerate(getattr(cfg, key) or []):
+            check_positive(f"model.{key}[{i}]", h)
+
+
 def check_activations(key: str, value: str | list[str]) -> None:
     for a in value if isinstance(value, list) else [value]:
         check_choice(key, a, ACTIVATIONS)

@@ -10,13 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ModelConfig, TrainConfig, check_positive
+from ..config import ModelConfig, TrainConfig
 from ..errors import ConfigError
 from ._registry import Capabilities, register_model
 from .base import (
     CodePenaltyKeys,
     PenalizedAutoencoder,
     check_activations,
+    check_dense_sizes,
     check_rates,
     check_sparsity,
     glorot_init,
@@ -39,11 +40,7 @@ class DenseConfig(CodePenaltyKeys, ModelConfig):
 
     def validate(self, train: TrainConfig) -> None:
         super().validate(train)
-        check_positive("model.code_dim", self.code_dim)
-        for i, h in enumerate(self.hidden):
-            check_positive(f"model.hidden[{i}]", h)
-        for i, h in enumerate(self.decoder_hidden or []):
-            check_positive(f"model.decoder_hidden[{i}]", h)
+        check_dense_sizes(self)
         check_activations("model.activation", self.activation)
         check_rates("model.dropout", self.dropout)
         self.validate_penalty()

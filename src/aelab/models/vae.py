@@ -26,7 +26,16 @@ from torch import nn
 from ..config import ModelConfig, TrainConfig, check_choice, check_positive
 from ..errors import ConfigError
 from ._registry import Capabilities, register_model
-from .base import Autoencoder, LossOutput, check_activations, check_kernel, check_rates, glorot_init, make_activation
+from .base import (
+    Autoencoder,
+    LossOutput,
+    check_activations,
+    check_dense_sizes,
+    check_kernel,
+    check_rates,
+    glorot_init,
+    make_activation,
+)
 from .conv import ConvAutoencoder, CropTo, _block, conv_sizes
 from .dense import _per_layer
 
@@ -51,17 +60,12 @@ class VAEConfig(ModelConfig):
     kl_warmup_epochs: int = 0  # ramp beta from 0 over this many epochs
     likelihood: str = "bernoulli"  # decoder: bernoulli | gaussian
     binarize: bool = False  # bernoulli: redraw every training pixel as 0/1 ~ Bernoulli(intensity) each batch
-    iw_samples: int = (
-        1  # importance samples per example in the training bound (1: the ELBO; k > 1: IWAE, Burda et al. 2016)
-    )
+    # importance samples per example in the training bound (1: the ELBO; k > 1: IWAE, Burda et al. 2016)
+    iw_samples: int = 1
 
     def validate(self, train: TrainConfig) -> None:
         super().validate(train)
-        check_positive("model.code_dim", self.code_dim)
-        for i, h in enumerate(self.hidden):
-            check_positive(f"model.hidden[{i}]", h)
-        for i, h in enumerate(self.decoder_hidden or []):
-            check_positive(f"model.decoder_hidden[{i}]", h)
+        check_dense_sizes(self)
         for i, c in enumerate(self.channels):
             check_positive(f"model.channels[{i}]", c)
         check_activations("model.activation", self.activation)

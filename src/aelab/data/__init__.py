@@ -190,6 +190,22 @@ def load_data(cfg: DataConfig, need_unit_range: bool = True) -> Splits:
     return splits
 
 
+def raw_split(name: str, split: str, path: str | None = None) -> np.ndarray:
+    """One split of a dataset as its files hold it (uint8 images, unscaled): what `aelab data export` writes.
+
+    Unscaled on purpose: `aelab encode` scales uint8 by 1/255 as training did, and the bytes stay small.
+    """
+    if name not in _fetch.SOURCES:
+        raise DataError(
+            f"data export: '{name}' is not a built-in dataset; known: {', '.join(_fetch.SOURCES)} "
+            "(your own .npy/.npz/folder is already an input for `aelab encode`)"
+        )
+    if split not in ("train", "test"):
+        raise DataError(f"data export: --split must be train or test, got '{split}'")
+    x, _, xt, _, _ = DATASETS[name](DataConfig(name=name, path=path))
+    return _shape_samples(x if split == "train" else xt, path or name)
+
+
 def info(name: str) -> dict:
     """What `aelab data info` prints: where the files are and what they hold."""
     if name in _fetch.SOURCES:

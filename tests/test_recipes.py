@@ -39,7 +39,13 @@ def test_recipe_trains_one_epoch_on_a_small_subset(name, idx_dir, tmp_path):
 
     cfg = Config.from_yaml(HERE / f"{name}.yaml")
     extra = []
-    if cfg.data.name not in ("mnist", "fashion-mnist"):
+    if cfg.data.name == "npy":  # sae-codes: another run's codes; synthetic (N, 32) ReLU-like codes stand in
+        rng = np.random.default_rng(0)
+        for part, n in (("train", 64), ("test", 32)):
+            np.save(tmp_path / f"{part}.npy", np.maximum(rng.normal(size=(n, 32)), 0).astype(np.float32))
+        paths = [f"data.path={tmp_path / 'train.npy'}", f"data.test_path={tmp_path / 'test.npy'}"]
+        sets = [a for s in [*TINY, *paths] for a in ("--set", s)]
+    elif cfg.data.name not in ("mnist", "fashion-mnist"):
         if locate(cfg.data.name) is None:
             pytest.skip(f"{cfg.data.name} not installed here")
         sets = [a for s in TINY for a in ("--set", s)]

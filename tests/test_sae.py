@@ -123,3 +123,43 @@ def test_trains_on_an_npy_array_saves_loads_and_round_trips(tmp_path):
     assert json.loads((tmp_path / "onnx" / "export.json").read_text())["model"] == cfg.model.name
     assert main(["report", str(run.path)]) == 0
     assert (run.path / "figures" / "sae_feature_density.png").is_file()
+
+
+def test_sae_codes_recipe_on_the_codes_of_another_run(idx_dir, tmp_path, monkeypatch, capsys):
+    """The documented sequence on tiny data: train a run, export its images, encode them, fit the SAE on the codes."""
+    from aelab.cli import main
+
+    monkeypatch.chdir(tmp_path)  # the recipe reads codes/dense32-{train,test}.npy relative to here
+    base = tmp_path / "dense32"
+    tiny = ["--set", f"data.path={idx_dir}", "--set", "train.epochs=1", "--set", "data.limit=128"]
+    assert main(["train", "seed004-dense32-adam", "--out", str(base), "--no-report", *tiny]) == 0
+    for split, n in (("train", 600), ("test", 100)):
+        img = tmp_path / f"{split}.npy"
+        assert main(["data", "export", "mnist", "--split", split, "--path", str(idx_dir), "-o", str(img)]) == 0
+        x = np.load(img)
+        assert x.dtype == np.uint8 and x.shape == (n, 1, 28, 28)
+        assert main(["encode", str(base), str(img), "-o", f"codes/dense32-{split}.npy"]) == 0
+        codes = np.load(tmp_path / "codes" / f"dense32-{split}.npy")
+        assert codes.shape == (n, 32) and codes.dtype == np.float32
+    out = tmp_path / "sae"
+    assert main(["train", "sae-codes", "--out", str(out), "--no-report", "--set", "train.epochs=2"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert 0 < s["test_l0"] <= 8 and np.isfinite(s["test_fvu"]) and 0 <= s["test_dead_fraction"] <= 1
+
+
+def test_data_export_bad_input_is_one_line_and_writes_nothing(idx_dir, tmp_path, capsys):
+    from aelab.cli import main
+
+    out = tmp_path / "x.npy"
+    for args in (
+        ["data", "export", "npy", "-o", str(out)],
+        ["data", "export", "mnist", "--path", str(idx_dir), "-o", str(tmp_path / "x.txt")],
+        ["data", "export", "mnist", "--path", str(idx_dir), "--limit", "0", "-o", str(out)],
+        ["data", "export", "mnist", "--path", str(tmp_path / "none"), "-o", str(out)],
+    ):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1, err
+    assert not out.exists()
+    assert main(["data", "export", "mnist", "--path", str(idx_dir), "--limit", "5", "-o", str(out)]) == 0
+    assert np.load(out).shape == (5, 1, 28, 28)

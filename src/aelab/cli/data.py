@@ -11,7 +11,7 @@ NAME = "data"
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    da = sub.add_parser("data", help="list, fetch and describe datasets")
+    da = sub.add_parser("data", help="list, fetch, describe and export datasets")
     dsub = da.add_subparsers(dest="data_cmd", metavar="ACTION")
     dsub.add_parser("list", help="datasets aelab knows and where they are")
     f = dsub.add_parser("fetch", help="find or download a dataset and verify its checksums")

@@ -72,9 +72,9 @@ def _tabular(tmp_path, n=300, d=6, offset=50.0, spread=20.0):
     return tmp_path / "tab.npy"
 
 
-def test_standardised_data_reports_mse_rmse_per_feature_and_r2(tmp_path, capsys):
-    path = _tabular(tmp_path)
-    cfg = Config.from_dict(
+def _tabular_cfg(path, epochs: int) -> Config:
+    """A linear dense autoencoder with MSE on the standardised table at ``path``."""
+    return Config.from_dict(
         {
             "data": {"name": "npy", "path": str(path), "scale": "standard"},
             "model": {
@@ -84,9 +84,14 @@ def test_standardised_data_reports_mse_rmse_per_feature_and_r2(tmp_path, capsys)
                 "output_activation": "identity",
                 "code_activation": "identity",
             },
-            "train": {"epochs": 30, "batch_size": 32, "loss": "mse"},
+            "train": {"epochs": epochs, "batch_size": 32, "loss": "mse"},
         }
     )
+
+
+def test_standardised_data_reports_mse_rmse_per_feature_and_r2(tmp_path, capsys):
+    path = _tabular(tmp_path)
+    cfg = _tabular_cfg(path, epochs=30)
     lines: list[str] = []
     run = train(cfg, tmp_path / "r", log=lines.append)
     s = run.summary
@@ -144,19 +149,7 @@ def test_metrics_csv_follows_the_same_rule_as_the_summary(tiny_cfg, tmp_path):
     assert words.count("bce") == 1 and words.count("psnr") == 1, epoch_line
     # standardised data: a regression every epoch too (no BCE, no PSNR; RMSE and R^2 instead)
     path = _tabular(tmp_path)
-    cfg = Config.from_dict(
-        {
-            "data": {"name": "npy", "path": str(path), "scale": "standard"},
-            "model": {
-                "name": "dense",
-                "hidden": [16],
-                "code_dim": 2,
-                "output_activation": "identity",
-                "code_activation": "identity",
-            },
-            "train": {"epochs": 3, "batch_size": 32, "loss": "mse"},
-        }
-    )
+    cfg = _tabular_cfg(path, epochs=3)
     lines = []
     run = train(cfg, tmp_path / "tab", log=lines.append)
     cols = _csv_columns(run)

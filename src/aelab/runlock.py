@@ -32,8 +32,8 @@ from .errors import RunError
 
 LOCK_NAME = ".aelab.lock"
 
-# realpath of the run folder -> [fd, "ex" | "sh", depth]; one fd per folder per process
-_held: dict[str, list] = {}
+# realpath of the run folder -> "ex" | "sh": what this process holds (one fd per folder per process)
+_held: dict[str, str] = {}
 
 
 def _key(run_dir: Path) -> str:
@@ -61,14 +61,10 @@ def writing(run_dir: str | Path, command: str = "aelab train") -> Iterator[None]
     fails and leaves nothing but the lock behind (bad input must not leave an empty run folder)."""
     run_dir = Path(run_dir)
     key = _key(run_dir)
-    if key in _held:
-        if _held[key][1] != "ex":
+    if key in _held:  # re-entrant: the outermost block of this process releases it
+        if _held[key] != "ex":
             raise RunError(f"{run_dir}: this process reads the run and cannot also write it")
-        _held[key][2] += 1
-        try:
-            yield
-        finally:
-            _held[key][2] -= 1
+        yield
         return
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -96,7 +92,7 @@ def writing(run_dir: str | Path, command: str = "aelab train") -> Iterator[None]
         + b"\n",
         0,
     )
-    _held[key] = [fd, "ex", 1]
+    _held[key] = "ex"
     ok = False
     try:
         yield
@@ -173,12 +169,8 @@ def reading(*run_dirs: str | Path) -> Iterator[None]:
 @contextlib.contextmanager
 def _reading_one(run_dir: Path) -> Iterator[None]:
     key = _key(run_dir)
-    if key in _held:  # this process holds it already (as writer or reader)
-        _held[key][2] += 1
-        try:
-            yield
-        finally:
-            _held[key][2] -= 1
+    if key in _held:  # this process holds it already (as writer or reader); its outermost block releases it
+        yield
         return
     if not run_dir.is_dir():
         yield  # the command's own check names the missing folder
@@ -193,7 +185,7 @@ def _reading_one(run_dir: Path) -> Iterator[None]:
             raise
         yield  # read-only media or someone else's run: read it without a lock
         return
-    _held[key] = [fd, "sh", 1]
+    _held[key] = "sh"
     try:
         yield
     finally:

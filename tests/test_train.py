@@ -93,3 +93,26 @@ def test_entropy_floor_and_grey_share():
     t = np.array([0.0, 1.0, 0.5, 0.5])
     assert entropy_floor(t) == pytest.approx(np.log(2) / 2)
     assert grey_share(t) == 0.5
+
+
+def test_labels_reach_the_loop_only_for_families_trained_on_them(tiny_cfg):
+    """A label gather per batch costs a kernel; a family without ``needs_labels`` never pays it."""
+    from aelab import Config, load_data
+    from aelab.models import build_model
+    from aelab.train.loop import Loop, _rows
+
+    data = load_data(tiny_cfg.data, tiny_cfg.model)
+    assert data.y_train is not None  # MNIST has labels, the dense autoencoder does not read them
+    loop = Loop(build_model(tiny_cfg, data.sample_shape), data, tiny_cfg, log=lambda s: None)
+    assert loop.y_train is None
+    labelled = Config.from_dict(
+        {
+            "data": tiny_cfg.data.__dict__,
+            "model": {"name": "classifier-ae", "channels": [4], "convs_per_block": [1], "hidden": [8]},
+            "train": {"epochs": 1, "batch_size": 32},
+        }
+    )
+    loop = Loop(build_model(labelled, data.sample_shape), data, labelled, log=lambda s: None)
+    idx = torch.tensor([3, 0, 3])
+    assert torch.equal(_rows(loop.y_train, idx), torch.as_tensor(data.y_train)[idx])
+    assert torch.equal(_rows(loop.x_train, idx), torch.as_tensor(data.x_train)[idx])

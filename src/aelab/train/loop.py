@@ -103,7 +103,9 @@ class Loop:
             # oneDNN / cuDNN convolutions run faster in NHWC
             model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.x_train: Any = _as_tensor(data.x_train, self.device)  # a tensor, or MappedRows for data.mmap
-        self.y_train: Any = _as_tensor(data.y_train, self.device)
+        # labels only for the families trained on them: gathering them costs a kernel per batch (6% of a small step)
+        needs_labels = capabilities(cfg.model).needs_labels
+        self.y_train: Any = _as_tensor(data.y_train, self.device) if needs_labels else None
         self.x_val, self.y_val = data.validation
         if len(data.x_train) < 1:
             raise TrainingError("the training split is empty")
@@ -145,10 +147,10 @@ class Loop:
         parts: dict[str, list[torch.Tensor]] = {}
         for i in range(0, n, t.batch_size):
             idx = perm[i : i + t.batch_size]
-            xb = self.x_train[idx]
+            xb = _rows(self.x_train, idx)
             if xb.dtype == torch.uint8:  # memory-mapped data arrives as bytes
                 xb = xb.float().div_(255)
-            yb = self.y_train[idx] if self.y_train is not None else None
+            yb = _rows(self.y_train, idx) if self.y_train is not None else None
             xin = self.noise(xb, self.gen if dev.type == "cpu" else None) if self.noise else xb
             with autocast_context(dev, self.precision):
                 out = self.loss_fn(xin, xb, yb, t.loss, epoch)
@@ -222,6 +224,11 @@ def setup_runtime(cfg: Config) -> None:
         torch.set_num_threads(cfg.train.threads)
     # Denormal floats make CPU matmuls crawl as weights shrink; flushing them keeps epochs flat.
     torch.set_flush_denormal(True)
+
+
+def _rows(a: torch.Tensor | MappedRows, idx: torch.Tensor) -> torch.Tensor:
+    """The batch's rows: index_select on a tensor (3x faster than ``a[idx]``'s advanced indexing on CPU)."""
+    return a.index_select(0, idx) if isinstance(a, torch.Tensor) else a[idx]
 
 
 def _as_tensor(a: np.ndarray | None, device: torch.device) -> torch.Tensor | MappedRows | None:

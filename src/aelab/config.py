@@ -147,6 +147,7 @@ class TrainConfig:
     device: str = "auto"  # auto (cuda when available, else cpu; printed at the start of a run) | cpu | cuda
     threads: int | None = None  # torch intra-op threads; None: torch's choice
     checkpoint_every: int = 1  # epochs between checkpoints
+    fused_dense: bool = True  # plain dense models on a CPU: backward written out, no autograd (train/fused_dense.py)
 
 
 @dataclass

@@ -28,9 +28,12 @@ from ..evaluate.evaluate import data_fit, fitting_metrics
 from ..evaluate.extra import extra_metrics
 from ..evaluate.metrics import RegressionStats
 from ..models import capabilities
+from ..models.base import LossOutput
 from .callbacks import Callback, CallbackList, TrainingInterrupted
 from .checkpoint import TrainState
+from .distributed import Group
 from .distributed import current as process_group
+from .fused_dense import FusedDenseStep, plan
 from .optim import make_optimizer, make_scheduler
 from .precision import autocast_context, resolve_precision
 
@@ -119,6 +122,17 @@ class Loop:
         )
         self.group = process_group()  # one process, or this rank's share under torchrun (distributed.py)
         self.loss_fn = self.group.loss_fn(model)
+        # plain dense models on a CPU skip autograd and autocast: the backward is written out (fused_dense.py)
+        fused = (
+            t.fused_dense
+            and self.device.type == "cpu"
+            and self.precision in ("fp32", "bf16-mixed")
+            and not isinstance(self.group, Group)
+            and plan(model, t.loss) is not None
+        )
+        self.fused = (
+            FusedDenseStep(model, self.opt, t.loss, cfg.model.output_activation, self.precision) if fused else None
+        )
         # which validation metrics fit the data: BCE and PSNR (peak 1) on targets in [0, 1] only, as in summary.json
         self.data_fit = data_fit(self.x_val, data.scaler)
         self.epoch_metrics = capabilities(cfg.model).epoch_metrics  # e.g. the classifier's validation accuracy
@@ -139,7 +153,7 @@ class Loop:
 
     def train_epoch(self, epoch: int, cbs: CallbackList) -> tuple[torch.Tensor, dict[str, list[torch.Tensor]]]:
         """One pass over the shuffled training set; batch losses (host) and loss parts (device)."""
-        t, model, opt, scaler, dev = self.cfg.train, self.model, self.opt, self.scaler, self.device
+        t, model, dev = self.cfg.train, self.model, self.device
         model.train()
         n = len(self.x_train)
         perm = torch.randperm(n, generator=self.gen).to(dev)
@@ -152,21 +166,30 @@ class Loop:
                 xb = xb.float().div_(255)
             yb = _rows(self.y_train, idx) if self.y_train is not None else None
             xin = self.noise(xb, self.gen if dev.type == "cpu" else None) if self.noise else xb
-            with autocast_context(dev, self.precision):
-                out = self.loss_fn(xin, xb, yb, t.loss, epoch)
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(out.total).backward()
-                scaler.step(opt)
-                scaler.update()
+            if self.fused is not None:  # loss, gradients and the optimizer step in one
+                out = self.fused(xin, xb)
             else:
-                out.total.backward()
-                opt.step()
+                out = self.autograd_step(xin, xb, yb, epoch)
             losses.append(out.total.detach())
             for k, v in out.parts.items():
                 parts.setdefault(k, []).append(v.detach())
             cbs.on_batch_end(self)
         return self.group.average(torch.stack(losses).float()).cpu(), parts
+
+    def autograd_step(self, xin: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor | None, epoch: int) -> LossOutput:
+        """Loss under autocast, backward, optimizer step (through the GradScaler for fp16 on CUDA)."""
+        t, opt, scaler = self.cfg.train, self.opt, self.scaler
+        with autocast_context(self.device, self.precision):
+            out = self.loss_fn(xin, xb, yb, t.loss, epoch)
+        opt.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(out.total).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            out.total.backward()
+            opt.step()
+        return out
 
     def validate(self, epoch: int, parts: dict[str, list[torch.Tensor]], seconds: float) -> dict[str, Any]:
         """The epoch's metrics.csv row: train loss, the validation metrics that fit the data

@@ -36,6 +36,7 @@ from ..errors import TrainingError
 from ..models import Autoencoder, capabilities
 from .callbacks import Callback, CallbackList, EpochLog, ProgressBar, StopOnCtrlC
 from .checkpoint import TrainState
+from .fused_dense import dense_layers
 from .loop import Loop, flush_denormal_enabled
 from .precision import autocast_context
 
@@ -148,25 +149,6 @@ def _recon(model: Autoencoder, logits: torch.Tensor, target: torch.Tensor, loss:
     return F.mse_loss(out, target)
 
 
-_ELEMENTWISE = (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.Identity, nn.LeakyReLU, nn.ELU)
-
-
-def _dense_layers(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
-    """The layers of a plain dense autoencoder (Flatten, Linear, element-wise, Unflatten), named; else None."""
-    layers: list[tuple[str, nn.Module]] = []
-    for part in ("encoder", "decoder"):
-        seq = getattr(model, part, None)
-        if not isinstance(seq, nn.Sequential):
-            return None
-        for i, m in enumerate(seq):
-            if not isinstance(m, (nn.Flatten, nn.Unflatten, nn.Linear, *_ELEMENTWISE)):
-                return None
-            if isinstance(m, nn.Flatten) and (m.start_dim, m.end_dim) != (1, -1):
-                return None
-            layers.append((f"{part}.{i}", m))
-    return layers
-
-
 def _dense_forward(layers, params: dict[str, torch.Tensor], x: torch.Tensor, code_layer: int):
     """(members, batch, ...) through stacked Linear weights with baddbmm: one batched GEMM per layer, no vmap."""
     m_, b_ = x.shape[:2]
@@ -211,7 +193,7 @@ class StackedStep:
         self.plist = [dict(m.named_parameters()) for m in models]
         self.model = models[0]
         self.penalised: bool | None = None  # does the model add a code penalty (asked of it on the first step)
-        layers = _dense_layers(self.model)
+        layers = dense_layers(self.model)
         if layers is not None:  # dense: batched GEMMs written out (vmap's linear copies more)
             code = len(self.model.get_submodule("encoder")) - 1  # type: ignore[arg-type]  # an nn.Sequential
             self.forward: Callable[..., tuple[torch.Tensor, torch.Tensor]] = lambda params, xin: _dense_forward(

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.base import Autoencoder, LossOutput
+from .optim import step_optimizer
 
 # the activations aelab's dense models use; each one's derivative follows from its output alone
 ELEMENTWISE = (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.Identity, nn.LeakyReLU, nn.ELU)
@@ -147,5 +148,5 @@ class FusedDenseStep:
     def __call__(self, xin: torch.Tensor, target: torch.Tensor) -> LossOutput:
         with torch.no_grad():
             loss = self.gradients(xin, target)
-        self.opt.step()
+        step_optimizer(self.opt)
         return LossOutput(loss, {"recon": loss})

@@ -34,7 +34,7 @@ from .checkpoint import TrainState
 from .distributed import Group
 from .distributed import current as process_group
 from .fused_dense import FusedDenseStep, plan
-from .optim import make_optimizer, make_scheduler
+from .optim import make_optimizer, make_scheduler, step_optimizer
 from .precision import autocast_context, resolve_precision
 
 
@@ -188,7 +188,7 @@ class Loop:
             scaler.update()
         else:
             out.total.backward()
-            opt.step()
+            step_optimizer(opt)
         return out
 
     def validate(self, epoch: int, parts: dict[str, list[torch.Tensor]], seconds: float) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from .callbacks import Callback, CallbackList, EpochLog, ProgressBar, StopOnCtrl
 from .checkpoint import TrainState
 from .fused_dense import dense_layers
 from .loop import Loop, flush_denormal_enabled
+from .optim import step_optimizer
 from .precision import autocast_context
 
 # config keys (dotted) whose values may differ between the members of one stack
@@ -220,7 +221,7 @@ class StackedStep:
             o.zero_grad(set_to_none=True)
         total.sum().backward()  # member m's parameters get the gradient of member m's loss alone
         for o in self.opts:
-            o.step()
+            step_optimizer(o)
         return total.detach(), {k: v.detach() for k, v in parts.items()}
 
 

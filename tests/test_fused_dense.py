@@ -62,7 +62,7 @@ def _grads(model, loss, x, precision, fused: bool):
     opt = make_optimizer(model.parameters(), _cfg({}).train, CPU)
     if fused:
         with torch.no_grad():
-            value = FusedDenseStep(model, opt, loss, model.output_activation, precision).gradients(x, x)
+            value = FusedDenseStep(plan(model, loss), opt, loss, model.output_activation, precision).gradients(x, x)
     else:
         with autocast_context(CPU, precision):
             value = model.compute_loss(x, x, None, loss).total

@@ -15,6 +15,8 @@ penalty, other activations, CUDA, several processes) takes the autograd path, an
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -51,8 +53,8 @@ def plan(model: nn.Module, loss: str) -> list[tuple[nn.Linear, nn.Module | None]
     layers = dense_layers(model)
     if layers is None or loss not in ("bce", "mse"):
         return None
-    code_dim = getattr(model, "code_shape", (None,))
-    if len(code_dim) != 1 or model.code_penalty(torch.zeros(1, *code_dim)) is not None:  # type: ignore[operator]
+    ae = cast(Autoencoder, model)  # its class's encode / decode_logits / compute_loss are Autoencoder's
+    if len(ae.code_shape) != 1 or ae.code_penalty(torch.zeros(1, *ae.code_shape)) is not None:
         return None
     steps: list[tuple[nn.Linear, nn.Module | None]] = []
     for _, m in layers:
@@ -97,19 +99,16 @@ def _times_derivative(act: nn.Module | None, g: torch.Tensor, h: torch.Tensor) -
 
 
 class FusedDenseStep:
-    """Loss, gradients and the optimizer step of one batch; ``plan(model, loss)`` must not be None."""
+    """Loss, gradients and the optimizer step of one batch, for the layers ``plan(model, loss)`` returned."""
 
     def __init__(
         self,
-        model: nn.Module,
+        steps: list[tuple[nn.Linear, nn.Module | None]],
         opt: torch.optim.Optimizer,
         loss: str,
         output_activation: str,
         precision: str,
     ):
-        steps = plan(model, loss)
-        if steps is None:
-            raise ValueError("FusedDenseStep: the model has no written-out step (plan() returned None)")
         self.steps, self.opt, self.loss, self.output_activation = steps, opt, loss, output_activation
         self.dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float32
 

@@ -123,15 +123,15 @@ class Loop:
         self.group = process_group()  # one process, or this rank's share under torchrun (distributed.py)
         self.loss_fn = self.group.loss_fn(model)
         # plain dense models on a CPU skip autograd and autocast: the backward is written out (fused_dense.py)
-        fused = (
+        fusable = (
             t.fused_dense
             and self.device.type == "cpu"
             and self.precision in ("fp32", "bf16-mixed")
             and not isinstance(self.group, Group)
-            and plan(model, t.loss) is not None
         )
+        steps = plan(model, t.loss) if fusable else None
         self.fused = (
-            FusedDenseStep(model, self.opt, t.loss, cfg.model.output_activation, self.precision) if fused else None
+            FusedDenseStep(steps, self.opt, t.loss, cfg.model.output_activation, self.precision) if steps else None
         )
         # which validation metrics fit the data: BCE and PSNR (peak 1) on targets in [0, 1] only, as in summary.json
         self.data_fit = data_fit(self.x_val, data.scaler)

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
@@ -34,6 +33,7 @@ from ..config import Config
 from ..data import Splits
 from ..errors import TrainingError
 from ..models import Autoencoder, capabilities
+from ..models.base import reconstruction_loss
 from .callbacks import Callback, CallbackList, EpochLog, ProgressBar, StopOnCtrlC
 from .checkpoint import TrainState
 from .fused_dense import dense_layers
@@ -133,21 +133,15 @@ def stacked_loss(
     """Autoencoder.compute_loss for (members, batch, ...) tensors: one loss per member, mean per value.
 
     Outside vmap on purpose: vmap has no batching rule for BCE with logits and decomposes it into a
-    dozen element-wise passes; over the stacked tensor it is one kernel.
+    dozen element-wise passes. Member by member rather than over the whole stack: one member's
+    (batch, values) slice stays in L2 through the loss and its gradient, the stack does not.
     """
-    recon = torch.stack([_recon(model, lg, t, loss) for lg, t in zip(logits.unbind(0), target.unbind(0))])
+    pairs = zip(logits.unbind(0), target.unbind(0))
+    recon = torch.stack([reconstruction_loss(lg, t, loss, model.output_activation) for lg, t in pairs])
     if not penalised:
         return recon, {"recon": recon}
     pen = cast(torch.Tensor, vmap(model.code_penalty)(z))
     return recon + pen, {"recon": recon, "penalty": pen}
-
-
-def _recon(model: Autoencoder, logits: torch.Tensor, target: torch.Tensor, loss: str) -> torch.Tensor:
-    logits = logits.float()
-    if loss == "bce":
-        return F.binary_cross_entropy_with_logits(logits, target)
-    out = torch.sigmoid(logits) if model.output_activation == "sigmoid" else logits
-    return F.mse_loss(out, target)
 
 
 def _dense_forward(layers, params: dict[str, torch.Tensor], x: torch.Tensor, code_layer: int):

@@ -249,3 +249,48 @@ def _keep_thread_count():
     n = torch.get_num_threads()
     yield
     torch.set_num_threads(n)
+
+
+def test_checkpoint_keeps_batch_losses_exactly_and_reads_the_older_json_rows(tmp_path):
+    """The per-batch rows travel as tensors (float64 losses: the same floats back); a checkpoint written
+    when they were JSON still loads."""
+    from aelab.train.checkpoint import save_checkpoint
+
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(model.parameters())
+    rows = [{"epoch": 1, "batch": k + 1, "step": k + 1, "loss": 0.1 + k / 3} for k in range(5)]
+    state = TrainState(1, [{"epoch": 1, "train_loss": 0.5}], rows)
+    folder = tmp_path / "ck"
+    save_checkpoint(folder, model, opt, None, torch.Generator(), state)
+    meta_file = folder / json.loads((folder / "latest.json").read_text())["meta"]
+    assert "batches" not in json.loads(meta_file.read_text())
+    back = load_checkpoint(folder, model, opt, None, torch.Generator())
+    assert back.batches == rows and back.history == state.history
+
+    meta = json.loads(meta_file.read_text())  # the older layout: rows in the JSON, no batch tensors
+    meta["batches"] = rows[:2]
+    meta_file.write_text(json.dumps(meta))
+    assert load_checkpoint(folder, model, opt, None, torch.Generator()).batches == rows[:2]
+
+
+def test_history_writer_appends_each_epoch_and_starts_over_on_a_new_list(tmp_path):
+    from aelab._io import write_csv
+    from aelab.run import HistoryWriter
+
+    rows: list[dict] = []
+    history: list[dict] = []
+    w = HistoryWriter(tmp_path)
+    for epoch in (1, 2, 3):
+        rows.extend({"epoch": epoch, "batch": b, "step": len(rows) + 1, "loss": 1 / (len(rows) + 3)} for b in (1, 2))
+        history.append({"epoch": epoch, "train_loss": 0.5})
+        w(history, rows)
+    got = (tmp_path / "batches.csv").read_text()
+    write_csv(
+        tmp_path / "whole.csv",
+        ["epoch", "batch", "step", "loss"],
+        ([r["epoch"], r["batch"], r["step"], r["loss"]] for r in rows),
+    )
+    assert got == (tmp_path / "whole.csv").read_text() and got.count("\n") == 7
+    w(history[:1], rows[:2])  # what a resume hands over: a new list, shorter than what was written
+    assert (tmp_path / "batches.csv").read_text().count("\n") == 3
+    assert (tmp_path / "metrics.csv").read_text().count("\n") == 2

@@ -82,12 +82,16 @@ def write_yaml(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
+    return atomic_write_text(path, csv_text([header]) + csv_text(rows))
+
+
+def csv_text(rows: Iterable[Sequence[Any]]) -> str:
+    """The CSV lines write_csv writes for ``rows`` (floats to 8 significant digits)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
     for r in rows:
         w.writerow([_fmt(v) for v in r])
-    return atomic_write_text(path, buf.getvalue())
+    return buf.getvalue()
 
 
 def _fmt(v: Any) -> Any:

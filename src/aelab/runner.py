@@ -25,11 +25,11 @@ from .evaluate.health import latent_health
 from .evaluate.metrics import format_metrics
 from .models import Autoencoder, build_model, needs_unit_range
 from .run import (
+    HistoryWriter,
     Run,
     default_run_dir,
     load_config,
     write_config,
-    write_history,
     write_scaler,
     write_summary,
     write_weights,
@@ -227,9 +227,11 @@ def _callbacks(
 ) -> list[Callback]:
     """The standard callbacks of one run; metrics.csv and batches.csv go to ``run_dir`` (None: nowhere)."""
 
+    history = HistoryWriter(run_dir) if run_dir is not None else None
+
     def on_state(state: TrainState) -> None:
-        if run_dir is not None:
-            write_history(run_dir, state.history, state.batches)
+        if history is not None:
+            history(state.history, state.batches)
 
     return standard_callbacks(cfg, ckpt, resume=resume, writes=writes, user=user, on_state=on_state)
 

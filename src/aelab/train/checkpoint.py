@@ -2,7 +2,8 @@
 
 A checkpoint is two files tagged with the epoch (tensors in safetensors, the
 rest in JSON), written atomically, then published by atomically replacing
-``latest.json``. A crash before that leaves the previous checkpoint in charge;
+``latest.json``. The per-batch losses travel as tensors: as JSON they grew with
+every epoch and cost a 50-epoch run seconds of encoding (docs/PERFORMANCE.md). A crash before that leaves the previous checkpoint in charge;
 older files are removed only after the pointer moved.
 """
 
@@ -77,6 +78,7 @@ def _save(
                 tensors[f"optim.{idx}.{name}"] = v
             else:
                 opt_scalars.setdefault(str(idx), {})[name] = v
+    tensors.update(_batch_columns(state.batches))
     tensors["rng.torch"] = torch.get_rng_state()
     tensors["rng.generator"] = gen.get_state()
     if torch.cuda.is_available():
@@ -90,7 +92,6 @@ def _save(
         "optim_scalars": opt_scalars,
         "scheduler": sched.state_dict() if sched is not None else None,
         "history": state.history,
-        "batches": state.batches,
         "best_val": state.best_val,
         "bad_epochs": state.bad_epochs,
     }
@@ -103,6 +104,21 @@ def _save(
         if tag not in old.name:
             old.unlink(missing_ok=True)
     return folder / f"state-{tag}.safetensors"
+
+
+# one tensor per column of TrainState.batches; float64 keeps every loss exactly as recorded
+BATCH_COLUMNS = {"epoch": torch.int64, "batch": torch.int64, "step": torch.int64, "loss": torch.float64}
+
+
+def _batch_columns(batches: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    return {f"batches.{c}": torch.tensor([b[c] for b in batches], dtype=dt) for c, dt in BATCH_COLUMNS.items()}
+
+
+def _batch_rows(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> list[dict[str, Any]]:
+    if "batches" in meta:  # written before the rows moved into the tensors file
+        return meta["batches"]
+    cols = {c: tensors[f"batches.{c}"].tolist() for c in BATCH_COLUMNS}
+    return [dict(zip(cols, row)) for row in zip(*cols.values())]
 
 
 def load_checkpoint(
@@ -164,4 +180,5 @@ def _restore(
         if cuda_states:
             torch.cuda.set_rng_state_all(cuda_states)
     best = {k[len("best.") :]: v for k, v in tensors.items() if k.startswith("best.")} or None
-    return TrainState(meta["epoch"], meta["history"], meta["batches"], meta["best_val"], meta["bad_epochs"], best)
+    batches = _batch_rows(tensors, meta)
+    return TrainState(meta["epoch"], meta["history"], batches, meta["best_val"], meta["bad_epochs"], best)

@@ -45,8 +45,11 @@ def test_bench_tiny_json_and_keras_skipped(idx_dir, capsys):
     assert math.isfinite(a["val_loss"]) and 0 < a["val_loss"] < 1
     assert a["samples_per_second"] == pytest.approx(200 / a["seconds_per_epoch"])
     assert a["peak_rss_mb"] > 50 and res["peak"]["fp32_gflops"] > 0
+    from aelab.train.precision import cpu_kind
+
+    assert res["cpu"] == cpu_kind() and res["torch"] == torch.__version__  # every result names its machine
     table = format_table(res)
-    assert "matmul peak" in table and "keras: skipped" in table
+    assert "matmul peak" in table and "keras: skipped" in table and table.startswith(res["cpu"])
     assert any(line.startswith("tiny ") and " aelab " in line for line in table.splitlines())
 
 

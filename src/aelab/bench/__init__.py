@@ -7,6 +7,7 @@ entry per case with aelab's and, when asked, Keras's numbers and their ratio.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import platform
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from .._threads import without_ours
 from ..errors import AelabError, ConfigError
+from ..train.precision import cpu_kind
 from .cases import CASES, BenchCase, default_cases, select_cases
 
 __all__ = ["run_bench", "CASES", "BenchCase", "default_cases", "select_cases", "keras_available", "format_table"]
@@ -134,7 +136,9 @@ def run_bench(
     out: dict = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "host": platform.node(),
+        "cpu": cpu_kind(),
         "cpu_count": os.cpu_count(),
+        "torch": importlib.metadata.version("torch"),
         "load_average_start": list(os.getloadavg()),
         "epochs": epochs,
         "overrides": overrides,
@@ -187,7 +191,8 @@ def format_table(res: dict) -> str:
     """A plain-text table, one row per case and implementation."""
     p = res["peak"]
     head = (
-        f"matmul peak: fp32 {p['fp32_gflops']:.0f} GFLOP/s, bf16 {p['bf16_gflops']:.0f} GFLOP/s "
+        (f"{res['cpu']}, {res['cpu_count']} CPUs\n" if "cpu" in res else "")
+        + f"matmul peak: fp32 {p['fp32_gflops']:.0f} GFLOP/s, bf16 {p['bf16_gflops']:.0f} GFLOP/s "
         f"({p['cpu_capability']}, {p['threads']} threads); load average {res['load_average_start'][0]:.1f} "
         f"at start, {res['load_average_end'][0]:.1f} at end; {res['epochs']} epochs, first is warm-up"
     )

@@ -42,20 +42,28 @@ KIND_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
 def cpu_kind() -> str:
-    """'AMD EPYC, avx2 avx512f avx512_bf16': the CPU model and its flags that matter here (summary.json, docs)."""
-    name = ""
+    """'AMD EPYC (family 26 model 2), avx2 avx512f avx512_bf16': the CPU model, its family and model numbers
+    (marketing names hide the generation: family 25 is AMD Zen 3/4, 26 is Zen 5) and the flags that matter
+    here (summary.json, aelab bench, docs)."""
+    info: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "cpu family", "model") and key not in info:
+                    info[key] = value.strip()
+                if not line.strip():  # the first processor's block is enough
                     break
     except OSError:
         pass
     import platform
 
+    name = info.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in info and "model" in info:
+        name += f" (family {info['cpu family']} model {info['model']})"
     flags = " ".join(f for f in KIND_FLAGS if f in cpu_flags())
-    return f"{name or platform.processor() or platform.machine()}, {flags or 'no avx2'}"
+    return f"{name}, {flags or 'no avx2'}"
 
 
 def cpu_has_native_bf16(flags: frozenset[str] | None = None) -> bool:

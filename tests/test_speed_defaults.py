@@ -78,7 +78,8 @@ def test_a_child_of_aelab_decides_again_but_keeps_the_users_choice():
     assert _threads.without_ours(users)["OMP_WAIT_POLICY"] == "PASSIVE"
 
 
-def test_precision_auto_takes_bf16_only_where_the_cpu_has_it():
+def test_precision_auto_takes_bf16_only_where_the_cpu_has_it(monkeypatch):
+    monkeypatch.delenv("AELAB_PRECISION", raising=False)  # it decides auto whatever the flags (test_device.py)
     assert cpu_has_native_bf16(frozenset({"avx2", "amx_bf16", "amx_tile"}))
     assert cpu_has_native_bf16(frozenset({"avx512f", "avx512_bf16"}))
     assert not cpu_has_native_bf16(frozenset({"avx2", "fma", "avx512f"}))

@@ -99,7 +99,8 @@ def run_torch_case(config: dict, epochs: int, overrides: list[str], limit: int |
         "train_flops_per_sample": flops,
         "load_seconds": load_seconds,
         **summarize_epochs(secs),
-        "val_loss": history[-1]["val_loss"] if history else None,
+        # the test split's loss in fp32 (summary.json's): the per-epoch validation runs in the training precision
+        "val_loss": run.summary["test_loss"],
         "peak_rss_mb": peak_rss_mb(),
     }
 

@@ -26,6 +26,7 @@ OPTIMIZERS = ("adam", "adamw", "adadelta", "sgd", "rmsprop")
 SCHEDULES = ("none", "cosine", "step")
 PRECISIONS = ("auto", "fp32", "bf16-mixed", "fp16-mixed")
 DEVICES = ("cpu", "cuda", "auto")
+KERNELS = ("auto", "native", "torch")
 NOISE_KINDS = ("gaussian", "masking", "salt_pepper")
 SCALES = ("auto", "none", "minmax", "standard")
 INITS = ("glorot", "torch")
@@ -148,6 +149,7 @@ class TrainConfig:
     threads: int | None = None  # torch intra-op threads; None: torch's choice
     checkpoint_every: int = 1  # epochs between checkpoints
     fused_dense: bool = True  # plain dense models on a CPU: backward written out, no autograd (train/fused_dense.py)
+    kernels: str = "auto"  # auto (aelab's C kernels where they build, else torch's) | native | torch (train/native.py)
 
 
 @dataclass
@@ -409,6 +411,7 @@ def validate(cfg: Config) -> None:
     check_choice("train.schedule", t.schedule, SCHEDULES)
     check_choice("train.precision", t.precision, PRECISIONS)
     check_choice("train.device", t.device, DEVICES)
+    check_choice("train.kernels", t.kernels, KERNELS)
     if t.lr is not None and t.lr <= 0:
         raise ConfigError(f"train.lr: must be > 0, got {t.lr}")
     check_positive("train.threads", t.threads)

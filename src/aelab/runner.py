@@ -282,6 +282,7 @@ def _summary(
         "seconds_total": sum(secs),
         "device": str(device),
         "precision": precision,
+        "train_step": state.step,  # autograd, or the written-out dense step with torch's or aelab's kernels
         "threads": torch.get_num_threads(),
         "cpu": cpu_kind(),
         "omp_wait_policy": _threads.wait_policy,

@@ -94,6 +94,7 @@ def run_torch_case(config: dict, epochs: int, overrides: list[str], limit: int |
         "precision": resolve_precision(cfg.train.precision, resolve_device(cfg.train.device)),
         "threads": torch.get_num_threads(),
         "omp_wait_policy": _threads.wait_policy,
+        "train_step": run.summary.get("train_step"),
         "train_samples": int(len(splits.x_train)),
         "parameters": int(sum(p.numel() for p in model.parameters())),
         "train_flops_per_sample": flops,

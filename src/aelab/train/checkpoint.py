@@ -30,6 +30,7 @@ class TrainState:
     best_val: float | None = None
     bad_epochs: int = 0
     best_weights: dict[str, torch.Tensor] | None = None  # early stopping: the weights of the best epoch so far
+    step: str = ""  # how the last session trained a batch (Loop.step_kind); summary.json's train_step, not saved
 
 
 def save_checkpoint(

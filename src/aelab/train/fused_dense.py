@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.base import Autoencoder, LossOutput
-from .optim import step_optimizer
+from .native import Kernels
+from .optim import NativeAdam, step_optimizer
 
 # the activations aelab's dense models use; each one's derivative follows from its output alone
 ELEMENTWISE = (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.Identity, nn.LeakyReLU, nn.ELU)
@@ -98,8 +99,29 @@ def _times_derivative(act: nn.Module | None, g: torch.Tensor, h: torch.Tensor) -
     return g
 
 
+def _activation_code(act: nn.Module | None) -> tuple[str, float]:
+    """The C kernels' name for an activation (native.ACTIVATIONS) and its parameter."""
+    if isinstance(act, nn.ReLU):
+        return "relu", 0.0
+    if isinstance(act, nn.Sigmoid):
+        return "sigmoid", 0.0
+    if isinstance(act, nn.Tanh):
+        return "tanh", 0.0
+    if isinstance(act, nn.LeakyReLU):
+        return "leaky_relu", float(act.negative_slope)
+    if isinstance(act, nn.ELU):
+        return "elu", float(act.alpha)
+    return "identity", 0.0
+
+
 class FusedDenseStep:
-    """Loss, gradients and the optimizer step of one batch, for the layers ``plan(model, loss)`` returned."""
+    """Loss, gradients and the optimizer step of one batch, for the layers ``plan(model, loss)`` returned.
+
+    With ``kernels`` (native.load()), the passes around the GEMMs are aelab's C kernels: the loss, its
+    gradient and the last bias gradient in one pass; each activation's derivative with the bias gradient
+    of its layer in one pass; and, for Adam/AdamW in bf16, the update straight from the bf16 gradients,
+    writing the bf16 copies of the weights that the next forward multiplies with (no casts either way).
+    Without them, torch's ops do the same arithmetic in more passes."""
 
     def __init__(
         self,
@@ -108,22 +130,80 @@ class FusedDenseStep:
         loss: str,
         output_activation: str,
         precision: str,
+        kernels: Kernels | None = None,
     ):
         self.steps, self.opt, self.loss, self.output_activation = steps, opt, loss, output_activation
         self.dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float32
+        self.kernels = kernels
+        self.loss_kind = "bce" if loss == "bce" else "mse-sigmoid" if output_activation == "sigmoid" else "mse"
+        self.acts = [_activation_code(act) for _, act in steps]
+        self.params = [p for lin, _ in steps for p in (lin.weight, lin.bias)]
+        # in bf16 the C kernel's Adam reads the bf16 gradients and writes the bf16 weights (fp32: torch's own
+        # fused Adam is already one pass, and bit for bit what the autograd path does)
+        bf16 = self.dtype == torch.bfloat16
+        self.adam = NativeAdam(opt, self.params, kernels) if kernels is not None and bf16 else None
+        # bf16 copies of the parameters, written by the native Adam step; valid while `_stamp` still holds
+        self._copies: list[torch.Tensor] | None = None
+        self._stamp: list[tuple[int, int, float]] = []
 
-    def gradients(self, xin: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Sets every parameter's ``.grad`` (fp32) for the mean loss over the batch; returns the loss."""
+    # -- the weights the forward multiplies with -------------------------------------------
+    def _stamps(self) -> list[tuple[int, int, float]]:
+        """What changes when anyone but the native step touches a parameter: its version counter (copy_,
+        load_state_dict, in-place edits), its storage, or the optimizer's step count (another step)."""
+        state = self.opt.state
+        return [
+            (p._version, p.data_ptr(), float(state[p]["step"]) if p in state and "step" in state[p] else -1.0)
+            for p in self.params
+        ]
+
+    def _weights(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         dt = self.dtype
+        if dt == torch.float32:
+            return [(lin.weight, lin.bias) for lin, _ in self.steps]
+        if self._copies is None or self._stamps() != self._stamp:
+            self._copies = [p.detach().to(dt) for p in self.params]
+            self._stamp = self._stamps()
+        c = self._copies
+        return [(c[2 * i], c[2 * i + 1]) for i in range(len(self.steps))]
+
+    # -- forward and backward ----------------------------------------------------------------
+    def backward(self, xin: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The mean loss over the batch and the gradient of every parameter (``self.params`` order):
+        weights' in the compute dtype, biases' in float32."""
+        dt, k = self.dtype, self.kernels
         n = xin.shape[0]
         h = xin.reshape(n, -1).to(dt)
-        weights = [(lin.weight.to(dt), lin.bias.to(dt)) for lin, _ in self.steps]
+        weights = self._weights()
         inputs = []  # each Linear's input, which is also the previous activation's output
-        for (_, act), (w, b) in zip(self.steps, weights):
+        for (_, module), (w, b) in zip(self.steps, weights):
             inputs.append(h)
-            h = _activate(act, torch.addmm(b, h, w.t()))
-        logits = h.float()  # autocast computes the loss in fp32
+            h = _activate(module, torch.addmm(b, h, w.t()))
         t = target.reshape(n, -1)
+        grads: list[torch.Tensor] = [torch.empty(0)] * len(self.params)
+        if k is not None:
+            g = torch.empty_like(h)
+            bias_grad = torch.empty(h.shape[1])
+            total = k.loss_grad(h, t.float().contiguous(), g, bias_grad, self.loss_kind)
+            loss = torch.tensor(total / h.numel(), dtype=torch.float32)
+        else:
+            loss, g = self._torch_loss(h, t)
+            bias_grad = g.sum(0, dtype=torch.float32)
+        for i in range(len(self.steps) - 1, -1, -1):
+            grads[2 * i] = g.t() @ inputs[i]
+            grads[2 * i + 1] = bias_grad
+            if i:
+                g = g @ weights[i][0]
+                if k is not None:
+                    bias_grad = torch.empty(g.shape[1])
+                    name, a = self.acts[i - 1]
+                    k.act_backward(g, inputs[i], name, a, bias_grad)
+                else:
+                    g = _times_derivative(self.steps[i - 1][1], g, inputs[i])
+                    bias_grad = g.sum(0, dtype=torch.float32)
+        return loss, grads
+
+    def _torch_loss(self, h: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = h.float()  # autocast computes the loss in fp32
         count = logits.numel()
         if self.loss == "bce":
             loss = F.binary_cross_entropy_with_logits(logits, t)
@@ -135,17 +215,27 @@ class FusedDenseStep:
         else:
             loss = F.mse_loss(logits, t)
             g = (logits - t).mul_(2 / count)
-        g = g.to(dt)
-        for k in range(len(self.steps) - 1, -1, -1):
-            lin = self.steps[k][0]
-            lin.weight.grad = (g.t() @ inputs[k]).float()
-            lin.bias.grad = g.sum(0, dtype=torch.float32)
-            if k:
-                g = _times_derivative(self.steps[k - 1][1], g @ weights[k][0], inputs[k])
+        return loss, g.to(self.dtype)
+
+    def gradients(self, xin: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Sets every parameter's ``.grad`` (fp32) for the mean loss over the batch; returns the loss."""
+        loss, grads = self.backward(xin, target)
+        for p, g in zip(self.params, grads):
+            p.grad = g.float()
         return loss
 
+    # -- the optimizer step ------------------------------------------------------------------
     def __call__(self, xin: torch.Tensor, target: torch.Tensor) -> LossOutput:
         with torch.no_grad():
-            loss = self.gradients(xin, target)
-        step_optimizer(self.opt)
+            loss, grads = self.backward(xin, target)
+            if self.adam is not None and self.adam.ready():
+                if self._copies is None:  # the kernel writes every one of them
+                    self._copies = [torch.empty_like(p, dtype=torch.bfloat16) for p in self.params]
+                self.adam.step(grads, self._copies)
+                self._stamp = self._stamps()
+            else:
+                for p, g in zip(self.params, grads):
+                    p.grad = g.float()
+                step_optimizer(self.opt)
+                self._copies = None  # torch's fused Adam leaves _version alone: the copies cannot tell
         return LossOutput(loss, {"recon": loss})

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import Config
+from ..config import Config, TrainConfig
 from ..data import Splits
 from ..data.mapped import MappedRows
 from ..data.noise import compose
@@ -29,11 +29,13 @@ from ..evaluate.extra import extra_metrics
 from ..evaluate.metrics import RegressionStats
 from ..models import capabilities
 from ..models.base import LossOutput
+from . import native
 from .callbacks import Callback, CallbackList, TrainingInterrupted
 from .checkpoint import TrainState
 from .distributed import Group
 from .distributed import current as process_group
 from .fused_dense import FusedDenseStep, plan
+from .native import Kernels
 from .optim import make_optimizer, make_scheduler, step_optimizer
 from .precision import autocast_context, resolve_precision
 
@@ -87,6 +89,7 @@ def _fit(
         ) from None
     finally:
         cbs.teardown(loop)
+    loop.state.step = loop.step_kind
     return loop.state
 
 
@@ -131,8 +134,16 @@ class Loop:
         )
         steps = plan(model, t.loss) if fusable else None
         self.fused = (
-            FusedDenseStep(steps, self.opt, t.loss, cfg.model.output_activation, self.precision) if steps else None
+            FusedDenseStep(steps, self.opt, t.loss, cfg.model.output_activation, self.precision, native_kernels(t))
+            if steps
+            else None
         )
+        if self.fused is None:
+            self.step_kind = "autograd"
+        elif self.fused.kernels is None:
+            self.step_kind = "written-out dense step, torch kernels"
+        else:
+            self.step_kind = "written-out dense step, aelab C kernels"
         # which validation metrics fit the data: BCE and PSNR (peak 1) on targets in [0, 1] only, as in summary.json
         self.data_fit = data_fit(self.x_val, data.scaler)
         self.epoch_metrics = capabilities(cfg.model).epoch_metrics  # e.g. the classifier's validation accuracy
@@ -226,6 +237,16 @@ class Loop:
         )
         s.history.append(row)
         s.epoch = row["epoch"]
+
+
+def native_kernels(t: TrainConfig) -> Kernels | None:
+    """aelab's C kernels for ``train.kernels``: auto takes them where they build; native insists."""
+    if t.kernels == "torch":
+        return None
+    kernels = native.load()
+    if kernels is None and t.kernels == "native":
+        raise TrainingError(f"train.kernels: native was asked for, but {native.why_not()}; use train.kernels=auto")
+    return kernels
 
 
 def resolve_device(name: str) -> torch.device:

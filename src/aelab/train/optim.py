@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..config import TrainConfig
+from .native import Kernels
 
 # Keras defaults: adam lr 1e-3 eps 1e-7; adadelta lr 1.0 rho 0.95 eps 1e-7 (Keras 2, as the seeds used)
 DEFAULT_LR = {"adam": 1e-3, "adamw": 1e-3, "adadelta": 1.0, "sgd": 0.01, "rmsprop": 1e-3}
@@ -42,13 +43,7 @@ def step_optimizer(opt: torch.optim.Optimizer) -> None:
 
 
 def _direct_adam_calls(opt: torch.optim.Optimizer) -> list | None:
-    from torch.optim import optimizer as base
-
-    if type(opt) not in (torch.optim.Adam, torch.optim.AdamW):
-        return None
-    if opt._optimizer_step_pre_hooks or opt._optimizer_step_post_hooks:
-        return None
-    if base._global_optimizer_pre_hooks or base._global_optimizer_post_hooks:
+    if _hooked(opt):
         return None
     calls = []
     for g in opt.param_groups:
@@ -82,6 +77,75 @@ def _direct_adam_calls(opt: torch.optim.Optimizer) -> list | None:
         }
         calls.append((kernel, lists, kwargs))
     return calls
+
+
+class NativeAdam:
+    """torch's Adam/AdamW step for a fixed list of float32 parameters, by aelab's C kernel (native.py).
+
+    The gradients are taken as they come (bf16 from a bf16 backward: no cast to float32 first) and a bf16
+    copy of each updated parameter is written in the same pass, for the next bf16 forward. The state
+    (exp_avg, exp_avg_sq, step) is the optimizer's own, so checkpoints, resume and schedules are unchanged;
+    the arithmetic is torch's fused kernel's (tests/test_native.py). ``ready()`` says when it can take the
+    step: Adam or AdamW, no amsgrad / maximize / tensor lr / hooks, and every parameter's state made
+    (torch's ``opt.step()`` makes it on the first step)."""
+
+    def __init__(self, opt: torch.optim.Optimizer, params: list[torch.Tensor], kernels: Kernels):
+        self.opt, self.params, self.kernels = opt, params, kernels
+        self._plan: list[tuple[dict, list[tuple[int, torch.Tensor, dict]], list[torch.Tensor]]] | None = None
+        self._made_from: tuple[int, int] = (0, 0)
+
+    def ready(self) -> bool:
+        opt = self.opt
+        if _hooked(opt):
+            return False
+        made_from = (id(opt.state), id(opt.param_groups))  # load_state_dict replaces both
+        if self._plan is None or made_from != self._made_from:
+            self._plan, self._made_from = self._make_plan(), made_from
+        return self._plan is not None and not any(isinstance(g["lr"], torch.Tensor) for g, _, _ in self._plan)
+
+    def _make_plan(self):
+        opt = self.opt
+        if sum(len(g["params"]) for g in opt.param_groups) != len(self.params):
+            return None
+        index = {id(p): i for i, p in enumerate(self.params)}
+        plan = []
+        for g in opt.param_groups:
+            if g["amsgrad"] or g["maximize"] or g.get("differentiable") or g.get("capturable"):
+                return None
+            if any(isinstance(b, torch.Tensor) for b in g["betas"]):
+                return None
+            members = []
+            for p in g["params"]:
+                st = opt.state.get(p)
+                if id(p) not in index or not st or "exp_avg" not in st or p.dtype != torch.float32:
+                    return None
+                if p.device.type != "cpu" or not p.is_contiguous():
+                    return None
+                members.append((index[id(p)], p, st))
+            plan.append((g, members, [st["step"] for _, _, st in members]))
+        return plan
+
+    def step(self, grads: list[torch.Tensor], copies: list[torch.Tensor]) -> None:
+        """One step from ``grads`` (``params`` order), writing the bf16 results into ``copies``."""
+        k = self.kernels
+        decoupled = type(self.opt) is torch.optim.AdamW
+        for g, members, steps in self._plan or ():
+            torch._foreach_add_(steps, 1)  # the step counts first, as torch's Adam does
+            lr, betas, eps, wd = g["lr"], g["betas"], g["eps"], g["weight_decay"]
+            dec = decoupled or bool(g.get("decoupled_weight_decay"))
+            for (i, p, st), count in zip(members, steps):
+                k.adam(p, grads[i], st["exp_avg"], st["exp_avg_sq"], copies[i], lr, betas, eps, wd, dec, float(count))
+
+
+def _hooked(opt: torch.optim.Optimizer) -> bool:
+    """Not plain Adam/AdamW, or something hooks its step (then only ``opt.step()`` honours it)."""
+    from torch.optim import optimizer as base
+
+    if type(opt) not in (torch.optim.Adam, torch.optim.AdamW):
+        return True
+    if opt._optimizer_step_pre_hooks or opt._optimizer_step_post_hooks:
+        return True
+    return bool(base._global_optimizer_pre_hooks or base._global_optimizer_post_hooks)
 
 
 def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):

@@ -1,0 +1,223 @@
+"""aelab's own CPU kernels (native_kernels.c), compiled for this machine on first use and cached.
+
+The written-out dense step (fused_dense.py) spends a third of its time outside its GEMMs in passes that
+each read and write the whole batch or the whole model: casts to and from bf16, the loss and its
+gradient in four kernels, bias sums, the optimizer. Fused, each is one pass (docs/PERFORMANCE.md).
+
+The source is compiled once per machine with the C compiler Python was built with (``$CC`` overrides it)
+for this CPU (``-march=native``), into ``~/.cache/aelab/kernels`` (``$XDG_CACHE_HOME`` is respected), under
+a name that hashes the source, the compiler, its flags and the CPU, so a cache shared between machines
+never hands one CPU another's build. Linked against OpenMP, the library shares torch's libgomp (already
+loaded under the same soname), hence torch's threads and wait policy. Where there is no compiler, or the
+build fails, ``load()`` returns None with the reason in ``why_not()``, and training keeps torch's kernels.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sysconfig
+import tempfile
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("native_kernels.c")
+# -ffp-contract=off: the Adam update must round where torch's does (fused multiply-adds only where written)
+FLAGS = ["-O3", "-std=c11", "-shared", "-fPIC", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math"]
+
+# loss kinds and activation codes the C side knows
+LOSS_KINDS = {"bce": 0, "mse-sigmoid": 1, "mse": 2}
+ACTIVATIONS = {"identity": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "leaky_relu": 4, "elu": 5}
+
+_why_not = "not loaded yet"
+
+
+def why_not() -> str:
+    """Why ``load()`` returned None (empty when it did not)."""
+    return _why_not
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "aelab" / "kernels"
+
+
+def compiler() -> str | None:
+    """The C compiler: ``$CC``, else the one Python was built with, else ``cc``; None if none is on PATH."""
+    for cand in (os.environ.get("CC"), sysconfig.get_config_var("CC"), "cc", "gcc", "clang"):
+        if cand:
+            exe = shutil.which(shlex.split(cand)[0])
+            if exe:
+                return exe
+    return None
+
+
+def _torch_uses_libgomp() -> bool:
+    """Whether torch's OpenMP is GNU libgomp (mapped into this process), which a -fopenmp build then shares."""
+    try:
+        with open("/proc/self/maps") as f:
+            return any("libgomp" in line for line in f)
+    except OSError:
+        return False
+
+
+def _cpu_id() -> str:
+    from .precision import cpu_flags, cpu_kind
+
+    return f"{platform.machine()} {cpu_kind()} {' '.join(sorted(cpu_flags()))}"
+
+
+def _compile(cc: str, flags: list[str], out: Path) -> str | None:
+    """Builds the library at ``out`` (atomically); returns None, or the compiler's first error line."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".build-", suffix=".so")
+        os.close(fd)
+    except OSError as e:
+        return f"{out.parent}: {e.strerror or e}"
+    try:
+        r = subprocess.run([cc, *flags, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True, timeout=300)
+        if r.returncode != 0:
+            lines = [ln for ln in (r.stderr or r.stdout).splitlines() if ln.strip()]
+            return (lines[0] if lines else f"{cc} exited with {r.returncode}")[:300]
+        os.replace(tmp, out)  # several processes may build at once: each renames a complete file
+        return None
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"{type(e).__name__}: {e}"[:300]
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class Kernels:
+    """The compiled library's functions, taking tensors (contiguous, on the CPU; bf16 or float32)."""
+
+    def __init__(self, lib: ctypes.CDLL, path: Path):
+        self.path = path
+        i64, f32, f64, i32, vp = ctypes.c_int64, ctypes.c_float, ctypes.c_double, ctypes.c_int, ctypes.c_void_p
+        self._loss = lib.aelab_loss_grad
+        self._loss.argtypes = [i64, i64, vp, i32, vp, vp, i32, vp, i32, f32]
+        self._loss.restype = f64
+        self._act = lib.aelab_act_backward
+        self._act.argtypes = [i64, i64, vp, vp, i32, i32, f32, vp]
+        self._act.restype = i32
+        self._adam = lib.aelab_adam
+        self._adam.argtypes = [i64, vp, vp, i32, vp, vp, vp, f64, f64, f64, f64, f64, i32, f64]
+        self._adam.restype = None
+        self._bf16 = lib.aelab_to_bf16
+        self._bf16.argtypes = [i64, vp, vp]
+        self._bf16.restype = None
+
+    def loss_grad(
+        self, z: torch.Tensor, target: torch.Tensor, g: torch.Tensor, bias_grad: torch.Tensor | None, kind: str
+    ) -> float:
+        """Sum over the batch of the loss of logits ``z`` (rows, cols) against ``target`` (float32); the
+        mean loss's gradient into ``g`` and its column sums into ``bias_grad`` (float32, or None)."""
+        rows, cols = z.shape
+        scale = (1.0 if kind == "bce" else 2.0) / z.numel()
+        return self._loss(
+            rows,
+            cols,
+            z.data_ptr(),
+            z.dtype == torch.bfloat16,
+            target.data_ptr(),
+            g.data_ptr(),
+            g.dtype == torch.bfloat16,
+            bias_grad.data_ptr() if bias_grad is not None else None,
+            LOSS_KINDS[kind],
+            scale,
+        )
+
+    def act_backward(
+        self, g: torch.Tensor, h: torch.Tensor, act: str, a: float, bias_grad: torch.Tensor | None
+    ) -> None:
+        """``g *= act'`` in place (from the activation's output ``h``), column sums into ``bias_grad``."""
+        rows, cols = g.shape
+        bias = bias_grad.data_ptr() if bias_grad is not None else None
+        if self._act(rows, cols, g.data_ptr(), h.data_ptr(), g.dtype == torch.bfloat16, ACTIVATIONS[act], a, bias):
+            raise MemoryError("aelab_act_backward: no memory for its scratch")
+
+    def adam(
+        self,
+        p: torch.Tensor,
+        grad: torch.Tensor,
+        exp_avg: torch.Tensor,
+        exp_avg_sq: torch.Tensor,
+        copy: torch.Tensor | None,
+        lr: float,
+        betas: tuple[float, float],
+        eps: float,
+        weight_decay: float,
+        decoupled: bool,
+        step: float,
+    ) -> None:
+        """torch's fused Adam/AdamW update of ``p`` (``step``: the count after it); a bf16 ``copy`` of the result."""
+        self._adam(
+            p.numel(),
+            p.data_ptr(),
+            grad.data_ptr(),
+            grad.dtype == torch.bfloat16,
+            exp_avg.data_ptr(),
+            exp_avg_sq.data_ptr(),
+            copy.data_ptr() if copy is not None else None,
+            lr,
+            betas[0],
+            betas[1],
+            eps,
+            weight_decay,
+            decoupled,
+            step,
+        )
+
+    def to_bf16(self, src: torch.Tensor, dst: torch.Tensor) -> None:
+        self._bf16(src.numel(), src.data_ptr(), dst.data_ptr())
+
+
+def cache_dirs() -> list[Path]:
+    """Where builds go: the user's cache, else (read-only home, say) a folder of this user's in the temp dir."""
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return [cache_dir(), Path(tempfile.gettempdir()) / f"aelab-kernels-{uid}"]
+
+
+@functools.lru_cache(maxsize=1)
+def load() -> Kernels | None:
+    """The kernels for this machine, built on first use; None (see ``why_not()``) where they cannot be."""
+    global _why_not
+    kernels, _why_not = build(compiler(), cache_dirs())
+    return kernels
+
+
+def build(cc: str | None, folders: list[Path]) -> tuple[Kernels | None, str]:
+    """Compiles (or finds the cached build of) the kernels with ``cc`` in the first folder that takes it;
+    returns them and "", or None and why not."""
+    if cc is None:
+        return None, "no C compiler on PATH (set CC)"
+    torch.get_num_threads()  # torch, and with it its libgomp, is loaded before we look for it
+    flags = [*FLAGS, "-march=native"] + (["-fopenmp"] if _torch_uses_libgomp() else [])
+    try:
+        version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        return None, f"{cc} --version failed: {e}"
+    source = SOURCE.read_text()
+    error = "no folder to build in"
+    for fl in (flags, [f for f in flags if f != "-march=native"]):  # some compilers know no -march=native
+        key = hashlib.sha256("\0".join([source, cc, version, *fl, _cpu_id()]).encode()).hexdigest()[:16]
+        for folder in folders:
+            path = folder / f"aelab-kernels-{key}.so"
+            if not path.exists():
+                err = _compile(cc, fl, path)
+                if err is not None:
+                    error = err
+                    continue
+            try:
+                return Kernels(ctypes.CDLL(str(path)), path), ""
+            except (OSError, AttributeError) as e:
+                error = f"{path} does not load: {e}"
+    return None, f"the C kernels did not build: {error}"

@@ -1,0 +1,289 @@
+"""aelab's C kernels (train/native.py, native_kernels.c): each against the torch ops it replaces, the
+optimizer step bit for bit against torch's fused Adam, the build and its failures, and whole runs."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from aelab import Config, load_data, train
+from aelab.errors import TrainingError
+from aelab.models import build_model
+from aelab.train import native
+from aelab.train.fused_dense import FusedDenseStep, plan
+from aelab.train.loop import Loop
+from aelab.train.optim import NativeAdam, make_optimizer
+
+BF16 = torch.bfloat16
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def kernels() -> native.Kernels:
+    k = native.load()
+    if k is None:  # a machine without a C compiler trains with torch's kernels; nothing here applies
+        pytest.skip(f"aelab's C kernels are not available here: {native.why_not()}")
+    return k
+
+
+def _logits(rows: int, cols: int, dtype: torch.dtype) -> torch.Tensor:
+    torch.manual_seed(rows * 1000 + cols)
+    z = torch.randn(rows, cols) * 6
+    z.view(-1)[:4] = torch.tensor([0.0, 90.0, -90.0, 1e-3])[: z.numel()]  # the branches of the stable forms
+    return z.to(dtype)
+
+
+def _close_in(dtype: torch.dtype, a: torch.Tensor, b: torch.Tensor, scale: float = 1.0) -> bool:
+    """Equal up to one rounding of ``dtype``, plus a few float32 roundings of terms of size ``scale``
+    (the kernels and torch compute exp and sigmoid differently, and s - t may cancel)."""
+    a, b = a.float(), b.float()
+    ulp = 2.0**-7 if dtype == BF16 else 2.0**-22
+    return bool(((a - b).abs() <= ulp * b.abs() + 2.0**-21 * scale).all())
+
+
+@pytest.mark.parametrize("dtype", [BF16, torch.float32])
+@pytest.mark.parametrize("rows, cols", [(1, 1), (3, 17), (64, 784)])
+@pytest.mark.parametrize("kind", ["bce", "mse-sigmoid", "mse"])
+def test_loss_and_gradient_match_torch(kernels, kind, rows, cols, dtype):
+    z = _logits(rows, cols, dtype)
+    t = torch.rand(rows, cols)
+    zf = z.float()
+    n = z.numel()
+    if kind == "bce":
+        ref_loss = F.binary_cross_entropy_with_logits(zf, t, reduction="sum")
+        ref_g = (torch.sigmoid(zf) - t) / n
+    elif kind == "mse-sigmoid":
+        s = torch.sigmoid(zf)
+        ref_loss = F.mse_loss(s, t, reduction="sum")
+        ref_g = 2 * (s - t) * s * (1 - s) / n
+    else:
+        ref_loss = F.mse_loss(zf, t, reduction="sum")
+        ref_g = 2 * (zf - t) / n
+    g = torch.empty_like(z)
+    bias = torch.empty(cols)
+    total = kernels.loss_grad(z, t, g, bias, kind)
+    assert total == pytest.approx(ref_loss.item(), rel=1e-5)
+    assert _close_in(dtype, g, ref_g.to(dtype), scale=2.0 / n)
+    # the bias gradient sums the gradient as stored (rounded to dtype), as the torch path does
+    assert torch.allclose(bias, g.float().sum(0), rtol=1e-5, atol=1e-9)
+
+
+def test_a_nan_logit_makes_the_loss_nan(kernels):
+    """The NaN guard reads the loss: a NaN anywhere in the logits must reach it, in every kind."""
+    for kind in native.LOSS_KINDS:
+        z = torch.zeros(4, 8)
+        z[2, 3] = float("nan")
+        g = torch.empty_like(z)
+        assert kernels.loss_grad(z, torch.rand(4, 8), g, None, kind) != kernels.loss_grad(
+            z, torch.rand(4, 8), g, None, kind
+        )  # NaN is the one value unequal to itself
+
+
+@pytest.mark.parametrize("dtype", [BF16, torch.float32])
+@pytest.mark.parametrize("act", ["identity", "relu", "sigmoid", "tanh", "leaky_relu", "elu"])
+def test_activation_backward_matches_autograds_kernels(kernels, act, dtype):
+    torch.manual_seed(0)
+    z = torch.randn(37, 129)
+    h = {
+        "identity": z,
+        "relu": z.relu(),
+        "sigmoid": z.sigmoid(),
+        "tanh": z.tanh(),
+        "leaky_relu": F.leaky_relu(z, 0.2),
+        "elu": F.elu(z, 0.7),
+    }[act].to(dtype)
+    g = torch.randn(37, 129).to(dtype)
+    a = {"leaky_relu": 0.2, "elu": 0.7}.get(act, 0.0)
+    ops = torch.ops.aten
+    ref = {
+        "identity": g,
+        "relu": ops.threshold_backward(g, h, 0.0),
+        "sigmoid": ops.sigmoid_backward(g, h),
+        "tanh": ops.tanh_backward(g, h),
+        "leaky_relu": ops.leaky_relu_backward(g, h, 0.2, True),
+        "elu": ops.elu_backward(g, 0.7, 1.0, 1.0, True, h),
+    }[act]
+    out = g.clone()
+    bias = torch.empty(129)
+    kernels.act_backward(out, h, act, a, bias)
+    assert _close_in(dtype, out, ref)
+    assert torch.allclose(bias, out.float().sum(0), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("decoupled, weight_decay", [(False, 0.0), (False, 0.01), (True, 0.01)])
+@pytest.mark.parametrize("grad_dtype", [torch.float32, BF16])
+def test_adam_is_torchs_fused_adam_bit_for_bit(kernels, decoupled, weight_decay, grad_dtype):
+    """Four steps of Adam / AdamW: the same parameters and moments as torch's fused kernel fed the same
+    gradients (a bf16 gradient read as it is equals it cast to float32 first), and the bf16 copy is the
+    parameters rounded. Sizes are whole 16-float blocks; see the next test for a ragged end."""
+    n = 16 * 4099
+    torch.manual_seed(0)
+    p, m, v = torch.randn(n), torch.zeros(n), torch.zeros(n)
+    ref = p.clone()
+    cls = torch.optim.AdamW if decoupled else torch.optim.Adam
+    opt = cls([ref], lr=1e-3, eps=1e-7, weight_decay=weight_decay, fused=True)
+    copy = torch.empty(n, dtype=BF16)
+    for step in range(1, 5):
+        g = (torch.randn(n) * 10.0**-step).to(grad_dtype)
+        ref.grad = g.float()
+        opt.step()
+        kernels.adam(p, g, m, v, copy, 1e-3, (0.9, 0.999), 1e-7, weight_decay, decoupled, float(step))
+    st = opt.state[ref]
+    assert torch.equal(p, ref) and torch.equal(m, st["exp_avg"]) and torch.equal(v, st["exp_avg_sq"])
+    assert torch.equal(copy, ref.to(BF16))
+
+
+def test_adam_on_a_ragged_end_agrees_to_one_rounding(kernels):
+    """torch rounds the last n % 16 elements of a tensor in another order (its scalar tail); there the
+    second moment may differ by one float32 rounding, and the parameters by no more than that carries."""
+    n = 16 * 10 + 7
+    torch.manual_seed(1)
+    p, m, v = torch.randn(n), torch.zeros(n), torch.zeros(n)
+    ref = p.clone()
+    opt = torch.optim.Adam([ref], lr=1e-3, eps=1e-7, fused=True)
+    for step in range(1, 4):
+        g = torch.randn(n)
+        ref.grad = g.clone()
+        opt.step()
+        kernels.adam(p, g, m, v, None, 1e-3, (0.9, 0.999), 1e-7, 0.0, False, float(step))
+    assert torch.equal(p[:160], ref[:160])
+    assert torch.allclose(v, opt.state[ref]["exp_avg_sq"], rtol=2e-7, atol=0)
+    assert torch.allclose(p, ref, rtol=1e-6, atol=0)
+
+
+def _cfg(**train) -> Config:
+    return Config.from_dict(
+        {"model": {"name": "dense", "hidden": [48], "code_dim": 8}, "train": {"batch_size": 32, **train}}
+    )
+
+
+@pytest.mark.parametrize("precision, tol", [("fp32", 1e-5), ("bf16-mixed", 2e-2)])
+@pytest.mark.parametrize("loss, out", [("bce", "sigmoid"), ("mse", "sigmoid"), ("mse", "identity")])
+def test_the_written_out_step_with_the_kernels_matches_torchs_kernels(kernels, precision, tol, loss, out):
+    torch.manual_seed(0)
+    x = torch.rand(32, 1, 28, 28)
+    results = []
+    for k in (None, kernels):
+        cfg = _cfg(loss=loss)
+        cfg.model.output_activation = out
+        torch.manual_seed(1)
+        model = build_model(cfg, (1, 28, 28))
+        opt = make_optimizer(model.parameters(), cfg.train, CPU)
+        step = FusedDenseStep(plan(model, loss), opt, loss, out, precision, k)
+        with torch.no_grad():
+            value = step.gradients(x, x)
+        results.append((value, [p.grad.clone() for p in model.parameters()]))
+    (lt, gt), (ln, gn) = results
+    assert float(ln) == pytest.approx(float(lt), rel=tol)
+    for a, b in zip(gt, gn):
+        assert (a - b).abs().max() <= tol * a.abs().max() + 1e-8
+
+
+def test_native_adam_takes_over_after_torchs_first_step_and_keeps_the_copies_fresh(kernels):
+    """Step 1 goes through torch (it makes the state); from step 2 the kernel updates the parameters and
+    writes the bf16 copies the forward uses; a change made behind its back (a resume's load_state_dict)
+    is seen, and the next forward multiplies with the new weights."""
+    cfg = _cfg()
+    torch.manual_seed(0)
+    model = build_model(cfg, (1, 28, 28))
+    opt = make_optimizer(model.parameters(), cfg.train, CPU)
+    step = FusedDenseStep(plan(model, "bce"), opt, "bce", "sigmoid", "bf16-mixed", kernels)
+    assert isinstance(step.adam, NativeAdam) and not step.adam.ready()
+    x = torch.rand(32, 1, 28, 28)
+    step(x, x)
+    assert step.adam.ready()
+    before = [p.detach().clone() for p in step.params]
+    step(x, x)
+    assert all(not torch.equal(a, p) for a, p in zip(before, step.params))  # the kernel moved every one
+    assert all(torch.equal(c, p.to(BF16)) for c, p in zip(step._copies, step.params))
+    with torch.no_grad():
+        model.load_state_dict({k: torch.zeros_like(v) for k, v in model.state_dict().items()})
+    loss = step.gradients(x, x)  # all-zero weights: every logit is 0, BCE is log 2 whatever the input
+    assert float(loss) == pytest.approx(0.6931472, abs=1e-6)
+
+
+def test_a_hook_on_the_optimizer_sends_the_step_back_to_torch(kernels):
+    cfg = _cfg()
+    model = build_model(cfg, (1, 28, 28))
+    opt = make_optimizer(model.parameters(), cfg.train, CPU)
+    step = FusedDenseStep(plan(model, "bce"), opt, "bce", "sigmoid", "bf16-mixed", kernels)
+    x = torch.rand(32, 1, 28, 28)
+    step(x, x)
+    assert step.adam.ready()
+    calls = []
+    opt.register_step_post_hook(lambda *a: calls.append(1))
+    assert not step.adam.ready()
+    step(x, x)
+    assert calls == [1]
+
+
+def test_other_optimizers_and_fp32_keep_torchs_step(kernels):
+    model = build_model(_cfg(), (1, 28, 28))
+    adadelta = make_optimizer(model.parameters(), _cfg(optimizer="adadelta").train, CPU)
+    s = FusedDenseStep(plan(model, "bce"), adadelta, "bce", "sigmoid", "bf16-mixed", kernels)
+    x = torch.rand(32, 1, 28, 28)
+    s(x, x)
+    s(x, x)
+    assert not s.adam.ready()
+    adam = make_optimizer(model.parameters(), _cfg().train, CPU)
+    assert FusedDenseStep(plan(model, "bce"), adam, "bce", "sigmoid", "fp32", kernels).adam is None
+
+
+def test_a_compiler_that_fails_gives_a_reason_not_an_error(tmp_path):
+    kernels, why = native.build("/bin/false", [tmp_path])
+    assert kernels is None and "did not build" in why
+    kernels, why = native.build(None, [tmp_path])
+    assert kernels is None and "no C compiler" in why
+
+
+def test_a_folder_that_cannot_be_written_falls_through_to_the_next(kernels, tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    k, why = native.build(native.compiler(), [blocked / "sub", tmp_path / "ok"])
+    assert k is not None and why == "" and k.path.parent == tmp_path / "ok"
+
+
+def test_kernels_native_without_a_build_is_refused_in_one_line(idx_dir, monkeypatch):
+    monkeypatch.setattr(native, "load", lambda: None)
+    monkeypatch.setattr(native, "_why_not", "no C compiler on PATH (set CC)")
+    cfg = Config.from_dict(
+        {
+            "data": {"name": "mnist", "path": str(idx_dir)},
+            "model": {"name": "dense", "hidden": [16], "code_dim": 4},
+            "train": {"epochs": 1, "kernels": "native"},
+        }
+    )
+    data = load_data(cfg.data, cfg.model)
+    with pytest.raises(TrainingError, match="train.kernels: native was asked for, but no C compiler"):
+        Loop(build_model(cfg, data.sample_shape), data, cfg, log=lambda s: None)
+    cfg.train.kernels = "auto"  # auto trains with torch's kernels instead
+    loop = Loop(build_model(cfg, data.sample_shape), data, cfg, log=lambda s: None)
+    assert loop.step_kind == "written-out dense step, torch kernels"
+
+
+def test_the_config_key_is_validated():
+    with pytest.raises(Exception, match="train.kernels"):
+        Config.from_dict({"train": {"kernels": "fast"}})
+
+
+@pytest.mark.precision
+def test_whole_runs_with_either_kernels_agree(kernels, idx_dir, tmp_path: Path):
+    """Two epochs with masking noise, in the precision auto picks here: the same metrics to rounding,
+    and summary.json says which step trained."""
+    runs = []
+    for k in ("native", "torch"):
+        cfg = Config.from_dict(
+            {
+                "data": {"name": "mnist", "path": str(idx_dir), "noise": [{"kind": "masking", "amount": 0.3}]},
+                "model": {"name": "dense", "hidden": [32], "code_dim": 8},
+                "train": {"epochs": 2, "batch_size": 64, "kernels": k},
+            }
+        )
+        runs.append(train(cfg, tmp_path / k, log=lambda s: None).summary)
+    a, b = runs
+    assert a["train_step"] == "written-out dense step, aelab C kernels"
+    assert b["train_step"] == "written-out dense step, torch kernels"
+    tol = 2e-3 if a["precision"] == "bf16-mixed" else 1e-5
+    assert a["test_bce"] == pytest.approx(b["test_bce"], rel=tol)
+    assert a["final_train_loss"] == pytest.approx(b["final_train_loss"], rel=tol)

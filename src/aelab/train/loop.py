@@ -34,6 +34,8 @@ from .callbacks import Callback, CallbackList, TrainingInterrupted
 from .checkpoint import TrainState
 from .distributed import Group
 from .distributed import current as process_group
+from .fused_conv import ConvStep
+from .fused_conv import plan as conv_plan
 from .fused_dense import FusedDenseStep, plan
 from .native import Kernels
 from .optim import make_optimizer, make_scheduler, step_optimizer
@@ -125,25 +127,23 @@ class Loop:
         )
         self.group = process_group()  # one process, or this rank's share under torchrun (distributed.py)
         self.loss_fn = self.group.loss_fn(model)
-        # plain dense models on a CPU skip autograd and autocast: the backward is written out (fused_dense.py)
-        fusable = (
-            t.fused_dense
-            and self.device.type == "cpu"
-            and self.precision in ("fp32", "bf16-mixed")
-            and not isinstance(self.group, Group)
+        # plain dense and conv models on a CPU skip autograd and autocast: the backward is written out
+        # (fused_dense.py, fused_conv.py), the passes around the GEMMs in aelab's C kernels (native.py)
+        writable = (
+            self.device.type == "cpu" and self.precision in ("fp32", "bf16-mixed") and not isinstance(self.group, Group)
         )
-        steps = plan(model, t.loss) if fusable else None
-        self.fused = (
-            FusedDenseStep(steps, self.opt, t.loss, cfg.model.output_activation, self.precision, native_kernels(t))
-            if steps
-            else None
-        )
-        if self.fused is None:
-            self.step_kind = "autograd"
-        elif self.fused.kernels is None:
-            self.step_kind = "written-out dense step, torch kernels"
+        kernels = native_kernels(t) if writable else None
+        dense = plan(model, t.loss) if writable and t.fused_dense else None
+        conv = conv_plan(model, t.loss) if writable and kernels is not None and dense is None else None
+        self.fused: FusedDenseStep | ConvStep | None = None
+        if dense:
+            self.fused = FusedDenseStep(dense, self.opt, t.loss, cfg.model.output_activation, self.precision, kernels)
+            self.step_kind = "written-out dense step, " + ("aelab C kernels" if kernels else "torch kernels")
+        elif conv and kernels is not None:
+            self.fused = ConvStep(conv, self.opt, t.loss, cfg.model.output_activation, self.precision, kernels)
+            self.step_kind = "written-out conv step, aelab C kernels"
         else:
-            self.step_kind = "written-out dense step, aelab C kernels"
+            self.step_kind = "autograd"
         # which validation metrics fit the data: BCE and PSNR (peak 1) on targets in [0, 1] only, as in summary.json
         self.data_fit = data_fit(self.x_val, data.scaler)
         self.epoch_metrics = capabilities(cfg.model).epoch_metrics  # e.g. the classifier's validation accuracy

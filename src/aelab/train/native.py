@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import math
 import os
 import platform
 import shlex
@@ -114,6 +115,18 @@ class Kernels:
         self._bf16 = lib.aelab_to_bf16
         self._bf16.argtypes = [i64, vp, vp]
         self._bf16.restype = None
+        self._c1 = lib.aelab_conv1_relu_pool
+        self._c1.argtypes = [i64, i64, i64, i64, i64, vp, vp, vp, vp, i32, vp]
+        self._c1.restype = None
+        self._c1b = lib.aelab_conv1_relu_pool_backward
+        self._c1b.argtypes = [i64, i64, i64, i64, i64, vp, vp, vp, i32, vp, vp, vp]
+        self._c1b.restype = i32
+        self._u1 = lib.aelab_upconv1
+        self._u1.argtypes = [i64, i64, i64, i64, i64, i64, i64, vp, i32, vp, f32, vp]
+        self._u1.restype = None
+        self._u1b = lib.aelab_upconv1_backward
+        self._u1b.argtypes = [i64, i64, i64, i64, i64, i64, i64, vp, i32, vp, vp, vp, i32, vp, vp]
+        self._u1b.restype = i32
 
     def loss_grad(
         self, z: torch.Tensor, target: torch.Tensor, g: torch.Tensor, bias_grad: torch.Tensor | None, kind: str
@@ -178,6 +191,85 @@ class Kernels:
 
     def to_bf16(self, src: torch.Tensor, dst: torch.Tensor) -> None:
         self._bf16(src.numel(), src.data_ptr(), dst.data_ptr())
+
+    # -- the convolutional autoencoder's first and last layers (fused_conv.py) -------------------------
+    # Feature maps are NHWC (channels innermost); weights tap-major (k * k, C), float32.
+
+    def conv1_relu_pool(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, out_dtype: torch.dtype):
+        """x (N, H, W) float32 -> maxpool2x2(relu(conv(x) + b)) as (N, ceil(H/2), ceil(W/2), C) in out_dtype,
+        and the argmax of each window (uint8) for the backward."""
+        n, h, wd = x.shape
+        c = b.numel()
+        k = math.isqrt(w.shape[0])
+        out = torch.empty(n, (h + 1) // 2, (wd + 1) // 2, c, dtype=out_dtype)
+        arg = torch.empty(out.shape, dtype=torch.uint8)
+        self._c1(
+            n, h, wd, c, k, x.data_ptr(), w.data_ptr(), b.data_ptr(), out.data_ptr(), _is_bf16(out), arg.data_ptr()
+        )
+        return out, arg
+
+    def conv1_relu_pool_backward(self, x, w, dout, out, arg) -> tuple[torch.Tensor, torch.Tensor]:
+        """The weight (k * k, C) and bias (C) gradients of ``conv1_relu_pool`` from its output's gradient."""
+        n, h, wd = x.shape
+        k, c = math.isqrt(w.shape[0]), w.shape[1]
+        dw, db = torch.empty(k * k, c), torch.empty(c)
+        bf16 = _is_bf16(out)
+        assert _is_bf16(dout) == bf16
+        if self._c1b(
+            n,
+            h,
+            wd,
+            c,
+            k,
+            x.data_ptr(),
+            dout.data_ptr(),
+            out.data_ptr(),
+            bf16,
+            arg.data_ptr(),
+            dw.data_ptr(),
+            db.data_ptr(),
+        ):
+            raise MemoryError("aelab_conv1_relu_pool_backward: no memory for its scratch")
+        return dw, db
+
+    def upconv1(self, a: torch.Tensor, w: torch.Tensor, b: float, h: int, wd: int) -> torch.Tensor:
+        """a (N, Hs, Ws, C) upsampled 2x (nearest), cut to (h, wd), convolved to one channel + b: (N, h, wd)."""
+        n, hs, ws, c = a.shape
+        k = math.isqrt(w.shape[0])
+        z = torch.empty(n, h, wd)
+        self._u1(n, hs, ws, c, h, wd, k, a.data_ptr(), _is_bf16(a), w.data_ptr(), b, z.data_ptr())
+        return z
+
+    def upconv1_backward(self, a, w, g, relu_mask: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """From g = dLoss/dz (N, h, wd) float32: the gradients of a (a's dtype; times a > 0 with relu_mask),
+        of w (k * k, C) and of b (1)."""
+        n, hs, ws, c = a.shape
+        _, h, wd = g.shape
+        k = math.isqrt(w.shape[0])
+        da, dw, db = torch.empty_like(a), torch.empty(k * k, c), torch.empty(1)
+        if self._u1b(
+            n,
+            hs,
+            ws,
+            c,
+            h,
+            wd,
+            k,
+            a.data_ptr(),
+            _is_bf16(a),
+            w.data_ptr(),
+            g.data_ptr(),
+            da.data_ptr(),
+            relu_mask,
+            dw.data_ptr(),
+            db.data_ptr(),
+        ):
+            raise MemoryError("aelab_upconv1_backward: no memory for its scratch")
+        return da, dw, db
+
+
+def _is_bf16(t: torch.Tensor) -> bool:
+    return t.dtype == torch.bfloat16
 
 
 def cache_dirs() -> list[Path]:

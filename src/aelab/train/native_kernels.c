@@ -342,3 +342,727 @@ EXPORT void aelab_to_bf16(int64_t n, const float *src, uint16_t *dst) {
 #pragma omp parallel for num_threads(nthreads) schedule(static)
     for (int64_t i = 0; i < n; i++) dst[i] = f32_to_bf16(src[i]);
 }
+
+/* ---- the convolutional autoencoder's two thin layers (train/fused_conv.py) --------------------------
+ * oneDNN spends 20-40 GFLOP/s on a convolution with one input or one output channel (docs/PERFORMANCE.md);
+ * these do them directly, channels innermost (NHWC), fused with what sits next to them: the first layer
+ * with its activation (ReLU) and 2x2 max-pooling, the last with the 2x nearest upsampling before it.
+ * Weights come tap-major: w[(ky * k + kx) * C + c]. Padding is k / 2 on every side (padding='same'). */
+
+/* Each kernel body is an always-inline function of (channel count, bf16?) called with constants for the
+ * common channel counts, so the channel loops compile to whole registers; other counts take the same
+ * code with a runtime count. */
+#define MAXC 256
+
+static inline __attribute__((always_inline)) void conv1_body(int64_t n0, int64_t n1, int64_t H, int64_t W,
+                                                            const int64_t C, int64_t k, const float *restrict x,
+                                                            const float *restrict w, const float *restrict b,
+                                                            void *restrict out, const int bf, uint8_t *restrict arg) {
+    const int64_t Hp = (H + 1) / 2, Wp = (W + 1) / 2, r = k / 2;
+    float acc[4][MAXC];
+    for (int64_t n = n0; n < n1; n++) {
+        const float *xn = x + n * H * W;
+        for (int64_t Y = 0; Y < Hp; Y++)
+            for (int64_t X = 0; X < Wp; X++) {
+                for (int q = 0; q < 4; q++) {
+                    int64_t y = 2 * Y + q / 2, xx = 2 * X + q % 2;
+                    float *a = acc[q];
+                    if (y >= H || xx >= W) { /* a window cut by the border (ceil mode) */
+                        for (int64_t c = 0; c < C; c++) a[c] = -INFINITY;
+                        continue;
+                    }
+                    for (int64_t c = 0; c < C; c++) a[c] = b[c];
+                    for (int64_t ky = 0; ky < k; ky++) {
+                        int64_t iy = y + ky - r;
+                        if (iy < 0 || iy >= H) continue;
+                        for (int64_t kx = 0; kx < k; kx++) {
+                            int64_t ix = xx + kx - r;
+                            if (ix < 0 || ix >= W) continue;
+                            float v = xn[iy * W + ix];
+                            const float *wt = w + (ky * k + kx) * C;
+                            for (int64_t c = 0; c < C; c++) a[c] = fmaf(v, wt[c], a[c]);
+                        }
+                    }
+                }
+                int64_t o = ((n * Hp + Y) * Wp + X) * C;
+                for (int64_t c = 0; c < C; c++) {
+                    float m = acc[0][c];
+                    uint8_t at = 0;
+                    at = acc[1][c] > m ? 1 : at;
+                    m = acc[1][c] > m ? acc[1][c] : m;
+                    at = acc[2][c] > m ? 2 : at;
+                    m = acc[2][c] > m ? acc[2][c] : m;
+                    at = acc[3][c] > m ? 3 : at;
+                    m = acc[3][c] > m ? acc[3][c] : m;
+                    m = m > 0.0f ? m : 0.0f; /* relu after the max: the same as the max after relu */
+                    if (bf)
+                        ((uint16_t *)out)[o + c] = f32_to_bf16(m);
+                    else
+                        ((float *)out)[o + c] = m;
+                    arg[o + c] = at;
+                }
+            }
+    }
+}
+
+#define BY_CHANNELS(CALL)                                  \
+    do {                                                   \
+        if (bf) {                                          \
+            if (C == 16) CALL(16, 1);                      \
+            else if (C == 8) CALL(8, 1);                   \
+            else if (C == 32) CALL(32, 1);                 \
+            else CALL(C, 1);                               \
+        } else {                                           \
+            if (C == 16) CALL(16, 0);                      \
+            else if (C == 8) CALL(8, 0);                   \
+            else if (C == 32) CALL(32, 0);                 \
+            else CALL(C, 0);                               \
+        }                                                  \
+    } while (0)
+
+#define SPLIT_BATCH                                        \
+    int tid = thread_id();                                 \
+    int nt = nthreads;                                     \
+    nt = num_threads_now(nt);                              \
+    int64_t n0 = N * tid / nt, n1 = N * (tid + 1) / nt;
+
+static int num_threads_now(int fallback) {
+#ifdef _OPENMP
+    (void)fallback;
+    return omp_get_num_threads();
+#else
+    return fallback;
+#endif
+}
+
+
+/* Fast paths for k = 3 and even sizes (the seeds' 28x28 images): the input is copied once into a zero-
+ * bordered scratch per sample, so the 3x3 taps need no bounds checks and unroll. */
+static inline __attribute__((always_inline)) void pad_plane(const float *restrict x, int64_t H, int64_t W,
+                                                           float *restrict xp) {
+    memset(xp, 0, sizeof(float) * (size_t)((H + 2) * (W + 2)));
+    for (int64_t y = 0; y < H; y++) memcpy(xp + (y + 1) * (W + 2) + 1, x + y * W, sizeof(float) * (size_t)W);
+}
+
+static inline __attribute__((always_inline)) void conv1_fast(int64_t n0, int64_t n1, int64_t H, int64_t W,
+                                                            const int64_t C, const float *restrict x,
+                                                            const float *restrict w, const float *restrict b,
+                                                            void *restrict out, const int bf, uint8_t *restrict arg,
+                                                            float *restrict xp) {
+    const int64_t Hp = H / 2, Wp = W / 2, P = W + 2;
+    for (int64_t n = n0; n < n1; n++) {
+        pad_plane(x + n * H * W, H, W, xp);
+        for (int64_t Y = 0; Y < Hp; Y++)
+            for (int64_t X = 0; X < Wp; X++) {
+                const float *patch = xp + 2 * Y * P + 2 * X; /* the 4x4 pixels the window's 3x3 taps read */
+                float v[16];
+                for (int i = 0; i < 4; i++)
+                    for (int j = 0; j < 4; j++) v[i * 4 + j] = patch[i * P + j];
+                int64_t o = ((n * Hp + Y) * Wp + X) * C;
+                const float *w0 = w, *w1 = w + C, *w2 = w + 2 * C, *w3 = w + 3 * C, *w4 = w + 4 * C;
+                const float *w5 = w + 5 * C, *w6 = w + 6 * C, *w7 = w + 7 * C, *w8 = w + 8 * C;
+#pragma omp simd
+                for (int64_t c = 0; c < C; c++) {
+                    float a[4];
+/* the 3x3 taps of the window pixel whose top-left tap sits at (oy, ox) of the 4x4 patch */
+#define TAPS(oy, ox)                                                                                     \
+    fmaf(v[(oy + 2) * 4 + ox + 2], w8[c],                                                                \
+         fmaf(v[(oy + 2) * 4 + ox + 1], w7[c],                                                           \
+              fmaf(v[(oy + 2) * 4 + ox], w6[c],                                                          \
+                   fmaf(v[(oy + 1) * 4 + ox + 2], w5[c],                                                 \
+                        fmaf(v[(oy + 1) * 4 + ox + 1], w4[c],                                            \
+                             fmaf(v[(oy + 1) * 4 + ox], w3[c],                                           \
+                                  fmaf(v[oy * 4 + ox + 2], w2[c],                                        \
+                                       fmaf(v[oy * 4 + ox + 1], w1[c], fmaf(v[oy * 4 + ox], w0[c], b[c])))))))))
+                    a[0] = TAPS(0, 0);
+                    a[1] = TAPS(0, 1);
+                    a[2] = TAPS(1, 0);
+                    a[3] = TAPS(1, 1);
+#undef TAPS
+                    float m = a[0];
+                    uint8_t at = 0;
+                    at = a[1] > m ? 1 : at;
+                    m = a[1] > m ? a[1] : m;
+                    at = a[2] > m ? 2 : at;
+                    m = a[2] > m ? a[2] : m;
+                    at = a[3] > m ? 3 : at;
+                    m = a[3] > m ? a[3] : m;
+                    m = m > 0.0f ? m : 0.0f;
+                    if (bf)
+                        ((uint16_t *)out)[o + c] = f32_to_bf16(m);
+                    else
+                        ((float *)out)[o + c] = m;
+                    arg[o + c] = at;
+                }
+            }
+    }
+}
+
+static inline __attribute__((always_inline)) void conv1_back_fast_any(int64_t n0, int64_t n1, int64_t H, int64_t W,
+                                                                 const int64_t C, const float *restrict x,
+                                                                 const void *restrict dout, const void *restrict out,
+                                                                 const int bf, const uint8_t *restrict arg,
+                                                                 float *restrict pw, float *restrict xp) {
+    const int64_t Hp = H / 2, Wp = W / 2, P = W + 2;
+    float *pb = pw + 9 * C;
+    for (int64_t n = n0; n < n1; n++) {
+        pad_plane(x + n * H * W, H, W, xp);
+        for (int64_t Y = 0; Y < Hp; Y++)
+            for (int64_t X = 0; X < Wp; X++) {
+                const float *patch = xp + 2 * Y * P + 2 * X;
+                float v[16];
+                for (int i = 0; i < 4; i++)
+                    for (int j = 0; j < 4; j++) v[i * 4 + j] = patch[i * P + j];
+                int64_t o = ((n * Hp + Y) * Wp + X) * C;
+                float *d0 = pw, *d1 = pw + C, *d2 = pw + 2 * C, *d3 = pw + 3 * C, *d4 = pw + 4 * C;
+                float *d5 = pw + 5 * C, *d6 = pw + 6 * C, *d7 = pw + 7 * C, *d8 = pw + 8 * C;
+#pragma omp simd
+                for (int64_t c = 0; c < C; c++) {
+                    float g = load(dout, bf, o + c), u = load(out, bf, o + c);
+                    float dv = u > 0.0f ? g : 0.0f; /* relu: no gradient where the pooled value was cut to 0 */
+                    pb[c] += dv;
+                    uint8_t at = arg[o + c];
+                    float e0 = at == 0 ? dv : 0.0f, e1 = at == 1 ? dv : 0.0f;
+                    float e2 = at == 2 ? dv : 0.0f, e3 = at == 3 ? dv : 0.0f;
+/* tap (ky, kx) reads patch pixel (q_y + ky, q_x + kx) for the window pixel q that held the max */
+#define DTAP(dst, ky, kx)                                                                                \
+    dst[c] = fmaf(e3, v[(ky + 1) * 4 + kx + 1],                                                          \
+                  fmaf(e2, v[(ky + 1) * 4 + kx], fmaf(e1, v[ky * 4 + kx + 1], fmaf(e0, v[ky * 4 + kx], dst[c]))))
+                    DTAP(d0, 0, 0);
+                    DTAP(d1, 0, 1);
+                    DTAP(d2, 0, 2);
+                    DTAP(d3, 1, 0);
+                    DTAP(d4, 1, 1);
+                    DTAP(d5, 1, 2);
+                    DTAP(d6, 2, 0);
+                    DTAP(d7, 2, 1);
+                    DTAP(d8, 2, 2);
+#undef DTAP
+                }
+            }
+    }
+}
+
+/* GCC/Clang vector extensions: a whole channel vector per variable, so accumulators live in registers
+ * (arrays indexed in a loop go through memory, and a store-to-load chain per pixel costs more than the
+ * arithmetic). The compiler maps them onto whatever SIMD the CPU has (two AVX2 halves, one AVX-512 register). */
+typedef float f16v __attribute__((vector_size(64)));
+typedef float f8v __attribute__((vector_size(32)));
+typedef uint16_t u16x16 __attribute__((vector_size(32)));
+typedef uint16_t u16x8 __attribute__((vector_size(16)));
+typedef uint32_t u32x16 __attribute__((vector_size(64)));
+typedef uint32_t u32x8 __attribute__((vector_size(32)));
+typedef uint8_t u8x16 __attribute__((vector_size(16)));
+typedef uint8_t u8x8 __attribute__((vector_size(8)));
+typedef int32_t i32x16 __attribute__((vector_size(64)));
+typedef int32_t i32x8 __attribute__((vector_size(32)));
+
+/* one generator per channel count: VF float vector, VU u16 vector, VW u32 vector, VB u8 vector, VI i32 */
+#define DEFINE_CONV1_BACK(CC, VF, VU, VW, VB, VI)                                                                  \
+    static inline VF ld_##CC(const void *p, int bf, int64_t i) {                                                  \
+        VF r;                                                                                                     \
+        if (bf) {                                                                                                 \
+            VU h;                                                                                                 \
+            memcpy(&h, (const uint16_t *)p + i, sizeof h);                                                        \
+            VW u = __builtin_convertvector(h, VW) << 16;                                                          \
+            memcpy(&r, &u, sizeof r);                                                                             \
+        } else                                                                                                    \
+            memcpy(&r, (const float *)p + i, sizeof r);                                                           \
+        return r;                                                                                                 \
+    }                                                                                                             \
+    static void conv1_back_fast_##CC(int64_t n0, int64_t n1, int64_t H, int64_t W, const float *restrict x,      \
+                                     const void *restrict dout, const void *restrict out, const int bf,          \
+                                     const uint8_t *restrict arg, float *restrict pw, float *restrict xp) {       \
+        const int64_t Hp = H / 2, Wp = W / 2, P = W + 2;                                                          \
+        VF d0 = {0}, d1 = {0}, d2 = {0}, d3 = {0}, d4 = {0}, d5 = {0}, d6 = {0}, d7 = {0}, d8 = {0}, db = {0};  \
+        const VF zero = {0};                                                                                      \
+        for (int64_t n = n0; n < n1; n++) {                                                                       \
+            pad_plane(x + n * H * W, H, W, xp);                                                                   \
+            for (int64_t Y = 0; Y < Hp; Y++)                                                                      \
+                for (int64_t X = 0; X < Wp; X++) {                                                                \
+                    const float *pt = xp + 2 * Y * P + 2 * X;                                                     \
+                    int64_t o = ((n * Hp + Y) * Wp + X) * CC;                                                     \
+                    VF g = ld_##CC(dout, bf, o), u = ld_##CC(out, bf, o);                                         \
+                    VF dv = (VF)((VI)g & (u > zero)); /* relu: no gradient where the pooled value was 0 */       \
+                    db += dv;                                                                                     \
+                    VB a8;                                                                                        \
+                    memcpy(&a8, arg + o, sizeof a8);                                                              \
+                    VI at = __builtin_convertvector(a8, VI);                                                      \
+                    VF e0 = (VF)((VI)dv & (at == 0)), e1 = (VF)((VI)dv & (at == 1));                              \
+                    VF e2 = (VF)((VI)dv & (at == 2)), e3 = (VF)((VI)dv & (at == 3));                              \
+                    /* tap (ky, kx) reads patch pixel (qy + ky, qx + kx) of the window pixel q with the max */   \
+                    d0 += e0 * pt[0] + e1 * pt[1] + e2 * pt[P] + e3 * pt[P + 1];                                  \
+                    d1 += e0 * pt[1] + e1 * pt[2] + e2 * pt[P + 1] + e3 * pt[P + 2];                              \
+                    d2 += e0 * pt[2] + e1 * pt[3] + e2 * pt[P + 2] + e3 * pt[P + 3];                              \
+                    d3 += e0 * pt[P] + e1 * pt[P + 1] + e2 * pt[2 * P] + e3 * pt[2 * P + 1];                      \
+                    d4 += e0 * pt[P + 1] + e1 * pt[P + 2] + e2 * pt[2 * P + 1] + e3 * pt[2 * P + 2];              \
+                    d5 += e0 * pt[P + 2] + e1 * pt[P + 3] + e2 * pt[2 * P + 2] + e3 * pt[2 * P + 3];              \
+                    d6 += e0 * pt[2 * P] + e1 * pt[2 * P + 1] + e2 * pt[3 * P] + e3 * pt[3 * P + 1];              \
+                    d7 += e0 * pt[2 * P + 1] + e1 * pt[2 * P + 2] + e2 * pt[3 * P + 1] + e3 * pt[3 * P + 2];      \
+                    d8 += e0 * pt[2 * P + 2] + e1 * pt[2 * P + 3] + e2 * pt[3 * P + 2] + e3 * pt[3 * P + 3];      \
+                }                                                                                                 \
+        }                                                                                                         \
+        VF all[10] = {d0, d1, d2, d3, d4, d5, d6, d7, d8, db};                                                    \
+        for (int t = 0; t < 10; t++)                                                                              \
+            for (int c = 0; c < CC; c++) pw[t * CC + c] += all[t][c];                                             \
+    }
+
+DEFINE_CONV1_BACK(16, f16v, u16x16, u32x16, u8x16, i32x16)
+DEFINE_CONV1_BACK(8, f8v, u16x8, u32x8, u8x8, i32x8)
+
+/* The last layer's phases: on a 2x nearest-upsampled map, output pixel (2Y + py, 2X + px) sees only the
+ * 2x2 source pixels from (Y + py - 1, X + px - 1) on (in a source map with a zero border of one), each
+ * through the sum of the 3x3 taps that land on it. wp[py][px][ro][co][c] holds those sums. */
+static void phase_weights(const float *w, int64_t C, float *wp) {
+    static const int first[2][2] = {{0, 1}, {0, 2}}, last[2][2] = {{0, 2}, {1, 2}}; /* [p][o]: taps lo..hi */
+    for (int py = 0; py < 2; py++)
+        for (int px = 0; px < 2; px++)
+            for (int ro = 0; ro < 2; ro++)
+                for (int co = 0; co < 2; co++) {
+                    float *dst = wp + ((((py * 2 + px) * 2 + ro) * 2 + co) * C);
+                    for (int64_t c = 0; c < C; c++) dst[c] = 0.0f;
+                    for (int ky = first[py][ro]; ky <= last[py][ro]; ky++)
+                        for (int kx = first[px][co]; kx <= last[px][co]; kx++)
+                            for (int64_t c = 0; c < C; c++) dst[c] += w[(ky * 3 + kx) * C + c];
+                }
+}
+
+static inline __attribute__((always_inline)) void load_padded_map(const void *restrict a, const int bf, int64_t base,
+                                                                  int64_t Hs, int64_t Ws, const int64_t C,
+                                                                  float *restrict ap) {
+    memset(ap, 0, sizeof(float) * (size_t)((Hs + 2) * (Ws + 2) * C));
+    for (int64_t Y = 0; Y < Hs; Y++)
+        for (int64_t X = 0; X < Ws; X++)
+            for (int64_t c = 0; c < C; c++)
+                ap[((Y + 1) * (Ws + 2) + X + 1) * C + c] = load(a, bf, base + (Y * Ws + X) * C + c);
+}
+
+static inline __attribute__((always_inline)) void upconv_fast(int64_t n0, int64_t n1, int64_t Hs, int64_t Ws,
+                                                             const int64_t C, const void *restrict a, const int bf,
+                                                             const float *restrict wp, float b, float *restrict z,
+                                                             float *restrict ap) {
+    const int64_t H = 2 * Hs, W = 2 * Ws, P = Ws + 2;
+    for (int64_t n = n0; n < n1; n++) {
+        load_padded_map(a, bf, n * Hs * Ws * C, Hs, Ws, C, ap);
+        for (int64_t y = 0; y < H; y++) {
+            int64_t Y = y >> 1, py = y & 1;
+            for (int64_t x = 0; x < W; x++) {
+                int64_t X = x >> 1, px = x & 1;
+                const float *wq = wp + (py * 2 + px) * 4 * C;
+                const float *s0 = ap + ((Y + py) * P + X + px) * C, *s1 = s0 + P * C;
+                float acc[MAXC];
+                for (int64_t c = 0; c < C; c++) {
+                    float t = s0[c] * wq[c];
+                    t = fmaf(s0[C + c], wq[C + c], t);
+                    t = fmaf(s1[c], wq[2 * C + c], t);
+                    acc[c] = fmaf(s1[C + c], wq[3 * C + c], t);
+                }
+                float sum = 0.0f;
+                for (int64_t c = 0; c < C; c++) sum += acc[c];
+                z[(n * H + y) * W + x] = sum + b;
+            }
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void upconv_back_fast(int64_t n0, int64_t n1, int64_t Hs, int64_t Ws,
+                                                                  const int64_t C, const void *restrict a,
+                                                                  const int bf, const float *restrict wp,
+                                                                  const float *restrict g, void *restrict da,
+                                                                  int relu_mask, float *restrict pwp,
+                                                                  float *restrict pb, float *restrict ap,
+                                                                  float *restrict dap) {
+    const int64_t H = 2 * Hs, W = 2 * Ws, P = Ws + 2;
+    for (int64_t n = n0; n < n1; n++) {
+        load_padded_map(a, bf, n * Hs * Ws * C, Hs, Ws, C, ap);
+        memset(dap, 0, sizeof(float) * (size_t)((Hs + 2) * P * C));
+        const float *gn = g + n * H * W;
+        float sg = 0.0f;
+        for (int64_t y = 0; y < H; y++) {
+            int64_t Y = y >> 1, py = y & 1;
+            for (int64_t x = 0; x < W; x++) {
+                int64_t X = x >> 1, px = x & 1;
+                float gv = gn[y * W + x];
+                sg += gv;
+                const float *wq = wp + (py * 2 + px) * 4 * C;
+                float *dq = pwp + (py * 2 + px) * 4 * C;
+                int64_t i0 = ((Y + py) * P + X + px) * C, i1 = i0 + P * C;
+                for (int64_t c = 0; c < C; c++) {
+                    dq[c] = fmaf(gv, ap[i0 + c], dq[c]);
+                    dq[C + c] = fmaf(gv, ap[i0 + C + c], dq[C + c]);
+                    dq[2 * C + c] = fmaf(gv, ap[i1 + c], dq[2 * C + c]);
+                    dq[3 * C + c] = fmaf(gv, ap[i1 + C + c], dq[3 * C + c]);
+                    dap[i0 + c] = fmaf(gv, wq[c], dap[i0 + c]);
+                    dap[i0 + C + c] = fmaf(gv, wq[C + c], dap[i0 + C + c]);
+                    dap[i1 + c] = fmaf(gv, wq[2 * C + c], dap[i1 + c]);
+                    dap[i1 + C + c] = fmaf(gv, wq[3 * C + c], dap[i1 + C + c]);
+                }
+            }
+        }
+        *pb += sg;
+        int64_t base = n * Hs * Ws * C;
+        for (int64_t Y = 0; Y < Hs; Y++)
+            for (int64_t X = 0; X < Ws; X++)
+                for (int64_t c = 0; c < C; c++) {
+                    int64_t i = base + (Y * Ws + X) * C + c;
+                    float d = dap[((Y + 1) * P + X + 1) * C + c];
+                    if (relu_mask) d = ap[((Y + 1) * P + X + 1) * C + c] > 0.0f ? d : 0.0f;
+                    if (bf)
+                        ((uint16_t *)da)[i] = f32_to_bf16(d);
+                    else
+                        ((float *)da)[i] = d;
+                }
+    }
+}
+
+
+/* The last layer's backward by source pixel: each interior pixel of the (zero-bordered) source map is read
+ * by 16 (output pixel, phase tap) pairs, and each pair reads exactly one source pixel, so one pass over the
+ * source pixels gathers both gradients: the source's (16 products, written once) and the phase weights'
+ * (16 accumulators held in registers). gp is g with a zero border of one. */
+#define DEFINE_UPCONV_BACK(CC, VF, VI)                                                                           \
+    static void upconv_back_fast_##CC(int64_t n0, int64_t n1, int64_t Hs, int64_t Ws, const void *restrict a,    \
+                                      const int bf, const float *restrict wp, const float *restrict g,           \
+                                      void *restrict da, int relu_mask, float *restrict pwp, float *restrict pb, \
+                                      float *restrict gp) {                                                      \
+        const int64_t H = 2 * Hs, W = 2 * Ws, G = W + 2;                                                         \
+        VF wv[16], dw[16];                                                                                       \
+        const VF zero = {0};                                                                                     \
+        for (int s = 0; s < 16; s++) {                                                                           \
+            memcpy(&wv[s], wp + s * CC, sizeof(VF));                                                             \
+            dw[s] = zero;                                                                                        \
+        }                                                                                                        \
+        for (int64_t n = n0; n < n1; n++) {                                                                      \
+            const float *gn = g + n * H * W;                                                                     \
+            pad_plane(gn, H, W, gp);                                                                             \
+            float sg = 0.0f;                                                                                     \
+            for (int64_t i = 0; i < H * W; i++) sg += gn[i];                                                     \
+            *pb += sg;                                                                                           \
+            for (int64_t Y = 0; Y < Hs; Y++)                                                                     \
+                for (int64_t X = 0; X < Ws; X++) {                                                               \
+                    int64_t o = ((n * Hs + Y) * Ws + X) * CC;                                                    \
+                    VF src = ld_##CC(a, bf, o), acc = zero;                                                      \
+                    const float *g0 = gp + 2 * Y * G + 2 * X; /* output rows 2Y-1 .. 2Y+2, cols 2X-1 .. 2X+2 */ \
+                    for (int py = 0; py < 2; py++)                                                               \
+                        for (int px = 0; px < 2; px++)                                                           \
+                            for (int ro = 0; ro < 2; ro++)                                                       \
+                                for (int co = 0; co < 2; co++) {                                                 \
+                                    int sl = ((py * 2 + px) * 2 + ro) * 2 + co;                                  \
+                                    float gv = g0[(3 - py - 2 * ro) * G + 3 - px - 2 * co];                      \
+                                    acc += gv * wv[sl];                                                          \
+                                    dw[sl] += gv * src;                                                          \
+                                }                                                                                \
+                    if (relu_mask) acc = (VF)((VI)acc & (src > zero));                                           \
+                    if (bf) {                                                                                    \
+                        for (int c = 0; c < CC; c++) ((uint16_t *)da)[o + c] = f32_to_bf16(acc[c]);             \
+                    } else                                                                                       \
+                        memcpy((float *)da + o, &acc, sizeof acc);                                               \
+                }                                                                                                \
+        }                                                                                                        \
+        for (int s = 0; s < 16; s++)                                                                             \
+            for (int c = 0; c < CC; c++) pwp[s * CC + c] += dw[s][c];                                            \
+    }
+
+DEFINE_UPCONV_BACK(16, f16v, i32x16)
+DEFINE_UPCONV_BACK(8, f8v, i32x8)
+
+/* The gradient of the phase weights folded back onto the 3x3 taps they were summed from. */
+static void unphase_gradient(const float *dwp, int64_t C, float *dw) {
+    static const int first[2][2] = {{0, 1}, {0, 2}}, last[2][2] = {{0, 2}, {1, 2}};
+    for (int64_t i = 0; i < 9 * C; i++) dw[i] = 0.0f;
+    for (int py = 0; py < 2; py++)
+        for (int px = 0; px < 2; px++)
+            for (int ro = 0; ro < 2; ro++)
+                for (int co = 0; co < 2; co++) {
+                    const float *src = dwp + ((((py * 2 + px) * 2 + ro) * 2 + co) * C);
+                    for (int ky = first[py][ro]; ky <= last[py][ro]; ky++)
+                        for (int kx = first[px][co]; kx <= last[px][co]; kx++)
+                            for (int64_t c = 0; c < C; c++) dw[(ky * 3 + kx) * C + c] += src[c];
+                }
+}
+
+#define FAST_CHANNELS(CALL)                                \
+    do {                                                   \
+        if (bf) {                                          \
+            if (C == 16) CALL(16, 1);                      \
+            else if (C == 8) CALL(8, 1);                   \
+            else CALL(C, 1);                               \
+        } else {                                           \
+            if (C == 16) CALL(16, 0);                      \
+            else if (C == 8) CALL(8, 0);                   \
+            else CALL(C, 0);                               \
+        }                                                  \
+    } while (0)
+
+/* First layer: x (N, H, W) float32, one channel -> relu(conv(x) + b) with C <= 256 channels -> 2x2
+ * max-pool (ceil mode: the last window may be cut) -> out (N, Hp, Wp, C), bf16 or float32. arg gets, per
+ * pooled value, which of the window's four pixels held the max (0..3 row-major; the first on ties). */
+EXPORT void aelab_conv1_relu_pool(int64_t N, int64_t H, int64_t W, int64_t C, int64_t k, const float *x,
+                                  const float *w, const float *b, void *out, int bf, uint8_t *arg) {
+    int nthreads = threads_for(N * H * W * C);
+    int fast = k == 3 && H % 2 == 0 && W % 2 == 0;
+#pragma omp parallel num_threads(nthreads)
+    {
+        SPLIT_BATCH
+        if (fast) {
+            float *xp = malloc(sizeof(float) * (size_t)((H + 2) * (W + 2)));
+            if (xp) {
+#define CONV1F(CC, BF) conv1_fast(n0, n1, H, W, CC, x, w, b, out, BF, arg, xp)
+                FAST_CHANNELS(CONV1F);
+#undef CONV1F
+                free(xp);
+            } else
+                fast = 0;
+        }
+        if (!fast) {
+#define CONV1(CC, BF) conv1_body(n0, n1, H, W, CC, k, x, w, b, out, BF, arg)
+            BY_CHANNELS(CONV1);
+#undef CONV1
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void conv1_back_body(int64_t n0, int64_t n1, int64_t H, int64_t W,
+                                                                 const int64_t C, int64_t k, const float *restrict x,
+                                                                 const void *restrict dout, const void *restrict out,
+                                                                 const int bf, const uint8_t *restrict arg,
+                                                                 float *restrict pw) {
+    const int64_t Hp = (H + 1) / 2, Wp = (W + 1) / 2, r = k / 2, taps = k * k;
+    float *pb = pw + taps * C;
+    float d[4][MAXC];
+    for (int64_t n = n0; n < n1; n++) {
+        const float *xn = x + n * H * W;
+        for (int64_t Y = 0; Y < Hp; Y++)
+            for (int64_t X = 0; X < Wp; X++) {
+                int64_t o = ((n * Hp + Y) * Wp + X) * C;
+                for (int64_t c = 0; c < C; c++) {
+                    float g = load(dout, bf, o + c), v = load(out, bf, o + c);
+                    float dv = v > 0.0f ? g : 0.0f; /* relu: no gradient where the pooled value was cut to 0 */
+                    pb[c] += dv;
+                    uint8_t at = arg[o + c];
+                    d[0][c] = at == 0 ? dv : 0.0f;
+                    d[1][c] = at == 1 ? dv : 0.0f;
+                    d[2][c] = at == 2 ? dv : 0.0f;
+                    d[3][c] = at == 3 ? dv : 0.0f;
+                }
+                for (int q = 0; q < 4; q++) {
+                    int64_t y = 2 * Y + q / 2, xx = 2 * X + q % 2;
+                    if (y >= H || xx >= W) continue;
+                    const float *dq = d[q];
+                    for (int64_t ky = 0; ky < k; ky++) {
+                        int64_t iy = y + ky - r;
+                        if (iy < 0 || iy >= H) continue;
+                        for (int64_t kx = 0; kx < k; kx++) {
+                            int64_t ix = xx + kx - r;
+                            if (ix < 0 || ix >= W) continue;
+                            float v = xn[iy * W + ix];
+                            float *wt = pw + (ky * k + kx) * C;
+                            for (int64_t c = 0; c < C; c++) wt[c] = fmaf(dq[c], v, wt[c]);
+                        }
+                    }
+                }
+            }
+    }
+}
+
+/* Its backward: the gradient of the pooled output dout (N, Hp, Wp, C; bf16 or float32, as out) goes to
+ * the pixel arg names, where the pooled value was positive (relu), then into the weight and bias gradients
+ * dw (k * k * C) and db (C), float32. out is the forward's output (its sign is the relu mask). */
+EXPORT int aelab_conv1_relu_pool_backward(int64_t N, int64_t H, int64_t W, int64_t C, int64_t k, const float *x,
+                                          const void *dout, const void *out, int bf, const uint8_t *arg, float *dw,
+                                          float *db) {
+    const int64_t taps = k * k;
+    int nthreads = threads_for(N * H * W * C);
+    float *partial = calloc((size_t)nthreads * (size_t)(taps + 1) * (size_t)C, sizeof(float));
+    if (!partial) return -1;
+#pragma omp parallel num_threads(nthreads)
+    {
+        SPLIT_BATCH
+        float *pw = partial + (int64_t)tid * (taps + 1) * C;
+        float *xp = k == 3 && H % 2 == 0 && W % 2 == 0 ? malloc(sizeof(float) * (size_t)((H + 2) * (W + 2))) : NULL;
+        if (xp) {
+            if (C == 16)
+                conv1_back_fast_16(n0, n1, H, W, x, dout, out, bf, arg, pw, xp);
+            else if (C == 8)
+                conv1_back_fast_8(n0, n1, H, W, x, dout, out, bf, arg, pw, xp);
+            else {
+#define CONV1BF(CC, BF) conv1_back_fast_any(n0, n1, H, W, CC, x, dout, out, BF, arg, pw, xp)
+                FAST_CHANNELS(CONV1BF);
+#undef CONV1BF
+            }
+            free(xp);
+        } else {
+#define CONV1B(CC, BF) conv1_back_body(n0, n1, H, W, CC, k, x, dout, out, BF, arg, pw)
+            BY_CHANNELS(CONV1B);
+#undef CONV1B
+        }
+    }
+    reduce_columns(partial, nthreads, (taps + 1) * C, partial);
+    memcpy(dw, partial, (size_t)(taps * C) * sizeof(float));
+    memcpy(db, partial + taps * C, (size_t)C * sizeof(float));
+    free(partial);
+    return 0;
+}
+
+static inline __attribute__((always_inline)) void upconv_body(int64_t n0, int64_t n1, int64_t Hs, int64_t Ws,
+                                                             const int64_t C, int64_t H, int64_t W, int64_t k,
+                                                             const void *restrict a, const int bf,
+                                                             const float *restrict w, float b, float *restrict z) {
+    const int64_t r = k / 2;
+    float acc[MAXC];
+    for (int64_t n = n0; n < n1; n++)
+        for (int64_t y = 0; y < H; y++)
+            for (int64_t x = 0; x < W; x++) {
+                for (int64_t c = 0; c < C; c++) acc[c] = 0.0f;
+                for (int64_t ky = 0; ky < k; ky++) {
+                    int64_t uy = y + ky - r;
+                    if (uy < 0 || uy >= H) continue;
+                    for (int64_t kx = 0; kx < k; kx++) {
+                        int64_t ux = x + kx - r;
+                        if (ux < 0 || ux >= W) continue;
+                        int64_t base = ((n * Hs + uy / 2) * Ws + ux / 2) * C;
+                        const float *wt = w + (ky * k + kx) * C;
+                        for (int64_t c = 0; c < C; c++) acc[c] = fmaf(load(a, bf, base + c), wt[c], acc[c]);
+                    }
+                }
+                float s = 0.0f;
+                for (int64_t c = 0; c < C; c++) s += acc[c];
+                z[(n * H + y) * W + x] = s + b;
+            }
+}
+
+/* Last layer: a (N, Hs, Ws, C; bf16 or float32), upsampled 2x (nearest) and cut to (H, W), convolved to
+ * one channel + b: z (N, H, W) float32, the logits. */
+EXPORT void aelab_upconv1(int64_t N, int64_t Hs, int64_t Ws, int64_t C, int64_t H, int64_t W, int64_t k,
+                          const void *a, int bf, const float *w, float b, float *z) {
+    int nthreads = threads_for(N * H * W * C);
+    float *wp = k == 3 && H == 2 * Hs && W == 2 * Ws ? malloc(sizeof(float) * (size_t)(16 * C)) : NULL;
+    if (wp) phase_weights(w, C, wp);
+#pragma omp parallel num_threads(nthreads)
+    {
+        SPLIT_BATCH
+        float *ap = wp ? malloc(sizeof(float) * (size_t)((Hs + 2) * (Ws + 2) * C)) : NULL;
+        if (ap) {
+#define UPCF(CC, BF) upconv_fast(n0, n1, Hs, Ws, CC, a, BF, wp, b, z, ap)
+            FAST_CHANNELS(UPCF);
+#undef UPCF
+            free(ap);
+        } else {
+#define UPC(CC, BF) upconv_body(n0, n1, Hs, Ws, CC, H, W, k, a, BF, w, b, z)
+            BY_CHANNELS(UPC);
+#undef UPC
+        }
+    }
+    free(wp);
+}
+
+static inline __attribute__((always_inline)) void upconv_back_body(int64_t n0, int64_t n1, int64_t Hs, int64_t Ws,
+                                                                  const int64_t C, int64_t H, int64_t W, int64_t k,
+                                                                  const void *restrict a, const int bf,
+                                                                  const float *restrict w, const float *restrict g,
+                                                                  void *restrict da, int relu_mask,
+                                                                  float *restrict pw) {
+    const int64_t r = k / 2, taps = k * k;
+    float acc[MAXC];
+    for (int64_t n = n0; n < n1; n++) {
+        const float *gn = g + n * H * W;
+        /* input: each source pixel collects from the up-to-four upsampled pixels it became; the weights
+         * collect g times the same source pixel, so both come from one read of it */
+        for (int64_t Y = 0; Y < Hs; Y++)
+            for (int64_t X = 0; X < Ws; X++) {
+                int64_t o = ((n * Hs + Y) * Ws + X) * C;
+                for (int64_t c = 0; c < C; c++) acc[c] = 0.0f;
+                for (int q = 0; q < 4; q++) {
+                    int64_t uy = 2 * Y + q / 2, ux = 2 * X + q % 2;
+                    if (uy >= H || ux >= W) continue;
+                    for (int64_t ky = 0; ky < k; ky++) {
+                        int64_t y = uy - ky + r;
+                        if (y < 0 || y >= H) continue;
+                        for (int64_t kx = 0; kx < k; kx++) {
+                            int64_t x = ux - kx + r;
+                            if (x < 0 || x >= W) continue;
+                            float gv = gn[y * W + x];
+                            const float *wt = w + (ky * k + kx) * C;
+                            float *dwt = pw + (ky * k + kx) * C;
+                            for (int64_t c = 0; c < C; c++) {
+                                acc[c] = fmaf(gv, wt[c], acc[c]);
+                                dwt[c] = fmaf(gv, load(a, bf, o + c), dwt[c]);
+                            }
+                        }
+                    }
+                }
+                for (int64_t c = 0; c < C; c++) {
+                    float d = acc[c];
+                    if (relu_mask) d = load(a, bf, o + c) > 0.0f ? d : 0.0f;
+                    if (bf)
+                        ((uint16_t *)da)[o + c] = f32_to_bf16(d);
+                    else
+                        ((float *)da)[o + c] = d;
+                }
+            }
+        float sg = 0.0f;
+        for (int64_t i = 0; i < H * W; i++) sg += gn[i];
+        pw[taps * C] += sg;
+    }
+}
+
+/* Its backward from g = dLoss/dz (N, H, W) float32: dw (k * k * C) and db (1) float32, and the gradient of
+ * a (N, Hs, Ws, C) into da (bf16 or float32, as a), summed over each pixel's 2x2 upsampled block; with
+ * relu_mask, times (a > 0): the backward of the ReLU that made a. */
+EXPORT int aelab_upconv1_backward(int64_t N, int64_t Hs, int64_t Ws, int64_t C, int64_t H, int64_t W, int64_t k,
+                                  const void *a, int bf, const float *w, const float *g, void *da, int relu_mask,
+                                  float *dw, float *db) {
+    const int64_t taps = k * k;
+    int nthreads = threads_for(N * H * W * C);
+    int fast = k == 3 && H == 2 * Hs && W == 2 * Ws;
+    /* per thread: the weight (or phase-weight, 16 * C) gradient and the bias gradient */
+    int64_t width = (fast ? 16 * C : taps * C) + 1;
+    float *partial = calloc((size_t)nthreads * (size_t)width, sizeof(float));
+    float *wp = fast ? malloc(sizeof(float) * (size_t)(16 * C)) : NULL;
+    if (!partial || (fast && !wp)) {
+        free(partial);
+        free(wp);
+        return -1;
+    }
+    if (fast) phase_weights(w, C, wp);
+    int failed = 0;
+#pragma omp parallel num_threads(nthreads) reduction(| : failed)
+    {
+        SPLIT_BATCH
+        float *pw = partial + (int64_t)tid * width;
+        if (fast && (C == 16 || C == 8)) {
+            float *gp = malloc(sizeof(float) * (size_t)((H + 2) * (W + 2)));
+            if (gp && C == 16)
+                upconv_back_fast_16(n0, n1, Hs, Ws, a, bf, wp, g, da, relu_mask, pw, pw + 16 * C, gp);
+            else if (gp)
+                upconv_back_fast_8(n0, n1, Hs, Ws, a, bf, wp, g, da, relu_mask, pw, pw + 16 * C, gp);
+            else
+                failed = 1;
+            free(gp);
+        } else if (fast) {
+            size_t plane = (size_t)((Hs + 2) * (Ws + 2) * C);
+            float *ap = malloc(sizeof(float) * plane), *dap = malloc(sizeof(float) * plane);
+            if (ap && dap) {
+#define UPCBF(CC, BF) upconv_back_fast(n0, n1, Hs, Ws, CC, a, BF, wp, g, da, relu_mask, pw, pw + 16 * C, ap, dap)
+                FAST_CHANNELS(UPCBF);
+#undef UPCBF
+            } else
+                failed = 1;
+            free(ap);
+            free(dap);
+        } else {
+#define UPCB(CC, BF) upconv_back_body(n0, n1, Hs, Ws, CC, H, W, k, a, BF, w, g, da, relu_mask, pw)
+            BY_CHANNELS(UPCB);
+#undef UPCB
+        }
+    }
+    reduce_columns(partial, nthreads, width, partial);
+    if (fast)
+        unphase_gradient(partial, C, dw);
+    else
+        memcpy(dw, partial, (size_t)(taps * C) * sizeof(float));
+    *db = partial[width - 1];
+    free(partial);
+    free(wp);
+    return failed ? -1 : 0;
+}

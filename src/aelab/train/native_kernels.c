@@ -557,6 +557,28 @@ typedef uint8_t u8x8 __attribute__((vector_size(8)));
 typedef int32_t i32x16 __attribute__((vector_size(64)));
 typedef int32_t i32x8 __attribute__((vector_size(32)));
 
+/* The convolution kernels may fuse multiply-adds (the file is built with -ffp-contract=off for Adam's sake,
+ * whose rounding must be torch's); only GCC has the per-function switch, other compilers keep them apart. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define CONTRACT __attribute__((optimize("fp-contract=fast")))
+#else
+#define CONTRACT
+#endif
+
+/* bf16 stores of a whole vector, rounded as f32_to_bf16 rounds */
+#define DEFINE_STORE_BF16(CC, VF, VU, VW)                                                \
+    static inline void st_bf16_##CC(uint16_t *dst, VF v) {                              \
+        VW u;                                                                           \
+        memcpy(&u, &v, sizeof u);                                                       \
+        VW r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;                                  \
+        VW nan = (VW)((u & 0x7fffffffu) > 0x7f800000u);                                 \
+        r = (r & ~nan) | (nan & 0x7fc0u);                                               \
+        VU h = __builtin_convertvector(r, VU);                                          \
+        memcpy(dst, &h, sizeof h);                                                      \
+    }
+DEFINE_STORE_BF16(16, f16v, u16x16, u32x16)
+DEFINE_STORE_BF16(8, f8v, u16x8, u32x8)
+
 /* one generator per channel count: VF float vector, VU u16 vector, VW u32 vector, VB u8 vector, VI i32 */
 #define DEFINE_CONV1_BACK(CC, VF, VU, VW, VB, VI)                                                                  \
     static inline VF ld_##CC(const void *p, int bf, int64_t i) {                                                  \
@@ -570,7 +592,7 @@ typedef int32_t i32x8 __attribute__((vector_size(32)));
             memcpy(&r, (const float *)p + i, sizeof r);                                                           \
         return r;                                                                                                 \
     }                                                                                                             \
-    static void conv1_back_fast_##CC(int64_t n0, int64_t n1, int64_t H, int64_t W, const float *restrict x,      \
+    CONTRACT static void conv1_back_fast_##CC(int64_t n0, int64_t n1, int64_t H, int64_t W, const float *restrict x,      \
                                      const void *restrict dout, const void *restrict out, const int bf,          \
                                      const uint8_t *restrict arg, float *restrict pw, float *restrict xp) {       \
         const int64_t Hp = H / 2, Wp = W / 2, P = W + 2;                                                          \
@@ -609,6 +631,49 @@ typedef int32_t i32x8 __attribute__((vector_size(32)));
 
 DEFINE_CONV1_BACK(16, f16v, u16x16, u32x16, u8x16, i32x16)
 DEFINE_CONV1_BACK(8, f8v, u16x8, u32x8, u8x8, i32x8)
+
+
+/* The first layer's forward with the window's four conv outputs in registers (see the backward above). */
+#define DEFINE_CONV1_FWD(CC, VF, VU, VW, VB, VI)                                                                 \
+    CONTRACT static void conv1_fast_##CC(int64_t n0, int64_t n1, int64_t H, int64_t W, const float *restrict x,          \
+                                const float *restrict w, const float *restrict b, void *restrict out,           \
+                                const int bf, uint8_t *restrict arg, float *restrict xp) {                      \
+        const int64_t Hp = H / 2, Wp = W / 2, P = W + 2;                                                        \
+        VF wv[9], bv, zero = {0};                                                                               \
+        for (int t = 0; t < 9; t++) memcpy(&wv[t], w + t * CC, sizeof(VF));                                     \
+        memcpy(&bv, b, sizeof(VF));                                                                             \
+        for (int64_t n = n0; n < n1; n++) {                                                                     \
+            pad_plane(x + n * H * W, H, W, xp);                                                                 \
+            for (int64_t Y = 0; Y < Hp; Y++)                                                                    \
+                for (int64_t X = 0; X < Wp; X++) {                                                              \
+                    const float *pt = xp + 2 * Y * P + 2 * X;                                                   \
+                    VF a[4];                                                                                    \
+                    for (int q = 0; q < 4; q++) {                                                               \
+                        const float *r0 = pt + (q >> 1) * P + (q & 1), *r1 = r0 + P, *r2 = r1 + P;              \
+                        a[q] = bv + r0[0] * wv[0] + r0[1] * wv[1] + r0[2] * wv[2] + r1[0] * wv[3] +             \
+                               r1[1] * wv[4] + r1[2] * wv[5] + r2[0] * wv[6] + r2[1] * wv[7] + r2[2] * wv[8];   \
+                    }                                                                                           \
+                    VI at = {0};                                                                                \
+                    VF m = a[0];                                                                                \
+                    for (int q = 1; q < 4; q++) {                                                               \
+                        VI gt = a[q] > m; /* strictly greater: the first max wins ties, as torch's */           \
+                        at = (at & ~gt) | (gt & q);                                                             \
+                        m = (VF)(((VI)m & ~gt) | ((VI)a[q] & gt));                                              \
+                    }                                                                                           \
+                    m = (VF)((VI)m & (m > zero)); /* relu after the max: the same as the max after relu */      \
+                    int64_t o = ((n * Hp + Y) * Wp + X) * CC;                                                   \
+                    VB a8 = __builtin_convertvector(at, VB);                                                    \
+                    memcpy(arg + o, &a8, sizeof a8);                                                            \
+                    if (bf)                                                                                     \
+                        st_bf16_##CC((uint16_t *)out + o, m);                                                   \
+                    else                                                                                        \
+                        memcpy((float *)out + o, &m, sizeof m);                                                 \
+                }                                                                                               \
+        }                                                                                                       \
+    }
+
+DEFINE_CONV1_FWD(16, f16v, u16x16, u32x16, u8x16, i32x16)
+DEFINE_CONV1_FWD(8, f8v, u16x8, u32x8, u8x8, i32x8)
 
 /* The last layer's phases: on a 2x nearest-upsampled map, output pixel (2Y + py, 2X + px) sees only the
  * 2x2 source pixels from (Y + py - 1, X + px - 1) on (in a source map with a zero border of one), each
@@ -721,7 +786,7 @@ static inline __attribute__((always_inline)) void upconv_back_fast(int64_t n0, i
  * source pixels gathers both gradients: the source's (16 products, written once) and the phase weights'
  * (16 accumulators held in registers). gp is g with a zero border of one. */
 #define DEFINE_UPCONV_BACK(CC, VF, VI)                                                                           \
-    static void upconv_back_fast_##CC(int64_t n0, int64_t n1, int64_t Hs, int64_t Ws, const void *restrict a,    \
+    CONTRACT static void upconv_back_fast_##CC(int64_t n0, int64_t n1, int64_t Hs, int64_t Ws, const void *restrict a,    \
                                       const int bf, const float *restrict wp, const float *restrict g,           \
                                       void *restrict da, int relu_mask, float *restrict pwp, float *restrict pb, \
                                       float *restrict gp) {                                                      \
@@ -753,9 +818,9 @@ static inline __attribute__((always_inline)) void upconv_back_fast(int64_t n0, i
                                     dw[sl] += gv * src;                                                          \
                                 }                                                                                \
                     if (relu_mask) acc = (VF)((VI)acc & (src > zero));                                           \
-                    if (bf) {                                                                                    \
-                        for (int c = 0; c < CC; c++) ((uint16_t *)da)[o + c] = f32_to_bf16(acc[c]);             \
-                    } else                                                                                       \
+                    if (bf)                                                                                      \
+                        st_bf16_##CC((uint16_t *)da + o, acc);                                                   \
+                    else                                                                                         \
                         memcpy((float *)da + o, &acc, sizeof acc);                                               \
                 }                                                                                                \
         }                                                                                                        \
@@ -765,6 +830,39 @@ static inline __attribute__((always_inline)) void upconv_back_fast(int64_t n0, i
 
 DEFINE_UPCONV_BACK(16, f16v, i32x16)
 DEFINE_UPCONV_BACK(8, f8v, i32x8)
+
+
+/* The last layer's forward, by source pixel: its four output pixels (the phases), four taps each. */
+#define DEFINE_UPCONV_FWD(CC, VF)                                                                               \
+    CONTRACT static void upconv_fast_##CC(int64_t n0, int64_t n1, int64_t Hs, int64_t Ws, const void *restrict a, \
+                                          const int bf, const float *restrict wp, float b, float *restrict z,  \
+                                          float *restrict ap) {                                                \
+        const int64_t H = 2 * Hs, W = 2 * Ws, P = Ws + 2;                                                      \
+        VF wv[16];                                                                                             \
+        for (int s = 0; s < 16; s++) memcpy(&wv[s], wp + s * CC, sizeof(VF));                                  \
+        for (int64_t n = n0; n < n1; n++) {                                                                    \
+            load_padded_map(a, bf, n * Hs * Ws * CC, Hs, Ws, CC, ap);                                          \
+            for (int64_t Y = 0; Y < Hs; Y++)                                                                   \
+                for (int64_t X = 0; X < Ws; X++) {                                                             \
+                    VF s[3][3]; /* the source pixels (Y-1 .. Y+1, X-1 .. X+1), zero outside */                \
+                    for (int i = 0; i < 3; i++)                                                                \
+                        for (int j = 0; j < 3; j++)                                                            \
+                            memcpy(&s[i][j], ap + ((Y + i) * P + X + j) * CC, sizeof(VF));                     \
+                    for (int py = 0; py < 2; py++)                                                             \
+                        for (int px = 0; px < 2; px++) {                                                       \
+                            const VF *w4 = wv + (py * 2 + px) * 4;                                             \
+                            VF acc = s[py][px] * w4[0] + s[py][px + 1] * w4[1] + s[py + 1][px] * w4[2] +       \
+                                     s[py + 1][px + 1] * w4[3];                                                \
+                            float sum = 0.0f;                                                                  \
+                            for (int c = 0; c < CC; c++) sum += acc[c];                                        \
+                            z[(n * H + 2 * Y + py) * W + 2 * X + px] = sum + b;                                \
+                        }                                                                                      \
+                }                                                                                              \
+        }                                                                                                      \
+    }
+
+DEFINE_UPCONV_FWD(16, f16v)
+DEFINE_UPCONV_FWD(8, f8v)
 
 /* The gradient of the phase weights folded back onto the 3x3 taps they were summed from. */
 static void unphase_gradient(const float *dwp, int64_t C, float *dw) {
@@ -807,9 +905,15 @@ EXPORT void aelab_conv1_relu_pool(int64_t N, int64_t H, int64_t W, int64_t C, in
         if (fast) {
             float *xp = malloc(sizeof(float) * (size_t)((H + 2) * (W + 2)));
             if (xp) {
+                if (C == 16)
+                    conv1_fast_16(n0, n1, H, W, x, w, b, out, bf, arg, xp);
+                else if (C == 8)
+                    conv1_fast_8(n0, n1, H, W, x, w, b, out, bf, arg, xp);
+                else {
 #define CONV1F(CC, BF) conv1_fast(n0, n1, H, W, CC, x, w, b, out, BF, arg, xp)
-                FAST_CHANNELS(CONV1F);
+                    FAST_CHANNELS(CONV1F);
 #undef CONV1F
+                }
                 free(xp);
             } else
                 fast = 0;
@@ -942,10 +1046,16 @@ EXPORT void aelab_upconv1(int64_t N, int64_t Hs, int64_t Ws, int64_t C, int64_t 
     {
         SPLIT_BATCH
         float *ap = wp ? malloc(sizeof(float) * (size_t)((Hs + 2) * (Ws + 2) * C)) : NULL;
-        if (ap) {
+        if (ap && C == 16)
+            upconv_fast_16(n0, n1, Hs, Ws, a, bf, wp, b, z, ap);
+        else if (ap && C == 8)
+            upconv_fast_8(n0, n1, Hs, Ws, a, bf, wp, b, z, ap);
+        if (ap && C != 16 && C != 8) {
 #define UPCF(CC, BF) upconv_fast(n0, n1, Hs, Ws, CC, a, BF, wp, b, z, ap)
             FAST_CHANNELS(UPCF);
 #undef UPCF
+        }
+        if (ap) {
             free(ap);
         } else {
 #define UPC(CC, BF) upconv_body(n0, n1, Hs, Ws, CC, H, W, k, a, BF, w, b, z)

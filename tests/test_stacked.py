@@ -127,6 +127,27 @@ def test_seed_groups_and_interval():
     assert seed_groups(cfgs) == [[0, 1]]
 
 
+def test_a_stacked_member_in_bf16_through_the_c_kernels_equals_it_trained_alone(idx_dir, tmp_path):
+    """The written-out stack (batched GEMMs, each member's loss, activation and Adam kernels on its slice)
+    against each member's own written-out step: the same arithmetic in bf16, so the same weights."""
+    from aelab.runner import train, train_stacked
+    from aelab.train import native
+
+    if native.load() is None:
+        pytest.skip(f"aelab's C kernels are not available here: {native.why_not()}")
+    cfgs = [_cfg(idx_dir, seed=s, precision="bf16-mixed") for s in (0, 1)]
+    runs = train_stacked(cfgs, [tmp_path / "s0", tmp_path / "s1"], log=lambda s: None)
+    assert runs[1].summary["train_step"] == "stacked, written-out dense step, aelab C kernels"
+    alone = train(cfgs[1], tmp_path / "alone", log=lambda s: None)
+    assert alone.summary["train_step"] == "written-out dense step, aelab C kernels"
+    wa, wb = (
+        load_file(str(tmp_path / "s1" / "model.safetensors")),
+        load_file(str(tmp_path / "alone" / "model.safetensors")),
+    )
+    for k in wa:
+        assert torch.allclose(wa[k], wb[k], atol=1e-6, rtol=0), (k, (wa[k] - wb[k]).abs().max())
+
+
 def test_a_stacked_conv_member_equals_the_same_config_trained_alone(idx_dir, tmp_path):
     """Conv models go through vmap (dense ones through written-out batched GEMMs)."""
     from aelab.runner import train, train_stacked

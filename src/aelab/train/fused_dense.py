@@ -142,8 +142,10 @@ class FusedDenseStep:
         # fused Adam is already one pass, and bit for bit what the autograd path does)
         bf16 = self.dtype == torch.bfloat16
         self.adam = NativeAdam(opt, self.params, kernels) if kernels is not None and bf16 else None
-        # bf16 copies of the parameters, written by the native Adam step; valid while `_stamp` still holds
+        # bf16 copies of the parameters the forward multiplies with, written by the native Adam step (or cast
+        # again): valid while `_fresh` and `_stamp` hold. A stack of members hands in views of its own buffers.
         self._copies: list[torch.Tensor] | None = None
+        self._fresh = False
         self._stamp: list[tuple[int, int, float]] = []
 
     # -- the weights the forward multiplies with -------------------------------------------
@@ -160,11 +162,22 @@ class FusedDenseStep:
         dt = self.dtype
         if dt == torch.float32:
             return [(lin.weight, lin.bias) for lin, _ in self.steps]
-        if self._copies is None or self._stamps() != self._stamp:
-            self._copies = [p.detach().to(dt) for p in self.params]
-            self._stamp = self._stamps()
-        c = self._copies
+        c = self.copies()
         return [(c[2 * i], c[2 * i + 1]) for i in range(len(self.steps))]
+
+    def copies(self) -> list[torch.Tensor]:
+        """The bf16 copies of ``params``, cast again (in place) when anything else touched a parameter."""
+        if self._copies is None:
+            self._copies = [torch.empty_like(p, dtype=torch.bfloat16) for p in self.params]
+        if not self._fresh or self._stamps() != self._stamp:
+            for c, p in zip(self._copies, self.params):
+                c.copy_(p.detach())
+            self._fresh, self._stamp = True, self._stamps()
+        return self._copies
+
+    def use_copies(self, views: list[torch.Tensor]) -> None:
+        """Keep the bf16 copies in ``views`` (slices of a stack's buffers), cast on the next use."""
+        self._copies, self._fresh = views, False
 
     # -- forward and backward ----------------------------------------------------------------
     def backward(self, xin: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -228,14 +241,80 @@ class FusedDenseStep:
     def __call__(self, xin: torch.Tensor, target: torch.Tensor) -> LossOutput:
         with torch.no_grad():
             loss, grads = self.backward(xin, target)
-            if self.adam is not None and self.adam.ready():
-                if self._copies is None:  # the kernel writes every one of them
-                    self._copies = [torch.empty_like(p, dtype=torch.bfloat16) for p in self.params]
-                self.adam.step(grads, self._copies)
-                self._stamp = self._stamps()
-            else:
-                for p, g in zip(self.params, grads):
-                    p.grad = g.float()
-                step_optimizer(self.opt)
-                self._copies = None  # torch's fused Adam leaves _version alone: the copies cannot tell
+            self.update(grads)
         return LossOutput(loss, {"recon": loss})
+
+    def update(self, grads: list[torch.Tensor]) -> None:
+        """The optimizer step from ``grads`` (``params`` order, as ``backward`` gives them)."""
+        if self.adam is not None and self.adam.ready():
+            self.adam.step(grads, self.copies() if self._copies is None else self._copies)
+            self._fresh, self._stamp = True, self._stamps()
+        else:
+            for p, g in zip(self.params, grads):
+                p.grad = g.float()
+            step_optimizer(self.opt)
+            self._fresh = False  # torch's fused Adam leaves _version alone: the stamps cannot tell
+
+
+class StackedDenseStep:
+    """One step of several members' written-out dense steps at once (train/stacked.py): every layer's GEMMs
+    as one batched GEMM over the members, the loss, activation and optimizer kernels per member on its own
+    slice. In bf16 the members' weight copies are views of stacked buffers, which each member's Adam kernel
+    writes in place, so the batched GEMMs need no per-step stacking."""
+
+    def __init__(self, members: list[FusedDenseStep]):
+        self.members = members
+        first = members[0]
+        self.dtype, self.kernels, self.loss_kind = first.dtype, first.kernels, first.loss_kind
+        self.acts = first.acts
+        self.bf16 = self.dtype == torch.bfloat16
+        if self.bf16:
+            self.buffers = [torch.empty(len(members), *p.shape, dtype=torch.bfloat16) for p in first.params]
+            for j, m in enumerate(members):
+                m.use_copies([b[j] for b in self.buffers])
+
+    def _stacked_weights(self) -> list[torch.Tensor]:
+        if self.bf16:
+            for m in self.members:
+                m.copies()  # cast again where something touched a member's parameters
+            return self.buffers
+        return [torch.stack([m.params[i].detach() for m in self.members]) for i in range(len(self.members[0].params))]
+
+    def __call__(self, xin: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """xin, target: (members, batch, ...); returns each member's mean loss (members,) and its parts."""
+        k = self.kernels
+        assert k is not None
+        n_m, n = xin.shape[:2]
+        with torch.no_grad():
+            w = self._stacked_weights()
+            h = xin.reshape(n_m, n, -1).to(self.dtype)
+            layers = len(w) // 2
+            inputs = []
+            for i in range(layers):
+                inputs.append(h)
+                h = _activate(
+                    self.members[0].steps[i][1], torch.baddbmm(w[2 * i + 1].unsqueeze(1), h, w[2 * i].transpose(1, 2))
+                )
+            t = target.reshape(n_m, n, -1).float().contiguous()
+            g = torch.empty_like(h)
+            grads: list[list[torch.Tensor]] = [[torch.empty(0)] * len(w) for _ in self.members]
+            totals = []
+            for j in range(n_m):
+                bias = torch.empty(h.shape[2])
+                totals.append(k.loss_grad(h[j], t[j], g[j], bias, self.loss_kind))
+                grads[j][2 * layers - 1] = bias
+            for i in range(layers - 1, -1, -1):
+                dw = torch.bmm(g.transpose(1, 2), inputs[i])
+                for j in range(n_m):
+                    grads[j][2 * i] = dw[j]
+                if i:
+                    g = torch.bmm(g, w[2 * i])
+                    name, a = self.acts[i - 1]
+                    for j in range(n_m):
+                        bias = torch.empty(g.shape[2])
+                        k.act_backward(g[j], inputs[i][j], name, a, bias)
+                        grads[j][2 * i - 1] = bias
+            for m, gr in zip(self.members, grads):
+                m.update(gr)
+        loss = torch.tensor(totals, dtype=torch.float64).div_(h.shape[1] * h.shape[2]).float()
+        return loss, {"recon": loss}

@@ -36,7 +36,7 @@ from ..models import Autoencoder, capabilities
 from ..models.base import reconstruction_loss
 from .callbacks import Callback, CallbackList, EpochLog, ProgressBar, StopOnCtrlC
 from .checkpoint import TrainState
-from .fused_dense import dense_layers
+from .fused_dense import FusedDenseStep, StackedDenseStep, dense_layers
 from .loop import Loop, flush_denormal_enabled
 from .optim import step_optimizer
 from .precision import autocast_context
@@ -280,7 +280,9 @@ def _fit_stacked(
             noisy = any(m.loop.noise for m in active)
             losses: list[torch.Tensor] = []
             parts: dict[str, list[torch.Tensor]] = {}
-            step = StackedStep([m.model for m in active], [m.loop.opt for m in active], t.loss, device, precision)
+            step = stacked_step(active, t.loss, device, precision)
+            for m in active:  # summary.json's train_step
+                m.state.step = "stacked, " + (m.loop.step_kind if isinstance(step, StackedDenseStep) else "autograd")
             for i in range(0, n, bs):
                 idx = perms[:, i : i + bs]
                 # (members, batch, ...): one gather; index_select is 3x faster than advanced indexing on CPU
@@ -312,6 +314,15 @@ def _fit_stacked(
         for m in members:
             m.callbacks.teardown(m.loop)
     return members
+
+
+def stacked_step(active: list[Member], loss: str, device: torch.device, precision: str):
+    """The members' written-out dense steps batched (fused_dense.StackedDenseStep) where every member's loop
+    has one with aelab's C kernels; else the autograd stack."""
+    fused = [m.loop.fused for m in active]
+    if all(isinstance(f, FusedDenseStep) and f.kernels is not None for f in fused):
+        return StackedDenseStep(cast(list[FusedDenseStep], fused))
+    return StackedStep([m.model for m in active], [m.loop.opt for m in active], loss, device, precision)
 
 
 def _prefixed(log: Callable[[str], None], prefix: str) -> Callable[[str], None]:

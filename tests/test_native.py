@@ -230,6 +230,14 @@ def test_other_optimizers_and_fp32_keep_torchs_step(kernels):
     assert FusedDenseStep(plan(model, "bce"), adam, "bce", "sigmoid", "fp32", kernels).adam is None
 
 
+def test_a_build_says_so_once_and_is_cached(kernels, tmp_path):
+    said: list[str] = []
+    first, why = native.build(native.compiler(), [tmp_path], said.append)
+    again, _ = native.build(native.compiler(), [tmp_path], said.append)
+    assert first is not None and why == "" and again is not None and again.path == first.path
+    assert len(said) == 1 and "building aelab's C kernels" in said[0] and str(tmp_path) in said[0]
+
+
 def test_a_compiler_that_fails_gives_a_reason_not_an_error(tmp_path):
     kernels, why = native.build("/bin/false", [tmp_path])
     assert kernels is None and "did not build" in why
@@ -245,7 +253,7 @@ def test_a_folder_that_cannot_be_written_falls_through_to_the_next(kernels, tmp_
 
 
 def test_kernels_native_without_a_build_is_refused_in_one_line(idx_dir, monkeypatch):
-    monkeypatch.setattr(native, "load", lambda: None)
+    monkeypatch.setattr(native, "load", lambda log=None: None)
     monkeypatch.setattr(native, "_why_not", "no C compiler on PATH (set CC)")
     cfg = Config.from_dict(
         {

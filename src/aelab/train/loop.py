@@ -132,7 +132,7 @@ class Loop:
         writable = (
             self.device.type == "cpu" and self.precision in ("fp32", "bf16-mixed") and not isinstance(self.group, Group)
         )
-        kernels = native_kernels(t) if writable else None
+        kernels = native_kernels(t, log) if writable else None
         dense = plan(model, t.loss) if writable and t.fused_dense else None
         conv = conv_plan(model, t.loss) if writable and kernels is not None and dense is None else None
         self.fused: FusedDenseStep | ConvStep | None = None
@@ -239,11 +239,11 @@ class Loop:
         s.epoch = row["epoch"]
 
 
-def native_kernels(t: TrainConfig) -> Kernels | None:
+def native_kernels(t: TrainConfig, log: Callable[[str], None] | None = None) -> Kernels | None:
     """aelab's C kernels for ``train.kernels``: auto takes them where they build; native insists."""
     if t.kernels == "torch":
         return None
-    kernels = native.load()
+    kernels = native.load(log)
     if kernels is None and t.kernels == "native":
         raise TrainingError(f"train.kernels: native was asked for, but {native.why_not()}; use train.kernels=auto")
     return kernels

@@ -15,7 +15,6 @@ build fails, ``load()`` returns None with the reason in ``why_not()``, and train
 from __future__ import annotations
 
 import ctypes
-import functools
 import hashlib
 import math
 import os
@@ -25,6 +24,7 @@ import shutil
 import subprocess
 import sysconfig
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -278,15 +278,21 @@ def cache_dirs() -> list[Path]:
     return [cache_dir(), Path(tempfile.gettempdir()) / f"aelab-kernels-{uid}"]
 
 
-@functools.lru_cache(maxsize=1)
-def load() -> Kernels | None:
-    """The kernels for this machine, built on first use; None (see ``why_not()``) where they cannot be."""
-    global _why_not
-    kernels, _why_not = build(compiler(), cache_dirs())
-    return kernels
+_loaded: Kernels | None = None
+_tried = False
 
 
-def build(cc: str | None, folders: list[Path]) -> tuple[Kernels | None, str]:
+def load(log: Callable[[str], None] | None = None) -> Kernels | None:
+    """The kernels for this machine, built on first use (``log`` hears when that happens: a few seconds,
+    once per machine); None (see ``why_not()``) where they cannot be."""
+    global _why_not, _loaded, _tried
+    if not _tried:
+        _loaded, _why_not = build(compiler(), cache_dirs(), log)
+        _tried = True
+    return _loaded
+
+
+def build(cc: str | None, folders: list[Path], log: Callable[[str], None] | None = None) -> tuple[Kernels | None, str]:
     """Compiles (or finds the cached build of) the kernels with ``cc`` in the first folder that takes it;
     returns them and "", or None and why not."""
     if cc is None:
@@ -304,6 +310,8 @@ def build(cc: str | None, folders: list[Path]) -> tuple[Kernels | None, str]:
         for folder in folders:
             path = folder / f"aelab-kernels-{key}.so"
             if not path.exists():
+                if log is not None:
+                    log(f"building aelab's C kernels for this CPU with {cc} (once; cached in {folder})")
                 err = _compile(cc, fl, path)
                 if err is not None:
                     error = err

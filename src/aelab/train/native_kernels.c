@@ -349,9 +349,10 @@ EXPORT void aelab_to_bf16(int64_t n, const float *src, uint16_t *dst) {
  * with its activation (ReLU) and 2x2 max-pooling, the last with the 2x nearest upsampling before it.
  * Weights come tap-major: w[(ky * k + kx) * C + c]. Padding is k / 2 on every side (padding='same'). */
 
-/* Each kernel body is an always-inline function of (channel count, bf16?) called with constants for the
- * common channel counts, so the channel loops compile to whole registers; other counts take the same
- * code with a runtime count. */
+/* Each generic kernel body is an always-inline function of (channel count, bf16?), compiled once per number
+ * format for any channel count and odd kernel size; 3x3 kernels on even sizes with 8 or 16 channels (the
+ * seeds' model) take the vector-extension fast paths further down, whose registers hold whole channel
+ * vectors. */
 #define MAXC 256
 
 static inline __attribute__((always_inline)) void conv1_body(int64_t n0, int64_t n1, int64_t H, int64_t W,
@@ -405,19 +406,14 @@ static inline __attribute__((always_inline)) void conv1_body(int64_t n0, int64_t
     }
 }
 
+/* the generic bodies: any channel count, compiled once per number format (the fast paths below are the
+ * specialised ones) */
 #define BY_CHANNELS(CALL)                                  \
     do {                                                   \
-        if (bf) {                                          \
-            if (C == 16) CALL(16, 1);                      \
-            else if (C == 8) CALL(8, 1);                   \
-            else if (C == 32) CALL(32, 1);                 \
-            else CALL(C, 1);                               \
-        } else {                                           \
-            if (C == 16) CALL(16, 0);                      \
-            else if (C == 8) CALL(8, 0);                   \
-            else if (C == 32) CALL(32, 0);                 \
-            else CALL(C, 0);                               \
-        }                                                  \
+        if (bf)                                            \
+            CALL(C, 1);                                    \
+        else                                               \
+            CALL(C, 0);                                    \
     } while (0)
 
 #define SPLIT_BATCH                                        \
@@ -879,18 +875,7 @@ static void unphase_gradient(const float *dwp, int64_t C, float *dw) {
                 }
 }
 
-#define FAST_CHANNELS(CALL)                                \
-    do {                                                   \
-        if (bf) {                                          \
-            if (C == 16) CALL(16, 1);                      \
-            else if (C == 8) CALL(8, 1);                   \
-            else CALL(C, 1);                               \
-        } else {                                           \
-            if (C == 16) CALL(16, 0);                      \
-            else if (C == 8) CALL(8, 0);                   \
-            else CALL(C, 0);                               \
-        }                                                  \
-    } while (0)
+#define FAST_CHANNELS(CALL) BY_CHANNELS(CALL)
 
 /* First layer: x (N, H, W) float32, one channel -> relu(conv(x) + b) with C <= 256 channels -> 2x2
  * max-pool (ceil mode: the last window may be cut) -> out (N, Hp, Wp, C), bf16 or float32. arg gets, per

@@ -30,6 +30,7 @@ from .optim import step_optimizer
 
 aten = torch.ops.aten
 MAX_NATIVE_CHANNELS = 256  # the C kernels keep one window's channels on the stack
+NATIVE_CONV_MAX_PIXELS = 64  # middle layers on maps up to 8x8 take the C kernel (docs/PERFORMANCE.md)
 
 
 @dataclass
@@ -161,6 +162,16 @@ class ConvStep:
         self.loss_kind = "bce" if loss == "bce" else "mse-sigmoid" if output_activation == "sigmoid" else "mse"
         self.dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float32
         self.convs = [op.module for op in ops if op.kind in ("conv", "head", "tail")]
+        self.native_conv_pixels = NATIVE_CONV_MAX_PIXELS
+
+    def _native_conv(self, m: nn.Conv2d, h: torch.Tensor) -> bool:
+        """Small feature maps (up to 8x8) with 8 or 16 channels each side and a 3x3 kernel: the C kernel is
+        1.4-3x faster than oneDNN there (set-up and reorders dominate); on 14x14 oneDNN's bf16 is faster."""
+        return (
+            m.kernel_size == (3, 3)
+            and h.shape[2] * h.shape[3] <= self.native_conv_pixels
+            and self.kernels.conv3_takes(m.in_channels, m.out_channels)
+        )
 
     def backward(self, xin: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[nn.Conv2d, tuple]]:
         """The mean loss over the batch and each conv's (weight, bias) gradients in float32."""
@@ -181,10 +192,16 @@ class ConvStep:
             elif op.kind == "conv":
                 assert isinstance(m, nn.Conv2d)
                 h = _as_input(h, dt)
+                if self._native_conv(m, h):  # a small map: the C kernel beats oneDNN's set-up
+                    x = h.permute(0, 2, 3, 1)  # NHWC, contiguous
+                    saved.append((x, None))
+                    h = k.conv3(x, m.weight.detach().permute(2, 3, 1, 0).contiguous(), _bias(m).detach()).permute(
+                        0, 3, 1, 2
+                    )
+                    continue
                 w, b = m.weight.detach().to(dt), _bias(m).detach().to(dt)
-                pad = m.padding
                 saved.append((h, w))
-                h = aten.convolution(h, w, b, [1, 1], list(pad), [1, 1], False, [0, 0], 1)
+                h = aten.convolution(h, w, b, [1, 1], list(m.padding), [1, 1], False, [0, 0], 1)
             elif op.kind == "act":
                 h = _activate(m, h)
                 saved.append((h,))
@@ -231,6 +248,13 @@ class ConvStep:
                     skip_act = False
                     continue
                 gh = _times_derivative(m, _as_input(gh, gh.dtype), sv[0])
+            elif op.kind == "conv" and sv[1] is None:  # the C kernel's
+                x = sv[0]
+                wt = m.weight.detach().permute(2, 3, 0, 1).contiguous()
+                dx, dw, db = k.conv3_backward(x, _as_input(gh, x.dtype).permute(0, 2, 3, 1), wt, i > 0)
+                grads[m] = (dw.permute(3, 2, 0, 1), db)
+                if dx is not None:  # None for the first layer: nothing before it learns
+                    gh = dx.permute(0, 3, 1, 2)
             elif op.kind == "conv":
                 x, w = sv
                 need_input = i > 0

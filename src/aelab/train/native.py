@@ -127,6 +127,15 @@ class Kernels:
         self._u1b = lib.aelab_upconv1_backward
         self._u1b.argtypes = [i64, i64, i64, i64, i64, i64, i64, vp, i32, vp, vp, vp, i32, vp, vp]
         self._u1b.restype = i32
+        self._c3takes = lib.aelab_conv3_takes
+        self._c3takes.argtypes = [i64, i64]
+        self._c3takes.restype = i32
+        self._c3 = lib.aelab_conv3
+        self._c3.argtypes = [i64, i64, i64, i64, i64, vp, i32, vp, vp, vp]
+        self._c3.restype = i32
+        self._c3b = lib.aelab_conv3_backward
+        self._c3b.argtypes = [i64, i64, i64, i64, i64, vp, vp, i32, vp, vp, vp, vp]
+        self._c3b.restype = i32
 
     def loss_grad(
         self, z: torch.Tensor, target: torch.Tensor, g: torch.Tensor, bias_grad: torch.Tensor | None, kind: str
@@ -266,6 +275,44 @@ class Kernels:
         ):
             raise MemoryError("aelab_upconv1_backward: no memory for its scratch")
         return da, dw, db
+
+    def conv3_takes(self, cin: int, cout: int) -> bool:
+        """Whether ``conv3`` takes a 3x3 convolution with these channel counts (8 or 16 on each side)."""
+        return bool(self._c3takes(cin, cout))
+
+    def conv3(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """x (N, H, W, CI) -> 3x3 'same' convolution + b, (N, H, W, CO) in x's dtype; w (3, 3, CI, CO) float32."""
+        n, h, wd, ci = x.shape
+        co = w.shape[3]
+        out = torch.empty(n, h, wd, co, dtype=x.dtype)
+        if self._c3(n, h, wd, ci, co, x.data_ptr(), _is_bf16(x), w.data_ptr(), b.data_ptr(), out.data_ptr()):
+            raise MemoryError("aelab_conv3: no memory for its scratch")
+        return out
+
+    def conv3_backward(self, x, g, wt, need_input: bool):
+        """From g = dLoss/dout (N, H, W, CO), as x: the gradient of x (None unless ``need_input``), of the weights
+        (3, 3, CI, CO) and of the bias (CO), float32. wt: the weights as (3, 3, CO, CI)."""
+        n, h, wd, ci = x.shape
+        co = g.shape[3]
+        dx = torch.empty_like(x) if need_input else None
+        dw, db = torch.empty(3, 3, ci, co), torch.empty(co)
+        assert _is_bf16(g) == _is_bf16(x)
+        if self._c3b(
+            n,
+            h,
+            wd,
+            ci,
+            co,
+            x.data_ptr(),
+            g.data_ptr(),
+            _is_bf16(x),
+            wt.data_ptr(),
+            dx.data_ptr() if dx is not None else None,
+            dw.data_ptr(),
+            db.data_ptr(),
+        ):
+            raise MemoryError("aelab_conv3_backward: no memory for its scratch")
+        return dx, dw, db
 
 
 def _is_bf16(t: torch.Tensor) -> bool:

@@ -1161,3 +1161,198 @@ EXPORT int aelab_upconv1_backward(int64_t N, int64_t Hs, int64_t Ws, int64_t C, 
     free(wp);
     return failed ? -1 : 0;
 }
+
+/* ---- 3x3 'same' convolutions with 8 or 16 channels on each side (the conv autoencoder's middle layers) ---
+ * oneDNN runs these small feature maps (14x14, 7x7, 4x4) at 20-120 GFLOP/s, much of it in reorders and
+ * per-call set-up. Here, per sample, the input (or the output gradient) is copied once into a zero-bordered
+ * float32 plane, and every output pixel is a vector over the output (or input) channels built from
+ * broadcast products; four pixels at a time share each weight vector load. x, out, g, dx: NHWC, bf16 or
+ * float32 (bf); w: (3, 3, CI, CO) float32; dw: (3, 3, CI, CO), db: (CO) float32. */
+
+/* A zero-bordered float32 copy of one (H, W, C) plane of a, with 4 pixels of slack after it, so a block of
+ * four pixels may read past a row's end (into zeros or the next row: never stored). */
+static inline void pad_map(const void *a, int bf, int64_t base, int64_t H, int64_t W, int64_t C, float *ap) {
+    memset(ap, 0, sizeof(float) * (size_t)(((H + 2) * (W + 2) + 4) * C));
+    for (int64_t y = 0; y < H; y++)
+        for (int64_t x = 0; x < W; x++)
+            for (int64_t c = 0; c < C; c++)
+                ap[((y + 1) * (W + 2) + x + 1) * C + c] = load(a, bf, base + (y * W + x) * C + c);
+}
+
+#define DEFINE_CONV3(CI, CO, VO, VIv)                                                                              \
+    CONTRACT static void conv3_fwd_##CI##_##CO(int64_t n0, int64_t n1, int64_t H, int64_t W, const void *x,      \
+                                               int bf, const float *restrict w, const float *restrict b,         \
+                                               void *out, float *restrict xp) {                                 \
+        const int64_t P = W + 2;                                                                                 \
+        VO bv;                                                                                                   \
+        memcpy(&bv, b, sizeof bv);                                                                               \
+        for (int64_t n = n0; n < n1; n++) {                                                                      \
+            pad_map(x, bf, n * H * W * CI, H, W, CI, xp);                                                        \
+            for (int64_t y = 0; y < H; y++)                                                                      \
+                for (int64_t x0 = 0; x0 < W; x0 += 4) {                                                          \
+                    VO a0 = bv, a1 = bv, a2 = bv, a3 = bv;                                                       \
+                    for (int ky = 0; ky < 3; ky++)                                                               \
+                        for (int kx = 0; kx < 3; kx++) {                                                         \
+                            const float *r = xp + ((y + ky) * P + x0 + kx) * CI;                                 \
+                            const float *wt = w + (ky * 3 + kx) * CI * CO;                                       \
+                            for (int ci = 0; ci < CI; ci++) {                                                    \
+                                VO wv;                                                                           \
+                                memcpy(&wv, wt + ci * CO, sizeof wv);                                            \
+                                a0 += r[ci] * wv;                                                                \
+                                a1 += r[CI + ci] * wv;                                                           \
+                                a2 += r[2 * CI + ci] * wv;                                                       \
+                                a3 += r[3 * CI + ci] * wv;                                                       \
+                            }                                                                                    \
+                        }                                                                                        \
+                    VO acc[4] = {a0, a1, a2, a3};                                                                \
+                    for (int j = 0; j < 4 && x0 + j < W; j++) {                                                  \
+                        int64_t o = ((n * H + y) * W + x0 + j) * CO;                                             \
+                        if (bf)                                                                                  \
+                            st_bf16_##CO((uint16_t *)out + o, acc[j]);                                           \
+                        else                                                                                     \
+                            memcpy((float *)out + o, &acc[j], sizeof acc[j]);                                    \
+                    }                                                                                            \
+                }                                                                                                \
+        }                                                                                                        \
+    }                                                                                                            \
+    /* dx[y][x][:] = sum over taps and co of g[y - ky + 1][x - kx + 1][co] * w[ky][kx][:][co]; wt is w with its \
+     * last two axes swapped, (3, 3, CO, CI) */                                                                  \
+    CONTRACT static void conv3_dx_##CI##_##CO(int64_t n0, int64_t n1, int64_t H, int64_t W, const void *g,       \
+                                              int bf, const float *restrict wt, void *dx, float *restrict gp) {  \
+        const int64_t P = W + 2;                                                                                 \
+        for (int64_t n = n0; n < n1; n++) {                                                                      \
+            pad_map(g, bf, n * H * W * CO, H, W, CO, gp);                                                        \
+            for (int64_t y = 0; y < H; y++)                                                                      \
+                for (int64_t x0 = 0; x0 < W; x0 += 4) {                                                          \
+                    VIv a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                                  \
+                    for (int ky = 0; ky < 3; ky++)                                                               \
+                        for (int kx = 0; kx < 3; kx++) {                                                         \
+                            const float *r = gp + ((y - ky + 2) * P + x0 - kx + 2) * CO;                         \
+                            const float *wk = wt + (ky * 3 + kx) * CO * CI;                                      \
+                            for (int co = 0; co < CO; co++) {                                                    \
+                                VIv wv;                                                                          \
+                                memcpy(&wv, wk + co * CI, sizeof wv);                                            \
+                                a0 += r[co] * wv;                                                                \
+                                a1 += r[CO + co] * wv;                                                           \
+                                a2 += r[2 * CO + co] * wv;                                                       \
+                                a3 += r[3 * CO + co] * wv;                                                       \
+                            }                                                                                    \
+                        }                                                                                        \
+                    VIv acc[4] = {a0, a1, a2, a3};                                                               \
+                    for (int j = 0; j < 4 && x0 + j < W; j++) {                                                  \
+                        int64_t o = ((n * H + y) * W + x0 + j) * CI;                                             \
+                        if (bf)                                                                                  \
+                            st_bf16_##CI((uint16_t *)dx + o, acc[j]);                                            \
+                        else                                                                                     \
+                            memcpy((float *)dx + o, &acc[j], sizeof acc[j]);                                     \
+                    }                                                                                            \
+                }                                                                                                \
+        }                                                                                                        \
+    }                                                                                                            \
+    /* dw[tap][ci][:] += x[pixel + tap][ci] * g[pixel][:], db += g[pixel][:]; pw: this thread's 9*CI*CO + CO */  \
+    CONTRACT static void conv3_dw_##CI##_##CO(int64_t n0, int64_t n1, int64_t H, int64_t W, const void *x,       \
+                                              const void *g, int bf, float *restrict pw, float *restrict xp,     \
+                                              float *restrict gf) {                                              \
+        const int64_t P = W + 2, HW = H * W;                                                                     \
+        VO bacc = {0};                                                                                           \
+        for (int64_t n = n0; n < n1; n++) {                                                                      \
+            pad_map(x, bf, n * HW * CI, H, W, CI, xp);                                                           \
+            for (int64_t i = 0; i < HW * CO; i++) gf[i] = load(g, bf, n * HW * CO + i);                          \
+            for (int64_t i = 0; i < HW; i++) {                                                                   \
+                VO gv;                                                                                           \
+                memcpy(&gv, gf + i * CO, sizeof gv);                                                             \
+                bacc += gv;                                                                                      \
+            }                                                                                                    \
+            for (int t = 0; t < 9; t++) {                                                                        \
+                int ky = t / 3, kx = t % 3;                                                                      \
+                for (int c0 = 0; c0 < CI; c0 += 4) {                                                             \
+                    VO a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                                   \
+                    for (int64_t y = 0; y < H; y++) {                                                            \
+                        const float *r = xp + ((y + ky) * P + kx) * CI + c0;                                     \
+                        const float *gr = gf + y * W * CO;                                                       \
+                        for (int64_t xx = 0; xx < W; xx++) {                                                     \
+                            VO gv;                                                                               \
+                            memcpy(&gv, gr + xx * CO, sizeof gv);                                                \
+                            const float *rv = r + xx * CI;                                                       \
+                            a0 += rv[0] * gv;                                                                    \
+                            a1 += rv[1] * gv;                                                                    \
+                            a2 += rv[2] * gv;                                                                    \
+                            a3 += rv[3] * gv;                                                                    \
+                        }                                                                                        \
+                    }                                                                                            \
+                    float *d = pw + (t * CI + c0) * CO;                                                          \
+                    for (int c = 0; c < CO; c++) {                                                               \
+                        d[c] += a0[c];                                                                           \
+                        d[CO + c] += a1[c];                                                                      \
+                        d[2 * CO + c] += a2[c];                                                                  \
+                        d[3 * CO + c] += a3[c];                                                                  \
+                    }                                                                                            \
+                }                                                                                                \
+            }                                                                                                    \
+        }                                                                                                        \
+        for (int c = 0; c < CO; c++) pw[9 * CI * CO + c] += bacc[c];                                             \
+    }
+
+DEFINE_CONV3(16, 8, f8v, f16v)
+DEFINE_CONV3(8, 8, f8v, f8v)
+DEFINE_CONV3(8, 16, f16v, f8v)
+DEFINE_CONV3(16, 16, f16v, f16v)
+
+#define CONV3_DISPATCH(WHAT, ...)                                                                                  \
+    do {                                                                                                         \
+        if (CI == 16 && CO == 8) conv3_##WHAT##_16_8(__VA_ARGS__);                                               \
+        else if (CI == 8 && CO == 8) conv3_##WHAT##_8_8(__VA_ARGS__);                                            \
+        else if (CI == 8 && CO == 16) conv3_##WHAT##_8_16(__VA_ARGS__);                                          \
+        else conv3_##WHAT##_16_16(__VA_ARGS__);                                                                  \
+    } while (0)
+
+/* Whether the conv3 kernels take these channel counts (8 or 16 on each side). */
+EXPORT int aelab_conv3_takes(int64_t CI, int64_t CO) { return (CI == 8 || CI == 16) && (CO == 8 || CO == 16); }
+
+/* out = conv3x3(x) + b. Returns 0, or -1 (channels not taken, or no memory). */
+EXPORT int aelab_conv3(int64_t N, int64_t H, int64_t W, int64_t CI, int64_t CO, const void *x, int bf,
+                       const float *w, const float *b, void *out) {
+    if (!aelab_conv3_takes(CI, CO)) return -1;
+    int nthreads = threads_for(N * H * W * CO * 9);
+    int failed = 0;
+#pragma omp parallel num_threads(nthreads) reduction(| : failed)
+    {
+        SPLIT_BATCH
+        float *xp = malloc(sizeof(float) * (size_t)(((H + 2) * (W + 2) + 4) * CI));
+        if (xp)
+            CONV3_DISPATCH(fwd, n0, n1, H, W, x, bf, w, b, out, xp);
+        else
+            failed = 1;
+        free(xp);
+    }
+    return failed ? -1 : 0;
+}
+
+/* The backward: dx (may be NULL: not needed), dw and db from g = dLoss/dout. wt: w as (3, 3, CO, CI). */
+EXPORT int aelab_conv3_backward(int64_t N, int64_t H, int64_t W, int64_t CI, int64_t CO, const void *x, const void *g,
+                                int bf, const float *wt, void *dx, float *dw, float *db) {
+    if (!aelab_conv3_takes(CI, CO)) return -1;
+    int nthreads = threads_for(N * H * W * CO * 9);
+    int64_t width = 9 * CI * CO + CO;
+    float *partial = calloc((size_t)nthreads * (size_t)width, sizeof(float));
+    if (!partial) return -1;
+    int failed = 0;
+#pragma omp parallel num_threads(nthreads) reduction(| : failed)
+    {
+        SPLIT_BATCH
+        size_t plane = (size_t)((H + 2) * (W + 2) + 4);
+        float *xp = malloc(sizeof(float) * plane * (size_t)CI), *gp = malloc(sizeof(float) * plane * (size_t)CO);
+        if (xp && gp) {
+            if (dx) CONV3_DISPATCH(dx, n0, n1, H, W, g, bf, wt, dx, gp);
+            CONV3_DISPATCH(dw, n0, n1, H, W, x, g, bf, partial + (int64_t)tid * width, xp, gp);
+        } else
+            failed = 1;
+        free(xp);
+        free(gp);
+    }
+    reduce_columns(partial, nthreads, width, partial);
+    memcpy(dw, partial, sizeof(float) * (size_t)(9 * CI * CO));
+    memcpy(db, partial + 9 * CI * CO, sizeof(float) * (size_t)CO);
+    free(partial);
+    return failed ? -1 : 0;
+}

@@ -295,3 +295,29 @@ def test_whole_runs_with_either_kernels_agree(kernels, idx_dir, tmp_path: Path):
     tol = 2e-3 if a["precision"] == "bf16-mixed" else 1e-5
     assert a["test_bce"] == pytest.approx(b["test_bce"], rel=tol)
     assert a["final_train_loss"] == pytest.approx(b["final_train_loss"], rel=tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, BF16])
+@pytest.mark.parametrize("hw, cin, cout", [(7, 16, 8), (4, 8, 8), (5, 8, 16), (6, 16, 16), (1, 8, 8)])
+def test_conv3_matches_torchs_convolution_and_its_gradients(kernels, hw, cin, cout, dtype):
+    """The 3x3 'same' convolution kernels against F.conv2d in float32 on the same (rounded) inputs: sizes
+    that are and are not multiples of the four-pixel blocks, each channel pairing the kernels take."""
+    assert kernels.conv3_takes(cin, cout) and not kernels.conv3_takes(cin, 4)
+    torch.manual_seed(hw * 100 + cin + cout)
+    x = torch.randn(6, cin, hw, hw).to(dtype).float()
+    w, b = torch.randn(cout, cin, 3, 3) * 0.2, torch.randn(cout)
+    g = torch.randn(6, cout, hw, hw).to(dtype).float()
+    xr, wr, br = x.clone().requires_grad_(), w.clone().requires_grad_(), b.clone().requires_grad_()
+    out_ref = F.conv2d(xr, wr, br, padding=1)
+    out_ref.backward(g)
+    xn = x.to(dtype).permute(0, 2, 3, 1).contiguous()
+    out = kernels.conv3(xn, w.permute(2, 3, 1, 0).contiguous(), b)
+    dx, dw, db = kernels.conv3_backward(
+        xn, g.to(dtype).permute(0, 2, 3, 1).contiguous(), w.permute(2, 3, 0, 1).contiguous(), True
+    )
+    assert out.dtype == dtype and dx is not None and dx.dtype == dtype
+    tol = 8e-3 if dtype == BF16 else 1e-5  # bf16: the outputs are rounded to bf16 once
+    for got, ref in ((out, out_ref.detach().permute(0, 2, 3, 1)), (dx, xr.grad.permute(0, 2, 3, 1))):
+        assert (got.float() - ref).abs().max() <= tol * ref.abs().max()
+    assert torch.allclose(dw.permute(3, 2, 0, 1), wr.grad, rtol=1e-4, atol=1e-4 * wr.grad.abs().max().item())
+    assert torch.allclose(db, br.grad, rtol=1e-5, atol=1e-5)

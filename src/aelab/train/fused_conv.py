@@ -164,14 +164,15 @@ class ConvStep:
         self.convs = [op.module for op in ops if op.kind in ("conv", "head", "tail")]
         self.native_conv_pixels = NATIVE_CONV_MAX_PIXELS
 
-    def _native_conv(self, m: nn.Conv2d, h: torch.Tensor) -> bool:
-        """Small feature maps (up to 8x8) with 8 or 16 channels each side and a 3x3 kernel: the C kernel is
-        1.4-3x faster than oneDNN there (set-up and reorders dominate); on 14x14 oneDNN's bf16 is faster."""
-        return (
-            m.kernel_size == (3, 3)
-            and h.shape[2] * h.shape[3] <= self.native_conv_pixels
-            and self.kernels.conv3_takes(m.in_channels, m.out_channels)
-        )
+    def _native_conv(self, m: nn.Conv2d, h: torch.Tensor) -> str | None:
+        """Which C kernel takes this 3x3 conv with 8 or 16 channels each side: in bf16 on a CPU with AVX-512
+        BF16 the dot-product one on any map of even width (1.3-4x oneDNN's bf16); else the float32 one on maps
+        up to 8x8, where oneDNN's set-up outweighs its arithmetic (on 14x14 oneDNN's bf16 is faster)."""
+        if m.kernel_size != (3, 3) or not self.kernels.conv3_takes(m.in_channels, m.out_channels):
+            return None
+        if h.dtype == torch.bfloat16 and self.kernels.conv3_bf16_takes(m.in_channels, m.out_channels, h.shape[3]):
+            return "bf16-dot"
+        return "fp32" if h.shape[2] * h.shape[3] <= self.native_conv_pixels else None
 
     def backward(self, xin: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[nn.Conv2d, tuple]]:
         """The mean loss over the batch and each conv's (weight, bias) gradients in float32."""
@@ -192,12 +193,13 @@ class ConvStep:
             elif op.kind == "conv":
                 assert isinstance(m, nn.Conv2d)
                 h = _as_input(h, dt)
-                if self._native_conv(m, h):  # a small map: the C kernel beats oneDNN's set-up
+                which = self._native_conv(m, h)
+                if which is not None:
                     x = h.permute(0, 2, 3, 1)  # NHWC, contiguous
-                    saved.append((x, None))
-                    h = k.conv3(x, m.weight.detach().permute(2, 3, 1, 0).contiguous(), _bias(m).detach()).permute(
-                        0, 3, 1, 2
-                    )
+                    w = m.weight.detach().permute(2, 3, 1, 0).contiguous()  # (3, 3, CI, CO)
+                    saved.append((x, which, w))
+                    conv = k.conv3_bf16 if which == "bf16-dot" else k.conv3
+                    h = conv(x, w, _bias(m).detach()).permute(0, 3, 1, 2)
                     continue
                 w, b = m.weight.detach().to(dt), _bias(m).detach().to(dt)
                 saved.append((h, w))
@@ -248,10 +250,13 @@ class ConvStep:
                     skip_act = False
                     continue
                 gh = _times_derivative(m, _as_input(gh, gh.dtype), sv[0])
-            elif op.kind == "conv" and sv[1] is None:  # the C kernel's
-                x = sv[0]
-                wt = m.weight.detach().permute(2, 3, 0, 1).contiguous()
-                dx, dw, db = k.conv3_backward(x, _as_input(gh, x.dtype).permute(0, 2, 3, 1), wt, i > 0)
+            elif op.kind == "conv" and isinstance(sv[1], str):  # a C kernel's
+                x, which, w = sv
+                g = _as_input(gh, x.dtype).permute(0, 2, 3, 1)
+                if which == "bf16-dot":
+                    dx, dw, db = k.conv3_bf16_backward(x, g, w, i > 0)
+                else:
+                    dx, dw, db = k.conv3_backward(x, g, w.permute(0, 1, 3, 2).contiguous(), i > 0)
                 grads[m] = (dw.permute(3, 2, 0, 1), db)
                 if dx is not None:  # None for the first layer: nothing before it learns
                     gh = dx.permute(0, 3, 1, 2)

@@ -136,6 +136,15 @@ class Kernels:
         self._c3b = lib.aelab_conv3_backward
         self._c3b.argtypes = [i64, i64, i64, i64, i64, vp, vp, i32, vp, vp, vp, vp]
         self._c3b.restype = i32
+        self._d3takes = lib.aelab_conv3_bf16_takes
+        self._d3takes.argtypes = [i64, i64, i64]
+        self._d3takes.restype = i32
+        self._d3 = lib.aelab_conv3_bf16
+        self._d3.argtypes = [i64, i64, i64, i64, i64, vp, vp, vp, vp]
+        self._d3.restype = i32
+        self._d3b = lib.aelab_conv3_bf16_backward
+        self._d3b.argtypes = [i64, i64, i64, i64, i64, vp, vp, vp, vp, vp, vp]
+        self._d3b.restype = i32
 
     def loss_grad(
         self, z: torch.Tensor, target: torch.Tensor, g: torch.Tensor, bias_grad: torch.Tensor | None, kind: str
@@ -312,6 +321,42 @@ class Kernels:
             db.data_ptr(),
         ):
             raise MemoryError("aelab_conv3_backward: no memory for its scratch")
+        return dx, dw, db
+
+    def conv3_bf16_takes(self, cin: int, cout: int, width: int) -> bool:
+        """Whether this build has the bf16 dot-product convolutions (a CPU with AVX-512 BF16) and they take
+        a layer with these channel counts (8 or 16 each side) on maps this wide (even)."""
+        return bool(self._d3takes(cin, cout, width))
+
+    def conv3_bf16(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``conv3`` on bf16 maps in bf16 dot products (weights rounded to bf16, sums in float32)."""
+        n, h, wd, ci = x.shape
+        co = w.shape[3]
+        out = torch.empty(n, h, wd, co, dtype=torch.bfloat16)
+        if self._d3(n, h, wd, ci, co, x.data_ptr(), w.data_ptr(), b.data_ptr(), out.data_ptr()):
+            raise MemoryError("aelab_conv3_bf16: no memory for its scratch")
+        return out
+
+    def conv3_bf16_backward(self, x, g, w, need_input: bool):
+        """``conv3_backward`` in bf16 dot products; w as for the forward, (3, 3, CI, CO)."""
+        n, h, wd, ci = x.shape
+        co = g.shape[3]
+        dx = torch.empty_like(x) if need_input else None
+        dw, db = torch.empty(3, 3, ci, co), torch.empty(co)
+        if self._d3b(
+            n,
+            h,
+            wd,
+            ci,
+            co,
+            x.data_ptr(),
+            g.data_ptr(),
+            w.data_ptr(),
+            dx.data_ptr() if dx is not None else None,
+            dw.data_ptr(),
+            db.data_ptr(),
+        ):
+            raise MemoryError("aelab_conv3_bf16_backward: no memory for its scratch")
         return dx, dw, db
 
 

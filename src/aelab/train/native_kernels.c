@@ -1356,3 +1356,273 @@ EXPORT int aelab_conv3_backward(int64_t N, int64_t H, int64_t W, int64_t CI, int
     free(partial);
     return failed ? -1 : 0;
 }
+
+/* ---- the same convolutions in bf16 dot products (AVX-512 BF16) ---------------------------------------
+ * vdpbf16ps multiplies 32 bf16 pairs and adds each pair's two products into one float32 lane: one
+ * instruction does what two float32 FMAs do, on inputs that are bf16 already (the activations between
+ * oneDNN layers in bf16-mixed). Pairs run along the channels for the forward (input channels) and the input
+ * gradient (output channels), and along x for the weight gradient (pixel pairs, so W must be even). The
+ * weights are rounded to bf16 first, as autocast does; sums stay in float32. */
+#if defined(__AVX512BF16__) && defined(__AVX512VL__) && defined(__AVX512F__)
+#include <immintrin.h>
+#define HAVE_BF16_DOT 1
+
+static inline uint32_t pair_bf16(float lo, float hi) { return (uint32_t)f32_to_bf16(lo) | ((uint32_t)f32_to_bf16(hi) << 16); }
+
+/* a zero-bordered copy of one (H, W, C) bf16 plane, with slack after it */
+static inline void pad_bf16(const uint16_t *a, int64_t H, int64_t W, int64_t C, uint16_t *ap) {
+    memset(ap, 0, sizeof(uint16_t) * (size_t)(((H + 2) * (W + 2) + 8) * C));
+    for (int64_t y = 0; y < H; y++)
+        memcpy(ap + ((y + 1) * (W + 2) + 1) * C, a + y * W * C, sizeof(uint16_t) * (size_t)(W * C));
+}
+
+
+/* (a[c], b[c]) for c < C as C uint32 pairs: two pixels' channels interleaved, whole vectors at a time */
+static inline void interleave16(const uint16_t *a, const uint16_t *b, uint32_t *out) {
+    u16x16 va, vb;
+    memcpy(&va, a, sizeof va);
+    memcpy(&vb, b, sizeof vb);
+    const u16x16 lo_mask = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
+    const u16x16 hi_mask = {8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+    u16x16 lo = __builtin_shuffle(va, vb, lo_mask), hi = __builtin_shuffle(va, vb, hi_mask);
+    memcpy(out, &lo, sizeof lo);
+    memcpy(out + 8, &hi, sizeof hi);
+}
+
+static inline void interleave8(const uint16_t *a, const uint16_t *b, uint32_t *out) {
+    u16x8 va, vb;
+    memcpy(&va, a, sizeof va);
+    memcpy(&vb, b, sizeof vb);
+    const u16x8 lo_mask = {0, 8, 1, 9, 2, 10, 3, 11};
+    const u16x8 hi_mask = {4, 12, 5, 13, 6, 14, 7, 15};
+    u16x8 lo = __builtin_shuffle(va, vb, lo_mask), hi = __builtin_shuffle(va, vb, hi_mask);
+    memcpy(out, &lo, sizeof lo);
+    memcpy(out + 4, &hi, sizeof hi);
+}
+#define INTERLEAVE(C, a, b, out) interleave##C(a, b, out)
+
+/* per-width vector ops: 16 float32 lanes (zmm) or 8 (ymm) */
+#define V16 __m512
+#define V16I __m512i
+#define DP16(acc, a, b) _mm512_dpbf16_ps(acc, (__m512bh)(a), (__m512bh)(b))
+#define SET1_16(v) _mm512_set1_epi32((int)(v))
+#define LDI16(p) _mm512_loadu_si512((const void *)(p))
+#define LDF16(p) _mm512_loadu_ps(p)
+#define ZERO16 _mm512_setzero_ps()
+#define STBF16_16(p, v) _mm256_storeu_si256((__m256i *)(p), (__m256i)_mm512_cvtneps_pbh(v))
+#define STF_16(p, v) _mm512_storeu_ps(p, v)
+#define V8 __m256
+#define V8I __m256i
+#define DP8(acc, a, b) _mm256_dpbf16_ps(acc, (__m256bh)(a), (__m256bh)(b))
+#define SET1_8(v) _mm256_set1_epi32((int)(v))
+#define LDI8(p) _mm256_loadu_si256((const __m256i *)(p))
+#define LDF8(p) _mm256_loadu_ps(p)
+#define ZERO8 _mm256_setzero_ps()
+#define STBF16_8(p, v) _mm_storeu_si128((__m128i *)(p), (__m128i)_mm256_cvtneps_pbh(v))
+#define STF_8(p, v) _mm256_storeu_ps(p, v)
+
+/* forward, output channels CO in the lanes: wp[tap][i][co] = (w[tap][2i][co], w[tap][2i + 1][co]); eight
+ * pixels per block, eight independent accumulator chains (the dot product's latency, not its throughput,
+ * bounds four) */
+#define DEFINE_DOT_FWD(CI, CO)                                                                                   \
+    static void dot_fwd_##CI##_##CO(int64_t n0, int64_t n1, int64_t H, int64_t W, const uint16_t *x,              \
+                                    const uint32_t *wp, const float *b, uint16_t *out, uint16_t *xp) {           \
+        const int64_t P = W + 2;                                                                                 \
+        V##CO bv = LDF##CO(b);                                                                                   \
+        for (int64_t n = n0; n < n1; n++) {                                                                      \
+            pad_bf16(x + n * H * W * CI, H, W, CI, xp);                                                          \
+            const uint32_t *xq = (const uint32_t *)xp; /* channel pairs */                                       \
+            for (int64_t y = 0; y < H; y++)                                                                      \
+                for (int64_t x0 = 0; x0 < W; x0 += 8) {                                                          \
+                    V##CO a[8] = {bv, bv, bv, bv, bv, bv, bv, bv};                                               \
+                    for (int t = 0; t < 9; t++) {                                                                \
+                        const uint32_t *r = xq + ((y + t / 3) * P + x0 + t % 3) * (CI / 2);                      \
+                        const uint32_t *wt = wp + t * (CI / 2) * CO;                                             \
+                        for (int i = 0; i < CI / 2; i++) {                                                       \
+                            V##CO##I wv = LDI##CO(wt + i * CO);                                                  \
+                            for (int q = 0; q < 8; q++) a[q] = DP##CO(a[q], SET1_##CO(r[q * (CI / 2) + i]), wv); \
+                        }                                                                                        \
+                    }                                                                                            \
+                    uint16_t *o = out + ((n * H + y) * W + x0) * CO;                                             \
+                    for (int q = 0; q < 8 && x0 + q < W; q++) STBF16_##CO(o + q * CO, a[q]);                     \
+                }                                                                                                \
+        }                                                                                                        \
+    }
+
+/* input gradient, input channels CI in the lanes: wq[tap][j][ci] = (w[tap][ci][2j], w[tap][ci][2j + 1]) */
+#define DEFINE_DOT_DX(CI, CO)                                                                                    \
+    static void dot_dx_##CI##_##CO(int64_t n0, int64_t n1, int64_t H, int64_t W, const uint16_t *g,               \
+                                   const uint32_t *wq, uint16_t *dx, uint16_t *gp) {                             \
+        const int64_t P = W + 2;                                                                                 \
+        for (int64_t n = n0; n < n1; n++) {                                                                      \
+            pad_bf16(g + n * H * W * CO, H, W, CO, gp);                                                          \
+            const uint32_t *gq = (const uint32_t *)gp;                                                           \
+            for (int64_t y = 0; y < H; y++)                                                                      \
+                for (int64_t x0 = 0; x0 < W; x0 += 8) {                                                          \
+                    V##CI a[8] = {ZERO##CI, ZERO##CI, ZERO##CI, ZERO##CI, ZERO##CI, ZERO##CI, ZERO##CI, ZERO##CI}; \
+                    for (int t = 0; t < 9; t++) {                                                                \
+                        int ky = t / 3, kx = t % 3;                                                              \
+                        const uint32_t *r = gq + ((y - ky + 2) * P + x0 - kx + 2) * (CO / 2);                    \
+                        const uint32_t *wt = wq + t * (CO / 2) * CI;                                             \
+                        for (int j = 0; j < CO / 2; j++) {                                                       \
+                            V##CI##I wv = LDI##CI(wt + j * CI);                                                  \
+                            for (int q = 0; q < 8; q++) a[q] = DP##CI(a[q], SET1_##CI(r[q * (CO / 2) + j]), wv); \
+                        }                                                                                        \
+                    }                                                                                            \
+                    uint16_t *o = dx + ((n * H + y) * W + x0) * CI;                                              \
+                    for (int q = 0; q < 8 && x0 + q < W; q++) STBF16_##CI(o + q * CI, a[q]);                     \
+                }                                                                                                \
+        }                                                                                                        \
+    }
+
+/* weight gradient from pixel pairs along x (W even): dw[tap][ci][co] = sum over pairs of
+ * (x[p + tap][ci], x[p + 1 + tap][ci]) . (g[p][co], g[p + 1][co]); the pairs of x are taken from the padded
+ * plane at an even (kx = 0, 2) or odd (kx = 1) column, so both alignments are laid out once per sample. */
+#define DEFINE_DOT_DW(CI, CO)                                                                                    \
+    static void dot_dw_##CI##_##CO(int64_t n0, int64_t n1, int64_t H, int64_t W, const uint16_t *x,               \
+                                   const uint16_t *g, float *pw, uint16_t *xp, uint32_t *xe, uint32_t *xo,       \
+                                   uint32_t *g2) {                                                               \
+        const int64_t P = W + 2, J = P / 2, W2 = W / 2;                                                          \
+        float *pb = pw + 9 * CI * CO;                                                                            \
+        for (int64_t n = n0; n < n1; n++) {                                                                      \
+            pad_bf16(x + n * H * W * CI, H, W, CI, xp);                                                          \
+            for (int64_t yy = 0; yy < H + 2; yy++)                                                               \
+                for (int64_t j = 0; j < J; j++) {                                                                \
+                    const uint16_t *r = xp + (yy * P + 2 * j) * CI;                                              \
+                    INTERLEAVE(CI, r, r + CI, xe + (yy * J + j) * CI);                                           \
+                    INTERLEAVE(CI, r + CI, r + 2 * CI, xo + (yy * J + j) * CI); /* past a row: never read */     \
+                }                                                                                                \
+            const uint16_t *gn = g + n * H * W * CO;                                                             \
+            for (int64_t y = 0; y < H; y++)                                                                      \
+                for (int64_t j = 0; j < W2; j++) {                                                               \
+                    const uint16_t *r = gn + (y * W + 2 * j) * CO;                                               \
+                    INTERLEAVE(CO, r, r + CO, g2 + (y * W2 + j) * CO);                                           \
+                    for (int co = 0; co < CO; co++) pb[co] += bf16_to_f32(r[co]) + bf16_to_f32(r[CO + co]);      \
+                }                                                                                                \
+            for (int t = 0; t < 9; t++) {                                                                        \
+                int ky = t / 3, kx = t % 3;                                                                      \
+                const uint32_t *xs = kx == 1 ? xo : xe;                                                          \
+                int64_t shift = kx / 2; /* kx 0 -> pair column j, kx 1 -> odd pair j, kx 2 -> pair j + 1 */      \
+                for (int c0 = 0; c0 < CI; c0 += 8) {                                                             \
+                    V##CO a[8] = {ZERO##CO, ZERO##CO, ZERO##CO, ZERO##CO, ZERO##CO, ZERO##CO, ZERO##CO, ZERO##CO}; \
+                    for (int64_t y = 0; y < H; y++) {                                                            \
+                        const uint32_t *r = xs + ((y + ky) * J + shift) * CI + c0;                               \
+                        const uint32_t *gr = g2 + y * W2 * CO;                                                   \
+                        for (int64_t j = 0; j < W2; j++) {                                                       \
+                            V##CO##I gv = LDI##CO(gr + j * CO);                                                  \
+                            const uint32_t *rv = r + j * CI;                                                     \
+                            for (int q = 0; q < 8; q++) a[q] = DP##CO(a[q], SET1_##CO(rv[q]), gv);               \
+                        }                                                                                        \
+                    }                                                                                            \
+                    float tmp[8][CO];                                                                            \
+                    for (int q = 0; q < 8; q++) STF_##CO(tmp[q], a[q]);                                          \
+                    for (int q = 0; q < 8; q++)                                                                  \
+                        for (int co = 0; co < CO; co++) pw[(t * CI + c0 + q) * CO + co] += tmp[q][co];           \
+                }                                                                                                \
+            }                                                                                                    \
+        }                                                                                                        \
+    }
+
+#define DEFINE_DOT(CI, CO) DEFINE_DOT_FWD(CI, CO) DEFINE_DOT_DX(CI, CO) DEFINE_DOT_DW(CI, CO)
+DEFINE_DOT(16, 8)
+DEFINE_DOT(8, 8)
+DEFINE_DOT(8, 16)
+DEFINE_DOT(16, 16)
+
+#define DOT_DISPATCH(WHAT, ...)                                                                                  \
+    do {                                                                                                         \
+        if (CI == 16 && CO == 8) dot_##WHAT##_16_8(__VA_ARGS__);                                                 \
+        else if (CI == 8 && CO == 8) dot_##WHAT##_8_8(__VA_ARGS__);                                              \
+        else if (CI == 8 && CO == 16) dot_##WHAT##_8_16(__VA_ARGS__);                                            \
+        else dot_##WHAT##_16_16(__VA_ARGS__);                                                                    \
+    } while (0)
+#else
+#define HAVE_BF16_DOT 0
+#endif
+
+/* Whether aelab_conv3_bf16 exists in this build (the CPU has AVX-512 BF16) and takes this layer. */
+EXPORT int aelab_conv3_bf16_takes(int64_t CI, int64_t CO, int64_t W) {
+    return HAVE_BF16_DOT && aelab_conv3_takes(CI, CO) && W % 2 == 0;
+}
+
+/* bf16 x (N, H, W, CI) -> out (N, H, W, CO) bf16 = conv3x3(x) + b; w (3, 3, CI, CO), b float32. */
+EXPORT int aelab_conv3_bf16(int64_t N, int64_t H, int64_t W, int64_t CI, int64_t CO, const uint16_t *x,
+                            const float *w, const float *b, uint16_t *out) {
+    if (!aelab_conv3_bf16_takes(CI, CO, W)) return -1;
+#if HAVE_BF16_DOT
+    uint32_t *wp = malloc(sizeof(uint32_t) * (size_t)(9 * CI / 2 * CO));
+    if (!wp) return -1;
+    for (int t = 0; t < 9; t++)
+        for (int64_t i = 0; i < CI / 2; i++)
+            for (int64_t co = 0; co < CO; co++)
+                wp[(t * CI / 2 + i) * CO + co] = pair_bf16(w[(t * CI + 2 * i) * CO + co], w[(t * CI + 2 * i + 1) * CO + co]);
+    int nthreads = threads_for(N * H * W * CO * 9);
+    int failed = 0;
+#pragma omp parallel num_threads(nthreads) reduction(| : failed)
+    {
+        SPLIT_BATCH
+        uint16_t *xp = malloc(sizeof(uint16_t) * (size_t)(((H + 2) * (W + 2) + 8) * CI));
+        if (xp)
+            DOT_DISPATCH(fwd, n0, n1, H, W, x, wp, b, out, xp);
+        else
+            failed = 1;
+        free(xp);
+    }
+    free(wp);
+    return failed ? -1 : 0;
+#else
+    (void)N, (void)H, (void)x, (void)w, (void)b, (void)out;
+    return -1;
+#endif
+}
+
+/* Its backward from bf16 g (N, H, W, CO): dx bf16 (NULL: not needed), dw (3, 3, CI, CO) and db float32. */
+EXPORT int aelab_conv3_bf16_backward(int64_t N, int64_t H, int64_t W, int64_t CI, int64_t CO, const uint16_t *x,
+                                     const uint16_t *g, const float *w, uint16_t *dx, float *dw, float *db) {
+    if (!aelab_conv3_bf16_takes(CI, CO, W)) return -1;
+#if HAVE_BF16_DOT
+    uint32_t *wq = malloc(sizeof(uint32_t) * (size_t)(9 * CO / 2 * CI));
+    int64_t width = 9 * CI * CO + CO;
+    int nthreads = threads_for(N * H * W * CO * 9);
+    float *partial = calloc((size_t)nthreads * (size_t)width, sizeof(float));
+    if (!wq || !partial) {
+        free(wq);
+        free(partial);
+        return -1;
+    }
+    for (int t = 0; t < 9; t++)
+        for (int64_t j = 0; j < CO / 2; j++)
+            for (int64_t ci = 0; ci < CI; ci++)
+                wq[(t * CO / 2 + j) * CI + ci] = pair_bf16(w[(t * CI + ci) * CO + 2 * j], w[(t * CI + ci) * CO + 2 * j + 1]);
+    int failed = 0;
+#pragma omp parallel num_threads(nthreads) reduction(| : failed)
+    {
+        SPLIT_BATCH
+        int64_t P = W + 2, J = P / 2;
+        size_t plane = (size_t)((H + 2) * P + 8);
+        uint16_t *xp = malloc(sizeof(uint16_t) * plane * (size_t)CI), *gp = malloc(sizeof(uint16_t) * plane * (size_t)CO);
+        uint32_t *xe = malloc(sizeof(uint32_t) * (size_t)((H + 2) * J * CI + 8 * CI));
+        uint32_t *xo = malloc(sizeof(uint32_t) * (size_t)((H + 2) * J * CI + 8 * CI));
+        uint32_t *g2 = malloc(sizeof(uint32_t) * (size_t)(H * (W / 2) * CO));
+        if (xp && gp && xe && xo && g2) {
+            if (dx) DOT_DISPATCH(dx, n0, n1, H, W, g, wq, dx, gp);
+            DOT_DISPATCH(dw, n0, n1, H, W, x, g, partial + (int64_t)tid * width, xp, xe, xo, g2);
+        } else
+            failed = 1;
+        free(xp);
+        free(gp);
+        free(xe);
+        free(xo);
+        free(g2);
+    }
+    reduce_columns(partial, nthreads, width, partial);
+    memcpy(dw, partial, sizeof(float) * (size_t)(9 * CI * CO));
+    memcpy(db, partial + 9 * CI * CO, sizeof(float) * (size_t)CO);
+    free(partial);
+    free(wq);
+    return failed ? -1 : 0;
+#else
+    (void)N, (void)H, (void)x, (void)g, (void)w, (void)dx, (void)dw, (void)db;
+    return -1;
+#endif
+}

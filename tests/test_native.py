@@ -345,3 +345,18 @@ def test_conv3_in_bf16_dot_products_matches_torch(kernels, hw, cin, cout):
         assert got.dtype == BF16 and (got.float() - want).abs().max() <= 8e-3 * want.abs().max()
     assert torch.allclose(dw.permute(3, 2, 0, 1), wr.grad, rtol=1e-5, atol=1e-5 * wr.grad.abs().max().item())
     assert torch.allclose(db, br.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_kernels_native_without_a_compiler_is_refused_before_anything_is_written(
+    idx_dir, tmp_path, monkeypatch, capsys
+):
+    from aelab.cli import main
+
+    monkeypatch.setattr(native, "load", lambda log=None: None)
+    monkeypatch.setattr(native, "_why_not", "no C compiler on PATH (set CC)")
+    out = tmp_path / "run"
+    args = ["train", "seed004-dense32-adam", "--set", f"data.path={idx_dir}", "--set", "train.epochs=1"]
+    assert main([*args, "--set", "train.kernels=native", "--out", str(out), "--no-report"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "train.kernels: native was asked for, but no C compiler" in err
+    assert not out.exists()

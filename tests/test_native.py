@@ -360,3 +360,15 @@ def test_kernels_native_without_a_compiler_is_refused_before_anything_is_written
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "train.kernels: native was asked for, but no C compiler" in err
     assert not out.exists()
+
+
+def test_a_damaged_cached_build_is_built_again(kernels, tmp_path):
+    """A build cut short on disk (a full disk, a killed copy) does not load; it is built again, once."""
+    first, _ = native.build(native.compiler(), [tmp_path / "a"])
+    assert first is not None
+    damaged = tmp_path / "b" / first.path.name  # the name this machine's build has, in a folder not loaded yet
+    damaged.parent.mkdir()
+    damaged.write_bytes(b"not a shared library")
+    said: list[str] = []
+    again, why = native.build(native.compiler(), [damaged.parent], said.append)
+    assert again is not None and why == "" and again.path == damaged and len(said) == 1

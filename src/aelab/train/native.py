@@ -401,15 +401,18 @@ def build(cc: str | None, folders: list[Path], log: Callable[[str], None] | None
         key = hashlib.sha256("\0".join([source, cc, version, *fl, _cpu_id()]).encode()).hexdigest()[:16]
         for folder in folders:
             path = folder / f"aelab-kernels-{key}.so"
-            if not path.exists():
-                if log is not None:
-                    log(f"building aelab's C kernels for this CPU with {cc} (once; cached in {folder})")
-                err = _compile(cc, fl, path)
-                if err is not None:
-                    error = err
-                    continue
-            try:
-                return Kernels(ctypes.CDLL(str(path)), path), ""
-            except (OSError, AttributeError) as e:
-                error = f"{path} does not load: {e}"
+            for attempt in range(2):  # a damaged cached build (a full disk, say) is built again once
+                if not path.exists():
+                    if log is not None:
+                        log(f"building aelab's C kernels for this CPU with {cc} (once; cached in {folder})")
+                    err = _compile(cc, fl, path)
+                    if err is not None:
+                        error = err
+                        break
+                try:
+                    return Kernels(ctypes.CDLL(str(path)), path), ""
+                except (OSError, AttributeError) as e:
+                    error = f"{path} does not load: {e}"
+                    if attempt == 0:
+                        path.unlink(missing_ok=True)
     return None, f"the C kernels did not build: {error}"

@@ -440,105 +440,6 @@ static inline __attribute__((always_inline)) void pad_plane(const float *restric
     for (int64_t y = 0; y < H; y++) memcpy(xp + (y + 1) * (W + 2) + 1, x + y * W, sizeof(float) * (size_t)W);
 }
 
-static inline __attribute__((always_inline)) void conv1_fast(int64_t n0, int64_t n1, int64_t H, int64_t W,
-                                                            const int64_t C, const float *restrict x,
-                                                            const float *restrict w, const float *restrict b,
-                                                            void *restrict out, const int bf, uint8_t *restrict arg,
-                                                            float *restrict xp) {
-    const int64_t Hp = H / 2, Wp = W / 2, P = W + 2;
-    for (int64_t n = n0; n < n1; n++) {
-        pad_plane(x + n * H * W, H, W, xp);
-        for (int64_t Y = 0; Y < Hp; Y++)
-            for (int64_t X = 0; X < Wp; X++) {
-                const float *patch = xp + 2 * Y * P + 2 * X; /* the 4x4 pixels the window's 3x3 taps read */
-                float v[16];
-                for (int i = 0; i < 4; i++)
-                    for (int j = 0; j < 4; j++) v[i * 4 + j] = patch[i * P + j];
-                int64_t o = ((n * Hp + Y) * Wp + X) * C;
-                const float *w0 = w, *w1 = w + C, *w2 = w + 2 * C, *w3 = w + 3 * C, *w4 = w + 4 * C;
-                const float *w5 = w + 5 * C, *w6 = w + 6 * C, *w7 = w + 7 * C, *w8 = w + 8 * C;
-#pragma omp simd
-                for (int64_t c = 0; c < C; c++) {
-                    float a[4];
-/* the 3x3 taps of the window pixel whose top-left tap sits at (oy, ox) of the 4x4 patch */
-#define TAPS(oy, ox)                                                                                     \
-    fmaf(v[(oy + 2) * 4 + ox + 2], w8[c],                                                                \
-         fmaf(v[(oy + 2) * 4 + ox + 1], w7[c],                                                           \
-              fmaf(v[(oy + 2) * 4 + ox], w6[c],                                                          \
-                   fmaf(v[(oy + 1) * 4 + ox + 2], w5[c],                                                 \
-                        fmaf(v[(oy + 1) * 4 + ox + 1], w4[c],                                            \
-                             fmaf(v[(oy + 1) * 4 + ox], w3[c],                                           \
-                                  fmaf(v[oy * 4 + ox + 2], w2[c],                                        \
-                                       fmaf(v[oy * 4 + ox + 1], w1[c], fmaf(v[oy * 4 + ox], w0[c], b[c])))))))))
-                    a[0] = TAPS(0, 0);
-                    a[1] = TAPS(0, 1);
-                    a[2] = TAPS(1, 0);
-                    a[3] = TAPS(1, 1);
-#undef TAPS
-                    float m = a[0];
-                    uint8_t at = 0;
-                    at = a[1] > m ? 1 : at;
-                    m = a[1] > m ? a[1] : m;
-                    at = a[2] > m ? 2 : at;
-                    m = a[2] > m ? a[2] : m;
-                    at = a[3] > m ? 3 : at;
-                    m = a[3] > m ? a[3] : m;
-                    m = m > 0.0f ? m : 0.0f;
-                    if (bf)
-                        ((uint16_t *)out)[o + c] = f32_to_bf16(m);
-                    else
-                        ((float *)out)[o + c] = m;
-                    arg[o + c] = at;
-                }
-            }
-    }
-}
-
-static inline __attribute__((always_inline)) void conv1_back_fast_any(int64_t n0, int64_t n1, int64_t H, int64_t W,
-                                                                 const int64_t C, const float *restrict x,
-                                                                 const void *restrict dout, const void *restrict out,
-                                                                 const int bf, const uint8_t *restrict arg,
-                                                                 float *restrict pw, float *restrict xp) {
-    const int64_t Hp = H / 2, Wp = W / 2, P = W + 2;
-    float *pb = pw + 9 * C;
-    for (int64_t n = n0; n < n1; n++) {
-        pad_plane(x + n * H * W, H, W, xp);
-        for (int64_t Y = 0; Y < Hp; Y++)
-            for (int64_t X = 0; X < Wp; X++) {
-                const float *patch = xp + 2 * Y * P + 2 * X;
-                float v[16];
-                for (int i = 0; i < 4; i++)
-                    for (int j = 0; j < 4; j++) v[i * 4 + j] = patch[i * P + j];
-                int64_t o = ((n * Hp + Y) * Wp + X) * C;
-                float *d0 = pw, *d1 = pw + C, *d2 = pw + 2 * C, *d3 = pw + 3 * C, *d4 = pw + 4 * C;
-                float *d5 = pw + 5 * C, *d6 = pw + 6 * C, *d7 = pw + 7 * C, *d8 = pw + 8 * C;
-#pragma omp simd
-                for (int64_t c = 0; c < C; c++) {
-                    float g = load(dout, bf, o + c), u = load(out, bf, o + c);
-                    float dv = u > 0.0f ? g : 0.0f; /* relu: no gradient where the pooled value was cut to 0 */
-                    pb[c] += dv;
-                    uint8_t at = arg[o + c];
-                    float e0 = at == 0 ? dv : 0.0f, e1 = at == 1 ? dv : 0.0f;
-                    float e2 = at == 2 ? dv : 0.0f, e3 = at == 3 ? dv : 0.0f;
-/* tap (ky, kx) reads patch pixel (q_y + ky, q_x + kx) for the window pixel q that held the max */
-#define DTAP(dst, ky, kx)                                                                                \
-    dst[c] = fmaf(e3, v[(ky + 1) * 4 + kx + 1],                                                          \
-                  fmaf(e2, v[(ky + 1) * 4 + kx], fmaf(e1, v[ky * 4 + kx + 1], fmaf(e0, v[ky * 4 + kx], dst[c]))))
-                    DTAP(d0, 0, 0);
-                    DTAP(d1, 0, 1);
-                    DTAP(d2, 0, 2);
-                    DTAP(d3, 1, 0);
-                    DTAP(d4, 1, 1);
-                    DTAP(d5, 1, 2);
-                    DTAP(d6, 2, 0);
-                    DTAP(d7, 2, 1);
-                    DTAP(d8, 2, 2);
-#undef DTAP
-                }
-            }
-    }
-}
-
 /* GCC/Clang vector extensions: a whole channel vector per variable, so accumulators live in registers
  * (arrays indexed in a loop go through memory, and a store-to-load chain per pixel costs more than the
  * arithmetic). The compiler maps them onto whatever SIMD the CPU has (two AVX2 halves, one AVX-512 register). */
@@ -698,85 +599,6 @@ static inline __attribute__((always_inline)) void load_padded_map(const void *re
                 ap[((Y + 1) * (Ws + 2) + X + 1) * C + c] = load(a, bf, base + (Y * Ws + X) * C + c);
 }
 
-static inline __attribute__((always_inline)) void upconv_fast(int64_t n0, int64_t n1, int64_t Hs, int64_t Ws,
-                                                             const int64_t C, const void *restrict a, const int bf,
-                                                             const float *restrict wp, float b, float *restrict z,
-                                                             float *restrict ap) {
-    const int64_t H = 2 * Hs, W = 2 * Ws, P = Ws + 2;
-    for (int64_t n = n0; n < n1; n++) {
-        load_padded_map(a, bf, n * Hs * Ws * C, Hs, Ws, C, ap);
-        for (int64_t y = 0; y < H; y++) {
-            int64_t Y = y >> 1, py = y & 1;
-            for (int64_t x = 0; x < W; x++) {
-                int64_t X = x >> 1, px = x & 1;
-                const float *wq = wp + (py * 2 + px) * 4 * C;
-                const float *s0 = ap + ((Y + py) * P + X + px) * C, *s1 = s0 + P * C;
-                float acc[MAXC];
-                for (int64_t c = 0; c < C; c++) {
-                    float t = s0[c] * wq[c];
-                    t = fmaf(s0[C + c], wq[C + c], t);
-                    t = fmaf(s1[c], wq[2 * C + c], t);
-                    acc[c] = fmaf(s1[C + c], wq[3 * C + c], t);
-                }
-                float sum = 0.0f;
-                for (int64_t c = 0; c < C; c++) sum += acc[c];
-                z[(n * H + y) * W + x] = sum + b;
-            }
-        }
-    }
-}
-
-static inline __attribute__((always_inline)) void upconv_back_fast(int64_t n0, int64_t n1, int64_t Hs, int64_t Ws,
-                                                                  const int64_t C, const void *restrict a,
-                                                                  const int bf, const float *restrict wp,
-                                                                  const float *restrict g, void *restrict da,
-                                                                  int relu_mask, float *restrict pwp,
-                                                                  float *restrict pb, float *restrict ap,
-                                                                  float *restrict dap) {
-    const int64_t H = 2 * Hs, W = 2 * Ws, P = Ws + 2;
-    for (int64_t n = n0; n < n1; n++) {
-        load_padded_map(a, bf, n * Hs * Ws * C, Hs, Ws, C, ap);
-        memset(dap, 0, sizeof(float) * (size_t)((Hs + 2) * P * C));
-        const float *gn = g + n * H * W;
-        float sg = 0.0f;
-        for (int64_t y = 0; y < H; y++) {
-            int64_t Y = y >> 1, py = y & 1;
-            for (int64_t x = 0; x < W; x++) {
-                int64_t X = x >> 1, px = x & 1;
-                float gv = gn[y * W + x];
-                sg += gv;
-                const float *wq = wp + (py * 2 + px) * 4 * C;
-                float *dq = pwp + (py * 2 + px) * 4 * C;
-                int64_t i0 = ((Y + py) * P + X + px) * C, i1 = i0 + P * C;
-                for (int64_t c = 0; c < C; c++) {
-                    dq[c] = fmaf(gv, ap[i0 + c], dq[c]);
-                    dq[C + c] = fmaf(gv, ap[i0 + C + c], dq[C + c]);
-                    dq[2 * C + c] = fmaf(gv, ap[i1 + c], dq[2 * C + c]);
-                    dq[3 * C + c] = fmaf(gv, ap[i1 + C + c], dq[3 * C + c]);
-                    dap[i0 + c] = fmaf(gv, wq[c], dap[i0 + c]);
-                    dap[i0 + C + c] = fmaf(gv, wq[C + c], dap[i0 + C + c]);
-                    dap[i1 + c] = fmaf(gv, wq[2 * C + c], dap[i1 + c]);
-                    dap[i1 + C + c] = fmaf(gv, wq[3 * C + c], dap[i1 + C + c]);
-                }
-            }
-        }
-        *pb += sg;
-        int64_t base = n * Hs * Ws * C;
-        for (int64_t Y = 0; Y < Hs; Y++)
-            for (int64_t X = 0; X < Ws; X++)
-                for (int64_t c = 0; c < C; c++) {
-                    int64_t i = base + (Y * Ws + X) * C + c;
-                    float d = dap[((Y + 1) * P + X + 1) * C + c];
-                    if (relu_mask) d = ap[((Y + 1) * P + X + 1) * C + c] > 0.0f ? d : 0.0f;
-                    if (bf)
-                        ((uint16_t *)da)[i] = f32_to_bf16(d);
-                    else
-                        ((float *)da)[i] = d;
-                }
-    }
-}
-
-
 /* The last layer's backward by source pixel: each interior pixel of the (zero-bordered) source map is read
  * by 16 (output pixel, phase tap) pairs, and each pair reads exactly one source pixel, so one pass over the
  * source pixels gathers both gradients: the source's (16 products, written once) and the phase weights'
@@ -875,39 +697,27 @@ static void unphase_gradient(const float *dwp, int64_t C, float *dw) {
                 }
 }
 
-#define FAST_CHANNELS(CALL) BY_CHANNELS(CALL)
-
 /* First layer: x (N, H, W) float32, one channel -> relu(conv(x) + b) with C <= 256 channels -> 2x2
  * max-pool (ceil mode: the last window may be cut) -> out (N, Hp, Wp, C), bf16 or float32. arg gets, per
  * pooled value, which of the window's four pixels held the max (0..3 row-major; the first on ties). */
 EXPORT void aelab_conv1_relu_pool(int64_t N, int64_t H, int64_t W, int64_t C, int64_t k, const float *x,
                                   const float *w, const float *b, void *out, int bf, uint8_t *arg) {
     int nthreads = threads_for(N * H * W * C);
-    int fast = k == 3 && H % 2 == 0 && W % 2 == 0;
+    int fast = k == 3 && H % 2 == 0 && W % 2 == 0 && (C == 16 || C == 8);
 #pragma omp parallel num_threads(nthreads)
     {
         SPLIT_BATCH
-        if (fast) {
-            float *xp = malloc(sizeof(float) * (size_t)((H + 2) * (W + 2)));
-            if (xp) {
-                if (C == 16)
-                    conv1_fast_16(n0, n1, H, W, x, w, b, out, bf, arg, xp);
-                else if (C == 8)
-                    conv1_fast_8(n0, n1, H, W, x, w, b, out, bf, arg, xp);
-                else {
-#define CONV1F(CC, BF) conv1_fast(n0, n1, H, W, CC, x, w, b, out, BF, arg, xp)
-                    FAST_CHANNELS(CONV1F);
-#undef CONV1F
-                }
-                free(xp);
-            } else
-                fast = 0;
-        }
-        if (!fast) {
+        float *xp = fast ? malloc(sizeof(float) * (size_t)((H + 2) * (W + 2))) : NULL;
+        if (xp && C == 16)
+            conv1_fast_16(n0, n1, H, W, x, w, b, out, bf, arg, xp);
+        else if (xp)
+            conv1_fast_8(n0, n1, H, W, x, w, b, out, bf, arg, xp);
+        else {
 #define CONV1(CC, BF) conv1_body(n0, n1, H, W, CC, k, x, w, b, out, BF, arg)
             BY_CHANNELS(CONV1);
 #undef CONV1
         }
+        free(xp);
     }
 }
 
@@ -962,29 +772,24 @@ EXPORT int aelab_conv1_relu_pool_backward(int64_t N, int64_t H, int64_t W, int64
                                           float *db) {
     const int64_t taps = k * k;
     int nthreads = threads_for(N * H * W * C);
+    int fast = k == 3 && H % 2 == 0 && W % 2 == 0 && (C == 16 || C == 8);
     float *partial = calloc((size_t)nthreads * (size_t)(taps + 1) * (size_t)C, sizeof(float));
     if (!partial) return -1;
 #pragma omp parallel num_threads(nthreads)
     {
         SPLIT_BATCH
         float *pw = partial + (int64_t)tid * (taps + 1) * C;
-        float *xp = k == 3 && H % 2 == 0 && W % 2 == 0 ? malloc(sizeof(float) * (size_t)((H + 2) * (W + 2))) : NULL;
-        if (xp) {
-            if (C == 16)
-                conv1_back_fast_16(n0, n1, H, W, x, dout, out, bf, arg, pw, xp);
-            else if (C == 8)
-                conv1_back_fast_8(n0, n1, H, W, x, dout, out, bf, arg, pw, xp);
-            else {
-#define CONV1BF(CC, BF) conv1_back_fast_any(n0, n1, H, W, CC, x, dout, out, BF, arg, pw, xp)
-                FAST_CHANNELS(CONV1BF);
-#undef CONV1BF
-            }
-            free(xp);
-        } else {
+        float *xp = fast ? malloc(sizeof(float) * (size_t)((H + 2) * (W + 2))) : NULL;
+        if (xp && C == 16)
+            conv1_back_fast_16(n0, n1, H, W, x, dout, out, bf, arg, pw, xp);
+        else if (xp)
+            conv1_back_fast_8(n0, n1, H, W, x, dout, out, bf, arg, pw, xp);
+        else {
 #define CONV1B(CC, BF) conv1_back_body(n0, n1, H, W, CC, k, x, dout, out, BF, arg, pw)
             BY_CHANNELS(CONV1B);
 #undef CONV1B
         }
+        free(xp);
     }
     reduce_columns(partial, nthreads, (taps + 1) * C, partial);
     memcpy(dw, partial, (size_t)(taps * C) * sizeof(float));
@@ -1025,7 +830,8 @@ static inline __attribute__((always_inline)) void upconv_body(int64_t n0, int64_
 EXPORT void aelab_upconv1(int64_t N, int64_t Hs, int64_t Ws, int64_t C, int64_t H, int64_t W, int64_t k,
                           const void *a, int bf, const float *w, float b, float *z) {
     int nthreads = threads_for(N * H * W * C);
-    float *wp = k == 3 && H == 2 * Hs && W == 2 * Ws ? malloc(sizeof(float) * (size_t)(16 * C)) : NULL;
+    int fast = k == 3 && H == 2 * Hs && W == 2 * Ws && (C == 16 || C == 8);
+    float *wp = fast ? malloc(sizeof(float) * (size_t)(16 * C)) : NULL;
     if (wp) phase_weights(w, C, wp);
 #pragma omp parallel num_threads(nthreads)
     {
@@ -1033,20 +839,14 @@ EXPORT void aelab_upconv1(int64_t N, int64_t Hs, int64_t Ws, int64_t C, int64_t 
         float *ap = wp ? malloc(sizeof(float) * (size_t)((Hs + 2) * (Ws + 2) * C)) : NULL;
         if (ap && C == 16)
             upconv_fast_16(n0, n1, Hs, Ws, a, bf, wp, b, z, ap);
-        else if (ap && C == 8)
+        else if (ap)
             upconv_fast_8(n0, n1, Hs, Ws, a, bf, wp, b, z, ap);
-        if (ap && C != 16 && C != 8) {
-#define UPCF(CC, BF) upconv_fast(n0, n1, Hs, Ws, CC, a, BF, wp, b, z, ap)
-            FAST_CHANNELS(UPCF);
-#undef UPCF
-        }
-        if (ap) {
-            free(ap);
-        } else {
+        else {
 #define UPC(CC, BF) upconv_body(n0, n1, Hs, Ws, CC, H, W, k, a, BF, w, b, z)
             BY_CHANNELS(UPC);
 #undef UPC
         }
+        free(ap);
     }
     free(wp);
 }
@@ -1109,7 +909,7 @@ EXPORT int aelab_upconv1_backward(int64_t N, int64_t Hs, int64_t Ws, int64_t C, 
                                   float *dw, float *db) {
     const int64_t taps = k * k;
     int nthreads = threads_for(N * H * W * C);
-    int fast = k == 3 && H == 2 * Hs && W == 2 * Ws;
+    int fast = k == 3 && H == 2 * Hs && W == 2 * Ws && (C == 16 || C == 8);
     /* per thread: the weight (or phase-weight, 16 * C) gradient and the bias gradient */
     int64_t width = (fast ? 16 * C : taps * C) + 1;
     float *partial = calloc((size_t)nthreads * (size_t)width, sizeof(float));
@@ -1125,7 +925,7 @@ EXPORT int aelab_upconv1_backward(int64_t N, int64_t Hs, int64_t Ws, int64_t C, 
     {
         SPLIT_BATCH
         float *pw = partial + (int64_t)tid * width;
-        if (fast && (C == 16 || C == 8)) {
+        if (fast) {
             float *gp = malloc(sizeof(float) * (size_t)((H + 2) * (W + 2)));
             if (gp && C == 16)
                 upconv_back_fast_16(n0, n1, Hs, Ws, a, bf, wp, g, da, relu_mask, pw, pw + 16 * C, gp);
@@ -1134,17 +934,6 @@ EXPORT int aelab_upconv1_backward(int64_t N, int64_t Hs, int64_t Ws, int64_t C, 
             else
                 failed = 1;
             free(gp);
-        } else if (fast) {
-            size_t plane = (size_t)((Hs + 2) * (Ws + 2) * C);
-            float *ap = malloc(sizeof(float) * plane), *dap = malloc(sizeof(float) * plane);
-            if (ap && dap) {
-#define UPCBF(CC, BF) upconv_back_fast(n0, n1, Hs, Ws, CC, a, BF, wp, g, da, relu_mask, pw, pw + 16 * C, ap, dap)
-                FAST_CHANNELS(UPCBF);
-#undef UPCBF
-            } else
-                failed = 1;
-            free(ap);
-            free(dap);
         } else {
 #define UPCB(CC, BF) upconv_back_body(n0, n1, Hs, Ws, CC, H, W, k, a, BF, w, g, da, relu_mask, pw)
             BY_CHANNELS(UPCB);
@@ -1211,40 +1000,6 @@ static inline void pad_map(const void *a, int bf, int64_t base, int64_t H, int64
                             st_bf16_##CO((uint16_t *)out + o, acc[j]);                                           \
                         else                                                                                     \
                             memcpy((float *)out + o, &acc[j], sizeof acc[j]);                                    \
-                    }                                                                                            \
-                }                                                                                                \
-        }                                                                                                        \
-    }                                                                                                            \
-    /* dx[y][x][:] = sum over taps and co of g[y - ky + 1][x - kx + 1][co] * w[ky][kx][:][co]; wt is w with its \
-     * last two axes swapped, (3, 3, CO, CI) */                                                                  \
-    CONTRACT static void conv3_dx_##CI##_##CO(int64_t n0, int64_t n1, int64_t H, int64_t W, const void *g,       \
-                                              int bf, const float *restrict wt, void *dx, float *restrict gp) {  \
-        const int64_t P = W + 2;                                                                                 \
-        for (int64_t n = n0; n < n1; n++) {                                                                      \
-            pad_map(g, bf, n * H * W * CO, H, W, CO, gp);                                                        \
-            for (int64_t y = 0; y < H; y++)                                                                      \
-                for (int64_t x0 = 0; x0 < W; x0 += 4) {                                                          \
-                    VIv a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                                  \
-                    for (int ky = 0; ky < 3; ky++)                                                               \
-                        for (int kx = 0; kx < 3; kx++) {                                                         \
-                            const float *r = gp + ((y - ky + 2) * P + x0 - kx + 2) * CO;                         \
-                            const float *wk = wt + (ky * 3 + kx) * CO * CI;                                      \
-                            for (int co = 0; co < CO; co++) {                                                    \
-                                VIv wv;                                                                          \
-                                memcpy(&wv, wk + co * CI, sizeof wv);                                            \
-                                a0 += r[co] * wv;                                                                \
-                                a1 += r[CO + co] * wv;                                                           \
-                                a2 += r[2 * CO + co] * wv;                                                       \
-                                a3 += r[3 * CO + co] * wv;                                                       \
-                            }                                                                                    \
-                        }                                                                                        \
-                    VIv acc[4] = {a0, a1, a2, a3};                                                               \
-                    for (int j = 0; j < 4 && x0 + j < W; j++) {                                                  \
-                        int64_t o = ((n * H + y) * W + x0 + j) * CI;                                             \
-                        if (bf)                                                                                  \
-                            st_bf16_##CI((uint16_t *)dx + o, acc[j]);                                            \
-                        else                                                                                     \
-                            memcpy((float *)dx + o, &acc[j], sizeof acc[j]);                                     \
                     }                                                                                            \
                 }                                                                                                \
         }                                                                                                        \
@@ -1335,7 +1090,15 @@ EXPORT int aelab_conv3_backward(int64_t N, int64_t H, int64_t W, int64_t CI, int
     int nthreads = threads_for(N * H * W * CO * 9);
     int64_t width = 9 * CI * CO + CO;
     float *partial = calloc((size_t)nthreads * (size_t)width, sizeof(float));
-    if (!partial) return -1;
+    /* the input gradient is the forward of g (CO channels in, CI out) with the kernel flipped, no bias */
+    float *wf = malloc(sizeof(float) * (size_t)(9 * CO * CI)), *zero = calloc((size_t)CI, sizeof(float));
+    if (!partial || !wf || !zero) {
+        free(partial);
+        free(wf);
+        free(zero);
+        return -1;
+    }
+    for (int t = 0; t < 9; t++) memcpy(wf + t * CO * CI, wt + (8 - t) * CO * CI, sizeof(float) * (size_t)(CO * CI));
     int failed = 0;
 #pragma omp parallel num_threads(nthreads) reduction(| : failed)
     {
@@ -1343,7 +1106,13 @@ EXPORT int aelab_conv3_backward(int64_t N, int64_t H, int64_t W, int64_t CI, int
         size_t plane = (size_t)((H + 2) * (W + 2) + 4);
         float *xp = malloc(sizeof(float) * plane * (size_t)CI), *gp = malloc(sizeof(float) * plane * (size_t)CO);
         if (xp && gp) {
-            if (dx) CONV3_DISPATCH(dx, n0, n1, H, W, g, bf, wt, dx, gp);
+            if (dx) {
+                const int64_t CI_ = CI;
+                {
+                    const int64_t CI = CO, CO = CI_; /* the flipped convolution's channel counts */
+                    CONV3_DISPATCH(fwd, n0, n1, H, W, g, bf, wf, zero, dx, gp);
+                }
+            }
             CONV3_DISPATCH(dw, n0, n1, H, W, x, g, bf, partial + (int64_t)tid * width, xp, gp);
         } else
             failed = 1;
@@ -1354,6 +1123,8 @@ EXPORT int aelab_conv3_backward(int64_t N, int64_t H, int64_t W, int64_t CI, int
     memcpy(dw, partial, sizeof(float) * (size_t)(9 * CI * CO));
     memcpy(db, partial + 9 * CI * CO, sizeof(float) * (size_t)CO);
     free(partial);
+    free(wf);
+    free(zero);
     return failed ? -1 : 0;
 }
 
@@ -1449,32 +1220,6 @@ static inline void interleave8(const uint16_t *a, const uint16_t *b, uint32_t *o
         }                                                                                                        \
     }
 
-/* input gradient, input channels CI in the lanes: wq[tap][j][ci] = (w[tap][ci][2j], w[tap][ci][2j + 1]) */
-#define DEFINE_DOT_DX(CI, CO)                                                                                    \
-    static void dot_dx_##CI##_##CO(int64_t n0, int64_t n1, int64_t H, int64_t W, const uint16_t *g,               \
-                                   const uint32_t *wq, uint16_t *dx, uint16_t *gp) {                             \
-        const int64_t P = W + 2;                                                                                 \
-        for (int64_t n = n0; n < n1; n++) {                                                                      \
-            pad_bf16(g + n * H * W * CO, H, W, CO, gp);                                                          \
-            const uint32_t *gq = (const uint32_t *)gp;                                                           \
-            for (int64_t y = 0; y < H; y++)                                                                      \
-                for (int64_t x0 = 0; x0 < W; x0 += 8) {                                                          \
-                    V##CI a[8] = {ZERO##CI, ZERO##CI, ZERO##CI, ZERO##CI, ZERO##CI, ZERO##CI, ZERO##CI, ZERO##CI}; \
-                    for (int t = 0; t < 9; t++) {                                                                \
-                        int ky = t / 3, kx = t % 3;                                                              \
-                        const uint32_t *r = gq + ((y - ky + 2) * P + x0 - kx + 2) * (CO / 2);                    \
-                        const uint32_t *wt = wq + t * (CO / 2) * CI;                                             \
-                        for (int j = 0; j < CO / 2; j++) {                                                       \
-                            V##CI##I wv = LDI##CI(wt + j * CI);                                                  \
-                            for (int q = 0; q < 8; q++) a[q] = DP##CI(a[q], SET1_##CI(r[q * (CO / 2) + j]), wv); \
-                        }                                                                                        \
-                    }                                                                                            \
-                    uint16_t *o = dx + ((n * H + y) * W + x0) * CI;                                              \
-                    for (int q = 0; q < 8 && x0 + q < W; q++) STBF16_##CI(o + q * CI, a[q]);                     \
-                }                                                                                                \
-        }                                                                                                        \
-    }
-
 /* weight gradient from pixel pairs along x (W even): dw[tap][ci][co] = sum over pairs of
  * (x[p + tap][ci], x[p + 1 + tap][ci]) . (g[p][co], g[p + 1][co]); the pairs of x are taken from the padded
  * plane at an even (kx = 0, 2) or odd (kx = 1) column, so both alignments are laid out once per sample. */
@@ -1523,7 +1268,7 @@ static inline void interleave8(const uint16_t *a, const uint16_t *b, uint32_t *o
         }                                                                                                        \
     }
 
-#define DEFINE_DOT(CI, CO) DEFINE_DOT_FWD(CI, CO) DEFINE_DOT_DX(CI, CO) DEFINE_DOT_DW(CI, CO)
+#define DEFINE_DOT(CI, CO) DEFINE_DOT_FWD(CI, CO) DEFINE_DOT_DW(CI, CO)
 DEFINE_DOT(16, 8)
 DEFINE_DOT(8, 8)
 DEFINE_DOT(8, 16)
@@ -1590,10 +1335,14 @@ EXPORT int aelab_conv3_bf16_backward(int64_t N, int64_t H, int64_t W, int64_t CI
         free(partial);
         return -1;
     }
+    /* the input gradient is the forward of g (CO channels in, CI out) with the kernel flipped, no bias:
+     * wq[tap][j][ci] = (w[8 - tap][ci][2j], w[8 - tap][ci][2j + 1]) */
     for (int t = 0; t < 9; t++)
         for (int64_t j = 0; j < CO / 2; j++)
             for (int64_t ci = 0; ci < CI; ci++)
-                wq[(t * CO / 2 + j) * CI + ci] = pair_bf16(w[(t * CI + ci) * CO + 2 * j], w[(t * CI + ci) * CO + 2 * j + 1]);
+                wq[(t * CO / 2 + j) * CI + ci] =
+                    pair_bf16(w[((8 - t) * CI + ci) * CO + 2 * j], w[((8 - t) * CI + ci) * CO + 2 * j + 1]);
+    float zero[16] = {0};
     int failed = 0;
 #pragma omp parallel num_threads(nthreads) reduction(| : failed)
     {
@@ -1605,7 +1354,13 @@ EXPORT int aelab_conv3_bf16_backward(int64_t N, int64_t H, int64_t W, int64_t CI
         uint32_t *xo = malloc(sizeof(uint32_t) * (size_t)((H + 2) * J * CI + 8 * CI));
         uint32_t *g2 = malloc(sizeof(uint32_t) * (size_t)(H * (W / 2) * CO));
         if (xp && gp && xe && xo && g2) {
-            if (dx) DOT_DISPATCH(dx, n0, n1, H, W, g, wq, dx, gp);
+            if (dx) {
+                const int64_t CI_ = CI;
+                {
+                    const int64_t CI = CO, CO = CI_; /* the flipped convolution's channel counts */
+                    DOT_DISPATCH(fwd, n0, n1, H, W, g, wq, zero, dx, gp);
+                }
+            }
             DOT_DISPATCH(dw, n0, n1, H, W, x, g, partial + (int64_t)tid * width, xp, xe, xo, g2);
         } else
             failed = 1;

@@ -4,10 +4,11 @@ The seed-004 conv autoencoder spends most of its step in the two layers oneDNN d
 (1 input channel) and the last (1 output channel), at 20-40 GFLOP/s, and in the pooling and upsampling
 around them (docs/PERFORMANCE.md). Here those two run as aelab's C kernels (native.py), fused with their
 neighbours: the first convolution with its ReLU and 2x2 max-pooling, the last with the 2x upsampling
-before it and the ReLU before that. The layers between keep torch's kernels (oneDNN convolutions, pooling,
-upsampling) called directly, forward and backward, in the autocast precision: bf16 with float32 weights
-cast per step under bf16-mixed. The loss is the C kernel's (loss, gradient and the last bias's gradient in
-one pass). The optimizer is the run's own, so checkpoints and schedules are unchanged.
+before it and the ReLU before that. The 3x3 layers between with 8 or 16 channels are C kernels too (bf16 dot
+products on CPUs with AVX-512 BF16; float32 on small maps elsewhere); pooling, upsampling and any other
+convolution keep torch's kernels (oneDNN) called directly, forward and backward, in the autocast precision:
+bf16 with float32 weights cast per step under bf16-mixed. The loss and its gradient are one C kernel's pass.
+The optimizer is the run's own, so checkpoints and schedules are unchanged.
 
 ``plan`` says whether a model qualifies: encoder and decoder Sequentials of stride-1 'same' convolutions
 with biases, element-wise activations, 2x2 ceil-mode max-pooling, 2x nearest upsampling and crops, a
@@ -161,8 +162,7 @@ class ConvStep:
         self.ops, self.opt, self.kernels = ops, opt, kernels
         self.loss_kind = "bce" if loss == "bce" else "mse-sigmoid" if output_activation == "sigmoid" else "mse"
         self.dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float32
-        self.convs = [op.module for op in ops if op.kind in ("conv", "head", "tail")]
-        self.native_conv_pixels = NATIVE_CONV_MAX_PIXELS
+        self.native_conv_pixels = NATIVE_CONV_MAX_PIXELS  # an attribute so an A/B can turn the fp32 kernels off
 
     def _native_conv(self, m: nn.Conv2d, h: torch.Tensor) -> str | None:
         """Which C kernel takes this 3x3 conv with 8 or 16 channels each side: in bf16 on a CPU with AVX-512

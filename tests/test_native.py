@@ -62,8 +62,10 @@ def test_loss_and_gradient_match_torch(kernels, kind, rows, cols, dtype):
         ref_g = 2 * (zf - t) / n
     g = torch.empty_like(z)
     bias = torch.empty(cols)
-    total = kernels.loss_grad(z, t, g, bias, kind)
+    mean = torch.empty(())
+    total = kernels.loss_grad(z, t, g, bias, kind, mean)
     assert total == pytest.approx(ref_loss.item(), rel=1e-5)
+    assert float(mean) == pytest.approx(ref_loss.item() / n, rel=1e-5)
     assert _close_in(dtype, g, ref_g.to(dtype), scale=2.0 / n)
     # the bias gradient sums the gradient as stored (rounded to dtype), as the torch path does
     assert torch.allclose(bias, g.float().sum(0), rtol=1e-5, atol=1e-9)
@@ -124,12 +126,14 @@ def test_adam_is_torchs_fused_adam_bit_for_bit(kernels, decoupled, weight_decay,
     cls = torch.optim.AdamW if decoupled else torch.optim.Adam
     opt = cls([ref], lr=1e-3, eps=1e-7, weight_decay=weight_decay, fused=True)
     copy = torch.empty(n, dtype=BF16)
+    count = torch.tensor(0.0)  # the state's step tensor: the kernel counts it up first
     for step in range(1, 5):
         g = (torch.randn(n) * 10.0**-step).to(grad_dtype)
         ref.grad = g.float()
         opt.step()
-        kernels.adam(p, g, m, v, copy, 1e-3, (0.9, 0.999), 1e-7, weight_decay, decoupled, float(step))
+        kernels.adam(p, g, m, v, copy, 1e-3, (0.9, 0.999), 1e-7, weight_decay, decoupled, count)
     st = opt.state[ref]
+    assert float(count) == float(st["step"]) == 4.0
     assert torch.equal(p, ref) and torch.equal(m, st["exp_avg"]) and torch.equal(v, st["exp_avg_sq"])
     assert torch.equal(copy, ref.to(BF16))
 
@@ -142,11 +146,12 @@ def test_adam_on_a_ragged_end_agrees_to_one_rounding(kernels):
     p, m, v = torch.randn(n), torch.zeros(n), torch.zeros(n)
     ref = p.clone()
     opt = torch.optim.Adam([ref], lr=1e-3, eps=1e-7, fused=True)
-    for step in range(1, 4):
+    count = torch.tensor(0.0)
+    for _ in range(3):
         g = torch.randn(n)
         ref.grad = g.clone()
         opt.step()
-        kernels.adam(p, g, m, v, None, 1e-3, (0.9, 0.999), 1e-7, 0.0, False, float(step))
+        kernels.adam(p, g, m, v, None, 1e-3, (0.9, 0.999), 1e-7, 0.0, False, count)
     assert torch.equal(p[:160], ref[:160])
     assert torch.allclose(v, opt.state[ref]["exp_avg_sq"], rtol=2e-7, atol=0)
     assert torch.allclose(p, ref, rtol=1e-6, atol=0)

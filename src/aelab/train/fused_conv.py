@@ -231,8 +231,8 @@ class ConvStep:
         t = target.reshape(n, -1).float().contiguous()
         logits = z.reshape(n, -1) if z.is_contiguous() else z.contiguous().reshape(n, -1)
         g = torch.empty(logits.shape, dtype=torch.float32 if self.ops[-1].kind == "tail" else logits.dtype)
-        total = k.loss_grad(logits, t, g, None, self.loss_kind)
-        loss = torch.tensor(total / logits.numel(), dtype=torch.float32)
+        loss = torch.empty(())
+        k.loss_grad(logits, t, g, None, self.loss_kind, loss)
 
         grads: dict[nn.Conv2d, tuple] = {}
         gh = g.reshape(z.shape)

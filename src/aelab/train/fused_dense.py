@@ -146,17 +146,22 @@ class FusedDenseStep:
         # again): valid while `_fresh` and `_stamp` hold. A stack of members hands in views of its own buffers.
         self._copies: list[torch.Tensor] | None = None
         self._fresh = False
-        self._stamp: list[tuple[int, int, float]] = []
+        self._stamp: list[tuple[int, int, int, int]] = []
 
     # -- the weights the forward multiplies with -------------------------------------------
-    def _stamps(self) -> list[tuple[int, int, float]]:
+    def _stamps(self) -> list[tuple[int, int, int, int]]:
         """What changes when anyone but the native step touches a parameter: its version counter (copy_,
-        load_state_dict, in-place edits), its storage, or the optimizer's step count (another step)."""
+        load_state_dict, in-place edits), its storage, or its step count's version or storage (another
+        optimizer step counts it in place with a tensor op; load_state_dict replaces it). No reads of values."""
         state = self.opt.state
-        return [
-            (p._version, p.data_ptr(), float(state[p]["step"]) if p in state and "step" in state[p] else -1.0)
-            for p in self.params
-        ]
+        out = []
+        for p in self.params:
+            step = state[p].get("step") if p in state else None
+            if isinstance(step, torch.Tensor):
+                out.append((p._version, p.data_ptr(), step._version, step.data_ptr()))
+            else:
+                out.append((p._version, p.data_ptr(), -1, -1))
+        return out
 
     def _weights(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         dt = self.dtype
@@ -196,8 +201,8 @@ class FusedDenseStep:
         if k is not None:
             g = torch.empty_like(h)
             bias_grad = torch.empty(h.shape[1])
-            total = k.loss_grad(h, t.float().contiguous(), g, bias_grad, self.loss_kind)
-            loss = torch.tensor(total / h.numel(), dtype=torch.float32)
+            loss = torch.empty(())
+            k.loss_grad(h, t.float().contiguous(), g, bias_grad, self.loss_kind, loss)
         else:
             loss, g = self._torch_loss(h, t)
             bias_grad = g.sum(0, dtype=torch.float32)
@@ -298,10 +303,10 @@ class StackedDenseStep:
             t = target.reshape(n_m, n, -1).float().contiguous()
             g = torch.empty_like(h)
             grads: list[list[torch.Tensor]] = [[torch.empty(0)] * len(w) for _ in self.members]
-            totals = []
+            loss = torch.empty(n_m)
             for j in range(n_m):
                 bias = torch.empty(h.shape[2])
-                totals.append(k.loss_grad(h[j], t[j], g[j], bias, self.loss_kind))
+                k.loss_grad(h[j], t[j], g[j], bias, self.loss_kind, loss[j])
                 grads[j][2 * layers - 1] = bias
             for i in range(layers - 1, -1, -1):
                 dw = torch.bmm(g.transpose(1, 2), inputs[i])
@@ -316,5 +321,4 @@ class StackedDenseStep:
                         grads[j][2 * i - 1] = bias
             for m, gr in zip(self.members, grads):
                 m.update(gr)
-        loss = torch.tensor(totals, dtype=torch.float64).div_(h.shape[1] * h.shape[2]).float()
         return loss, {"recon": loss}

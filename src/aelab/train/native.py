@@ -104,13 +104,13 @@ class Kernels:
         self.path = path
         i64, f32, f64, i32, vp = ctypes.c_int64, ctypes.c_float, ctypes.c_double, ctypes.c_int, ctypes.c_void_p
         self._loss = lib.aelab_loss_grad
-        self._loss.argtypes = [i64, i64, vp, i32, vp, vp, i32, vp, i32, f32]
+        self._loss.argtypes = [i64, i64, vp, i32, vp, vp, i32, vp, i32, f32, vp]
         self._loss.restype = f64
         self._act = lib.aelab_act_backward
         self._act.argtypes = [i64, i64, vp, vp, i32, i32, f32, vp]
         self._act.restype = i32
         self._adam = lib.aelab_adam
-        self._adam.argtypes = [i64, vp, vp, i32, vp, vp, vp, f64, f64, f64, f64, f64, i32, f64]
+        self._adam.argtypes = [i64, vp, vp, i32, vp, vp, vp, f64, f64, f64, f64, f64, i32, vp]
         self._adam.restype = None
         self._bf16 = lib.aelab_to_bf16
         self._bf16.argtypes = [i64, vp, vp]
@@ -147,10 +147,17 @@ class Kernels:
         self._d3b.restype = i32
 
     def loss_grad(
-        self, z: torch.Tensor, target: torch.Tensor, g: torch.Tensor, bias_grad: torch.Tensor | None, kind: str
+        self,
+        z: torch.Tensor,
+        target: torch.Tensor,
+        g: torch.Tensor,
+        bias_grad: torch.Tensor | None,
+        kind: str,
+        mean: torch.Tensor | None = None,
     ) -> float:
         """Sum over the batch of the loss of logits ``z`` (rows, cols) against ``target`` (float32); the
-        mean loss's gradient into ``g`` and its column sums into ``bias_grad`` (float32, or None)."""
+        mean loss's gradient into ``g``, its column sums into ``bias_grad`` (float32, or None), and the mean
+        loss into ``mean`` (a float32 tensor of one element, or None)."""
         rows, cols = z.shape
         scale = (1.0 if kind == "bce" else 2.0) / z.numel()
         return self._loss(
@@ -164,6 +171,7 @@ class Kernels:
             bias_grad.data_ptr() if bias_grad is not None else None,
             LOSS_KINDS[kind],
             scale,
+            mean.data_ptr() if mean is not None else None,
         )
 
     def act_backward(
@@ -187,9 +195,11 @@ class Kernels:
         eps: float,
         weight_decay: float,
         decoupled: bool,
-        step: float,
+        step: torch.Tensor,
     ) -> None:
-        """torch's fused Adam/AdamW update of ``p`` (``step``: the count after it); a bf16 ``copy`` of the result."""
+        """torch's fused Adam/AdamW update of ``p``, a bf16 ``copy`` of the result. ``step``: the optimizer
+        state's step count (a float32 tensor of one element), counted up by one first, as torch does."""
+        assert step.dtype == torch.float32 and step.numel() == 1 and step.device.type == "cpu"
         self._adam(
             p.numel(),
             p.data_ptr(),
@@ -204,7 +214,7 @@ class Kernels:
             eps,
             weight_decay,
             decoupled,
-            step,
+            step.data_ptr(),
         )
 
     def to_bf16(self, src: torch.Tensor, dst: torch.Tensor) -> None:

@@ -144,15 +144,17 @@ static inline __attribute__((always_inline)) float loss_row(int64_t cols, const 
  * times `scale` into g, with g's column sums (the last layer's bias gradient) into bias_grad.
  * kind 0: BCE with logits; 1: squared error of sigmoid(z); 2: squared error of z.
  * The column sums add the gradient as stored (rounded to bf16 when g is bf16), as the torch path does.
- * Returns the sum of the loss over all elements, or NaN if allocating scratch failed. */
+ * Returns the sum of the loss over all elements (also written as the mean to *mean unless NULL), or NaN if
+ * allocating scratch failed. */
 EXPORT double aelab_loss_grad(int64_t rows, int64_t cols, const void *z, int z_bf16, const float *t, void *g,
-                              int g_bf16, float *bias_grad, int kind, float scale) {
+                              int g_bf16, float *bias_grad, int kind, float scale, float *mean) {
     int nthreads = threads_for(rows * cols);
     float *partial = calloc((size_t)nthreads * (size_t)cols, sizeof(float));
     double *sums = calloc((size_t)nthreads, sizeof(double));
     if (!partial || !sums) {
         free(partial);
         free(sums);
+        if (mean) *mean = NAN;
         return NAN;
     }
     int zs = z_bf16 ? 2 : 4, gs = g_bf16 ? 2 : 4;
@@ -186,6 +188,7 @@ EXPORT double aelab_loss_grad(int64_t rows, int64_t cols, const void *z, int z_b
     double loss = 0.0;
     for (int i = 0; i < nthreads; i++) loss += sums[i];
     if (bias_grad) reduce_columns(partial, nthreads, cols, bias_grad);
+    if (mean) *mean = (float)(loss / (double)(rows * cols)); /* straight into a tensor: no Python float to wrap */
     free(partial);
     free(sums);
     return loss;
@@ -293,12 +296,15 @@ static inline __attribute__((always_inline)) void adam_range(int64_t lo, int64_t
 
 /* One Adam (decoupled = 0) or AdamW (1) step over n float32 parameters p with moments m and v, from
  * the gradient grad (float32, or bf16 when g_bf16), in the arithmetic and order of torch's fused CPU
- * kernel (aten/src/ATen/native/cpu/FusedAdamKernel.cpp, float case); `step` is the step count after
- * this step. When copy is not NULL, the updated parameters are also written to it in bf16. */
+ * kernel (aten/src/ATen/native/cpu/FusedAdamKernel.cpp, float case); step_count is the optimizer state's
+ * step tensor (float32), incremented here. When copy is not NULL, the updated parameters are also written to
+ * it in bf16. */
 EXPORT void aelab_adam(int64_t n, float *p, const void *grad, int g_bf16, float *m, float *v, uint16_t *copy,
                        double lr, double beta1, double beta2, double eps, double weight_decay, int decoupled,
-                       double step) {
+                       float *step_count) {
     struct adam_consts k;
+    *step_count += 1.0f; /* the optimizer state's float32 step tensor, counted first as torch's Adam does */
+    double step = *step_count;
     double bias_correction1 = 1 - pow(beta1, step);
     double bias_correction2 = 1 - pow(beta2, step);
     k.step_size = (float)(lr / bias_correction1);

@@ -121,6 +121,11 @@ class NativeAdam:
                     return None
                 if p.device.type != "cpu" or not p.is_contiguous():
                     return None
+                step = st.get("step")
+                if not isinstance(step, torch.Tensor) or step.dtype != torch.float32 or step.numel() != 1:
+                    return None  # the kernel counts the step in the state's own float32 tensor
+                if step.device.type != "cpu":
+                    return None
                 members.append((index[id(p)], p, st))
             plan.append((g, members, [st["step"] for _, _, st in members]))
         return plan
@@ -130,11 +135,10 @@ class NativeAdam:
         k = self.kernels
         decoupled = type(self.opt) is torch.optim.AdamW
         for g, members, steps in self._plan or ():
-            torch._foreach_add_(steps, 1)  # the step counts first, as torch's Adam does
             lr, betas, eps, wd = g["lr"], g["betas"], g["eps"], g["weight_decay"]
             dec = decoupled or bool(g.get("decoupled_weight_decay"))
             for (i, p, st), count in zip(members, steps):
-                k.adam(p, grads[i], st["exp_avg"], st["exp_avg_sq"], copies[i], lr, betas, eps, wd, dec, float(count))
+                k.adam(p, grads[i], st["exp_avg"], st["exp_avg_sq"], copies[i], lr, betas, eps, wd, dec, count)
 
 
 def _hooked(opt: torch.optim.Optimizer) -> bool:

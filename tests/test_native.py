@@ -318,7 +318,7 @@ def test_conv3_matches_torchs_convolution_and_its_gradients(kernels, hw, cin, co
     xn = x.to(dtype).permute(0, 2, 3, 1).contiguous()
     out = kernels.conv3(xn, w.permute(2, 3, 1, 0).contiguous(), b)
     dx, dw, db = kernels.conv3_backward(
-        xn, g.to(dtype).permute(0, 2, 3, 1).contiguous(), w.permute(2, 3, 0, 1).contiguous(), True
+        xn, g.to(dtype).permute(0, 2, 3, 1).contiguous(), w.permute(2, 3, 1, 0).contiguous(), True
     )
     assert out.dtype == dtype and dx is not None and dx.dtype == dtype
     tol = 8e-3 if dtype == BF16 else 1e-5  # bf16: the outputs are rounded to bf16 once
@@ -333,9 +333,9 @@ def test_conv3_in_bf16_dot_products_matches_torch(kernels, hw, cin, cout):
     """The AVX-512 BF16 convolutions (built only where the CPU has the instructions) against F.conv2d in
     float32 on bf16-rounded inputs and weights: outputs and input gradients to one bf16 rounding, the
     weight and bias gradients (float32 sums of exact products) to float32 rounding."""
-    if not kernels.conv3_bf16_takes(cin, cout, hw):
+    if not kernels.conv3_dot_takes(cin, cout, hw):
         pytest.skip("this CPU has no AVX-512 BF16: the conv step keeps oneDNN there")
-    assert not kernels.conv3_bf16_takes(cin, cout, hw + 1)  # pixel pairs along x need an even width
+    assert not kernels.conv3_dot_takes(cin, cout, hw + 1)  # pixel pairs along x need an even width
     torch.manual_seed(hw + cin + cout)
     x = torch.randn(6, cin, hw, hw).to(BF16).float()
     w = (torch.randn(cout, cin, 3, 3) * 0.2).to(BF16).float()
@@ -344,8 +344,8 @@ def test_conv3_in_bf16_dot_products_matches_torch(kernels, hw, cin, cout):
     ref = F.conv2d(xr, wr, br, padding=1)
     ref.backward(g)
     xn, wk = x.to(BF16).permute(0, 2, 3, 1).contiguous(), w.permute(2, 3, 1, 0).contiguous()
-    out = kernels.conv3_bf16(xn, wk, b)
-    dx, dw, db = kernels.conv3_bf16_backward(xn, g.to(BF16).permute(0, 2, 3, 1).contiguous(), wk, True)
+    out = kernels.conv3(xn, wk, b, dot=True)
+    dx, dw, db = kernels.conv3_backward(xn, g.to(BF16).permute(0, 2, 3, 1).contiguous(), wk, True, dot=True)
     for got, want in ((out, ref.detach().permute(0, 2, 3, 1)), (dx, xr.grad.permute(0, 2, 3, 1))):
         assert got.dtype == BF16 and (got.float() - want).abs().max() <= 8e-3 * want.abs().max()
     assert torch.allclose(dw.permute(3, 2, 0, 1), wr.grad, rtol=1e-5, atol=1e-5 * wr.grad.abs().max().item())

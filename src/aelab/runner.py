@@ -109,8 +109,8 @@ def _train(
             raise RunError(f"{run_dir}: already holds a run; choose another --out, --resume it, or pass --overwrite")
     device = resolve_device(cfg.train.device)  # auto: cuda when available, else cpu; refused before anything is written
     precision = resolve_precision(cfg.train.precision, device)  # likewise a bad AELAB_PRECISION
-    if device.type == "cpu":
-        native_kernels(cfg.train, log)  # train.kernels: native without a C compiler, refused here; else built once
+    if device.type == "cpu" and cfg.train.kernels == "native":
+        native_kernels(cfg.train, log)  # refused here without a C compiler, before anything is written
     group = distributed.setup(cfg.train.device)  # under torchrun: join the process group; else a world of one
     if run_dir is not None:
         run_dir = Path(group.agree(str(run_dir)))  # rank 0's folder (a default name holds the clock)
@@ -173,7 +173,7 @@ def train_stacked(
         first = cfgs[0]
         device = resolve_device(first.train.device)
         precision = resolve_precision(first.train.precision, device)
-        if device.type == "cpu":
+        if device.type == "cpu" and first.train.kernels == "native":
             native_kernels(first.train, log)  # refused here, before any folder holds a config
         splits = (
             data

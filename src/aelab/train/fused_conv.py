@@ -26,7 +26,7 @@ from torch import nn
 
 from ..models.base import Autoencoder, LossOutput
 from .fused_dense import ELEMENTWISE, _activate, _times_derivative
-from .native import Kernels
+from .native import Kernels, loss_kind
 from .optim import step_optimizer
 
 aten = torch.ops.aten
@@ -160,7 +160,7 @@ class ConvStep:
         kernels: Kernels,
     ):
         self.ops, self.opt, self.kernels = ops, opt, kernels
-        self.loss_kind = "bce" if loss == "bce" else "mse-sigmoid" if output_activation == "sigmoid" else "mse"
+        self.loss_kind = loss_kind(loss, output_activation)
         self.dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float32
         self.native_conv_pixels = NATIVE_CONV_MAX_PIXELS  # an attribute so an A/B can turn the fp32 kernels off
 
@@ -170,7 +170,7 @@ class ConvStep:
         up to 8x8, where oneDNN's set-up outweighs its arithmetic (on 14x14 oneDNN's bf16 is faster)."""
         if m.kernel_size != (3, 3) or not self.kernels.conv3_takes(m.in_channels, m.out_channels):
             return None
-        if h.dtype == torch.bfloat16 and self.kernels.conv3_bf16_takes(m.in_channels, m.out_channels, h.shape[3]):
+        if h.dtype == torch.bfloat16 and self.kernels.conv3_dot_takes(m.in_channels, m.out_channels, h.shape[3]):
             return "bf16-dot"
         return "fp32" if h.shape[2] * h.shape[3] <= self.native_conv_pixels else None
 
@@ -180,7 +180,6 @@ class ConvStep:
         n = xin.shape[0]
         saved: list[tuple] = []  # per op, what its backward needs
         h = xin
-        relu_out = None
         for op in self.ops:
             m = op.module
             if op.kind == "head":
@@ -198,8 +197,7 @@ class ConvStep:
                     x = h.permute(0, 2, 3, 1)  # NHWC, contiguous
                     w = m.weight.detach().permute(2, 3, 1, 0).contiguous()  # (3, 3, CI, CO)
                     saved.append((x, which, w))
-                    conv = k.conv3_bf16 if which == "bf16-dot" else k.conv3
-                    h = conv(x, w, _bias(m).detach()).permute(0, 3, 1, 2)
+                    h = k.conv3(x, w, _bias(m).detach(), dot=which == "bf16-dot").permute(0, 3, 1, 2)
                     continue
                 w, b = m.weight.detach().to(dt), _bias(m).detach().to(dt)
                 saved.append((h, w))
@@ -207,7 +205,6 @@ class ConvStep:
             elif op.kind == "act":
                 h = _activate(m, h)
                 saved.append((h,))
-                relu_out = h
             elif op.kind == "pool":
                 out, idx = aten.max_pool2d_with_indices(h, [2, 2], [2, 2], [0, 0], [1, 1], True)
                 saved.append((h, idx))
@@ -225,7 +222,7 @@ class ConvStep:
                 a = _as_input(h, dt).permute(0, 2, 3, 1)  # NHWC, contiguous
                 size = op.size or (2 * a.shape[1], 2 * a.shape[2])
                 w = _taps(m.weight)
-                saved.append((a, w, op.relu_before and relu_out is not None))
+                saved.append((a, w, op.relu_before))
                 h = k.upconv1(a, w, float(_bias(m)), *size).unsqueeze(1)
         z = h
         t = target.reshape(n, -1).float().contiguous()
@@ -253,10 +250,7 @@ class ConvStep:
             elif op.kind == "conv" and isinstance(sv[1], str):  # a C kernel's
                 x, which, w = sv
                 g = _as_input(gh, x.dtype).permute(0, 2, 3, 1)
-                if which == "bf16-dot":
-                    dx, dw, db = k.conv3_bf16_backward(x, g, w, i > 0)
-                else:
-                    dx, dw, db = k.conv3_backward(x, g, w.permute(0, 1, 3, 2).contiguous(), i > 0)
+                dx, dw, db = k.conv3_backward(x, g, w, i > 0, dot=which == "bf16-dot")
                 grads[m] = (dw.permute(3, 2, 0, 1), db)
                 if dx is not None:  # None for the first layer: nothing before it learns
                     gh = dx.permute(0, 3, 1, 2)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.base import Autoencoder, LossOutput
-from .native import Kernels
+from .native import Kernels, loss_kind
 from .optim import NativeAdam, step_optimizer
 
 # the activations aelab's dense models use; each one's derivative follows from its output alone
@@ -70,37 +70,8 @@ def plan(model: nn.Module, loss: str) -> list[tuple[nn.Linear, nn.Module | None]
     return steps
 
 
-def _activate(act: nn.Module | None, z: torch.Tensor) -> torch.Tensor:
-    if isinstance(act, nn.ReLU):
-        return z.relu_()
-    if isinstance(act, nn.Sigmoid):
-        return z.sigmoid_()
-    if isinstance(act, nn.Tanh):
-        return z.tanh_()
-    if isinstance(act, nn.LeakyReLU):
-        return F.leaky_relu_(z, act.negative_slope)
-    if isinstance(act, nn.ELU):
-        return F.elu_(z, act.alpha)
-    return z
-
-
-def _times_derivative(act: nn.Module | None, g: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """g * act'(z), from the activation's output h = act(z): the one-pass kernels autograd itself calls."""
-    if isinstance(act, nn.ReLU):
-        return torch.ops.aten.threshold_backward(g, h, 0.0)
-    if isinstance(act, nn.Sigmoid):
-        return torch.ops.aten.sigmoid_backward(g, h)
-    if isinstance(act, nn.Tanh):
-        return torch.ops.aten.tanh_backward(g, h)
-    if isinstance(act, nn.LeakyReLU):  # a negative slope keeps the sign, so the output tells the branch
-        return torch.ops.aten.leaky_relu_backward(g, h, act.negative_slope, True)
-    if isinstance(act, nn.ELU):
-        return torch.ops.aten.elu_backward(g, act.alpha, 1.0, 1.0, True, h)
-    return g
-
-
 def _activation_code(act: nn.Module | None) -> tuple[str, float]:
-    """The C kernels' name for an activation (native.ACTIVATIONS) and its parameter."""
+    """An element-wise activation's name (native.ACTIVATIONS, which the C kernels take too) and parameter."""
     if isinstance(act, nn.ReLU):
         return "relu", 0.0
     if isinstance(act, nn.Sigmoid):
@@ -112,6 +83,37 @@ def _activation_code(act: nn.Module | None) -> tuple[str, float]:
     if isinstance(act, nn.ELU):
         return "elu", float(act.alpha)
     return "identity", 0.0
+
+
+def _activate(act: nn.Module | None, z: torch.Tensor) -> torch.Tensor:
+    name, a = _activation_code(act)
+    if name == "relu":
+        return z.relu_()
+    if name == "sigmoid":
+        return z.sigmoid_()
+    if name == "tanh":
+        return z.tanh_()
+    if name == "leaky_relu":
+        return F.leaky_relu_(z, a)
+    if name == "elu":
+        return F.elu_(z, a)
+    return z
+
+
+def _times_derivative(act: nn.Module | None, g: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """g * act'(z), from the activation's output h = act(z): the one-pass kernels autograd itself calls."""
+    name, a = _activation_code(act)
+    if name == "relu":
+        return torch.ops.aten.threshold_backward(g, h, 0.0)
+    if name == "sigmoid":
+        return torch.ops.aten.sigmoid_backward(g, h)
+    if name == "tanh":
+        return torch.ops.aten.tanh_backward(g, h)
+    if name == "leaky_relu":  # a negative slope keeps the sign, so the output tells the branch
+        return torch.ops.aten.leaky_relu_backward(g, h, a, True)
+    if name == "elu":
+        return torch.ops.aten.elu_backward(g, a, 1.0, 1.0, True, h)
+    return g
 
 
 class FusedDenseStep:
@@ -135,7 +137,7 @@ class FusedDenseStep:
         self.steps, self.opt, self.loss, self.output_activation = steps, opt, loss, output_activation
         self.dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float32
         self.kernels = kernels
-        self.loss_kind = "bce" if loss == "bce" else "mse-sigmoid" if output_activation == "sigmoid" else "mse"
+        self.loss_kind = loss_kind(loss, output_activation)
         self.acts = [_activation_code(act) for _, act in steps]
         self.params = [p for lin, _ in steps for p in (lin.weight, lin.bias)]
         # in bf16 the C kernel's Adam reads the bf16 gradients and writes the bf16 weights (fp32: torch's own

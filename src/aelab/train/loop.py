@@ -132,9 +132,9 @@ class Loop:
         writable = (
             self.device.type == "cpu" and self.precision in ("fp32", "bf16-mixed") and not isinstance(self.group, Group)
         )
-        kernels = native_kernels(t, log) if writable else None
         dense = plan(model, t.loss) if writable and t.fused_dense else None
-        conv = conv_plan(model, t.loss) if writable and kernels is not None and dense is None else None
+        conv = conv_plan(model, t.loss) if writable and dense is None else None
+        kernels = native_kernels(t, log) if dense or conv else None  # built only for a model that uses them
         self.fused: FusedDenseStep | ConvStep | None = None
         if dense:
             self.fused = FusedDenseStep(dense, self.opt, t.loss, cfg.model.output_activation, self.precision, kernels)

@@ -40,6 +40,13 @@ ACTIVATIONS = {"identity": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "leaky_relu": 
 _why_not = "not loaded yet"
 
 
+def loss_kind(loss: str, output_activation: str) -> str:
+    """The loss kernel's kind for ``train.loss`` and the model's output activation (LOSS_KINDS)."""
+    if loss == "bce":
+        return "bce"
+    return "mse-sigmoid" if output_activation == "sigmoid" else "mse"
+
+
 def why_not() -> str:
     """Why ``load()`` returned None (empty when it did not)."""
     return _why_not
@@ -112,9 +119,6 @@ class Kernels:
         self._adam = lib.aelab_adam
         self._adam.argtypes = [i64, vp, vp, i32, vp, vp, vp, f64, f64, f64, f64, f64, i32, vp]
         self._adam.restype = None
-        self._bf16 = lib.aelab_to_bf16
-        self._bf16.argtypes = [i64, vp, vp]
-        self._bf16.restype = None
         self._c1 = lib.aelab_conv1_relu_pool
         self._c1.argtypes = [i64, i64, i64, i64, i64, vp, vp, vp, vp, i32, vp]
         self._c1.restype = None
@@ -217,9 +221,6 @@ class Kernels:
             step.data_ptr(),
         )
 
-    def to_bf16(self, src: torch.Tensor, dst: torch.Tensor) -> None:
-        self._bf16(src.numel(), src.data_ptr(), dst.data_ptr())
-
     # -- the convolutional autoencoder's first and last layers (fused_conv.py) -------------------------
     # Feature maps are NHWC (channels innermost); weights tap-major (k * k, C), float32.
 
@@ -299,74 +300,55 @@ class Kernels:
         """Whether ``conv3`` takes a 3x3 convolution with these channel counts (8 or 16 on each side)."""
         return bool(self._c3takes(cin, cout))
 
-    def conv3(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """x (N, H, W, CI) -> 3x3 'same' convolution + b, (N, H, W, CO) in x's dtype; w (3, 3, CI, CO) float32."""
-        n, h, wd, ci = x.shape
-        co = w.shape[3]
-        out = torch.empty(n, h, wd, co, dtype=x.dtype)
-        if self._c3(n, h, wd, ci, co, x.data_ptr(), _is_bf16(x), w.data_ptr(), b.data_ptr(), out.data_ptr()):
-            raise MemoryError("aelab_conv3: no memory for its scratch")
-        return out
-
-    def conv3_backward(self, x, g, wt, need_input: bool):
-        """From g = dLoss/dout (N, H, W, CO), as x: the gradient of x (None unless ``need_input``), of the weights
-        (3, 3, CI, CO) and of the bias (CO), float32. wt: the weights as (3, 3, CO, CI)."""
-        n, h, wd, ci = x.shape
-        co = g.shape[3]
-        dx = torch.empty_like(x) if need_input else None
-        dw, db = torch.empty(3, 3, ci, co), torch.empty(co)
-        assert _is_bf16(g) == _is_bf16(x)
-        if self._c3b(
-            n,
-            h,
-            wd,
-            ci,
-            co,
-            x.data_ptr(),
-            g.data_ptr(),
-            _is_bf16(x),
-            wt.data_ptr(),
-            dx.data_ptr() if dx is not None else None,
-            dw.data_ptr(),
-            db.data_ptr(),
-        ):
-            raise MemoryError("aelab_conv3_backward: no memory for its scratch")
-        return dx, dw, db
-
-    def conv3_bf16_takes(self, cin: int, cout: int, width: int) -> bool:
+    def conv3_dot_takes(self, cin: int, cout: int, width: int) -> bool:
         """Whether this build has the bf16 dot-product convolutions (a CPU with AVX-512 BF16) and they take
         a layer with these channel counts (8 or 16 each side) on maps this wide (even)."""
         return bool(self._d3takes(cin, cout, width))
 
-    def conv3_bf16(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """``conv3`` on bf16 maps in bf16 dot products (weights rounded to bf16, sums in float32)."""
+    def conv3(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, dot: bool = False) -> torch.Tensor:
+        """x (N, H, W, CI) -> 3x3 'same' convolution + b, (N, H, W, CO) in x's dtype; w (3, 3, CI, CO) and b
+        float32. ``dot``: in bf16 dot products (x bf16, weights rounded to bf16, sums in float32)."""
         n, h, wd, ci = x.shape
         co = w.shape[3]
-        out = torch.empty(n, h, wd, co, dtype=torch.bfloat16)
-        if self._d3(n, h, wd, ci, co, x.data_ptr(), w.data_ptr(), b.data_ptr(), out.data_ptr()):
-            raise MemoryError("aelab_conv3_bf16: no memory for its scratch")
+        out = torch.empty(n, h, wd, co, dtype=x.dtype)
+        if dot:
+            failed = self._d3(n, h, wd, ci, co, x.data_ptr(), w.data_ptr(), b.data_ptr(), out.data_ptr())
+        else:
+            failed = self._c3(n, h, wd, ci, co, x.data_ptr(), _is_bf16(x), w.data_ptr(), b.data_ptr(), out.data_ptr())
+        if failed:
+            raise MemoryError("aelab_conv3: no memory for its scratch")
         return out
 
-    def conv3_bf16_backward(self, x, g, w, need_input: bool):
-        """``conv3_backward`` in bf16 dot products; w as for the forward, (3, 3, CI, CO)."""
+    def conv3_backward(self, x: torch.Tensor, g: torch.Tensor, w: torch.Tensor, need_input: bool, dot: bool = False):
+        """From g = dLoss/dout (N, H, W, CO), in x's dtype: the gradient of x (None unless ``need_input``), of
+        the weights (3, 3, CI, CO) and of the bias (CO), float32; w and ``dot`` as for ``conv3``."""
         n, h, wd, ci = x.shape
         co = g.shape[3]
+        assert _is_bf16(g) == _is_bf16(x)
         dx = torch.empty_like(x) if need_input else None
         dw, db = torch.empty(3, 3, ci, co), torch.empty(co)
-        if self._d3b(
-            n,
-            h,
-            wd,
-            ci,
-            co,
-            x.data_ptr(),
-            g.data_ptr(),
-            w.data_ptr(),
-            dx.data_ptr() if dx is not None else None,
-            dw.data_ptr(),
-            db.data_ptr(),
-        ):
-            raise MemoryError("aelab_conv3_bf16_backward: no memory for its scratch")
+        dxp = dx.data_ptr() if dx is not None else None
+        if dot:
+            failed = self._d3b(
+                n, h, wd, ci, co, x.data_ptr(), g.data_ptr(), w.data_ptr(), dxp, dw.data_ptr(), db.data_ptr()
+            )
+        else:
+            failed = self._c3b(
+                n,
+                h,
+                wd,
+                ci,
+                co,
+                x.data_ptr(),
+                g.data_ptr(),
+                _is_bf16(x),
+                w.data_ptr(),
+                dxp,
+                dw.data_ptr(),
+                db.data_ptr(),
+            )
+        if failed:
+            raise MemoryError("aelab_conv3_backward: no memory for its scratch")
         return dx, dw, db
 
 

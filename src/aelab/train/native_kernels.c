@@ -91,6 +91,17 @@ static int thread_id(void) {
 #endif
 }
 
+/* This thread's share [lo, hi) of count items, split evenly across the OpenMP team it runs in. */
+static void share(int64_t count, int64_t *lo, int64_t *hi) {
+#ifdef _OPENMP
+    int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+    int64_t t = 0, nt = 1;
+#endif
+    *lo = count * t / nt;
+    *hi = count * (t + 1) / nt;
+}
+
 /* Column sums of per-thread partials (rows were split between threads) into out, in thread order. */
 static void reduce_columns(float *partial, int nthreads, int64_t cols, float *out) {
     for (int64_t c = 0; c < cols; c++) out[c] = partial[c];
@@ -161,11 +172,8 @@ EXPORT double aelab_loss_grad(int64_t rows, int64_t cols, const void *z, int z_b
 #pragma omp parallel num_threads(nthreads)
     {
         int tid = thread_id();
-        int nt = nthreads;
-#ifdef _OPENMP
-        nt = omp_get_num_threads();
-#endif
-        int64_t lo = rows * tid / nt, hi = rows * (tid + 1) / nt;
+        int64_t lo, hi;
+        share(rows, &lo, &hi);
         float *colsum = partial + (int64_t)tid * cols;
         double total = 0.0;
         for (int64_t r = lo; r < hi; r++) {
@@ -244,11 +252,8 @@ EXPORT int aelab_act_backward(int64_t rows, int64_t cols, void *g, const void *h
 #pragma omp parallel num_threads(nthreads)
     {
         int tid = thread_id();
-        int nt = nthreads;
-#ifdef _OPENMP
-        nt = omp_get_num_threads();
-#endif
-        int64_t lo = rows * tid / nt, hi = rows * (tid + 1) / nt;
+        int64_t lo, hi;
+        share(rows, &lo, &hi);
         float *colsum = partial + (int64_t)tid * cols;
         for (int64_t r = lo; r < hi; r++) {
             void *gr = (char *)g + r * cols * es;
@@ -322,12 +327,10 @@ EXPORT void aelab_adam(int64_t n, float *p, const void *grad, int g_bf16, float 
     int nthreads = threads_for(n);
 #pragma omp parallel num_threads(nthreads)
     {
-        int tid = thread_id();
-        int nt = nthreads;
-#ifdef _OPENMP
-        nt = omp_get_num_threads();
-#endif
-        int64_t lo = (n / 16 * tid / nt) * 16, hi = tid == nt - 1 ? n : (n / 16 * (tid + 1) / nt) * 16;
+        int64_t lo, hi; /* whole 16-float blocks per thread (torch splits by cache line); the last takes the tail */
+        share(n / 16, &lo, &hi);
+        lo *= 16;
+        hi = hi == n / 16 ? n : hi * 16;
         if (g_bf16) {
             if (wc)
                 dm == 0 ? ADAM(1, 1, 0) : dm == 1 ? ADAM(1, 1, 1) : ADAM(1, 1, 2);
@@ -340,13 +343,6 @@ EXPORT void aelab_adam(int64_t n, float *p, const void *grad, int g_bf16, float 
                 dm == 0 ? ADAM(0, 0, 0) : dm == 1 ? ADAM(0, 0, 1) : ADAM(0, 0, 2);
         }
     }
-}
-
-/* float32 -> bf16, rounded to nearest even (what tensor.to(torch.bfloat16) does). */
-EXPORT void aelab_to_bf16(int64_t n, const float *src, uint16_t *dst) {
-    int nthreads = threads_for(n);
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (int64_t i = 0; i < n; i++) dst[i] = f32_to_bf16(src[i]);
 }
 
 /* ---- the convolutional autoencoder's two thin layers (train/fused_conv.py) --------------------------
@@ -422,20 +418,12 @@ static inline __attribute__((always_inline)) void conv1_body(int64_t n0, int64_t
             CALL(C, 0);                                    \
     } while (0)
 
-#define SPLIT_BATCH                                        \
-    int tid = thread_id();                                 \
-    int nt = nthreads;                                     \
-    nt = num_threads_now(nt);                              \
-    int64_t n0 = N * tid / nt, n1 = N * (tid + 1) / nt;
-
-static int num_threads_now(int fallback) {
-#ifdef _OPENMP
-    (void)fallback;
-    return omp_get_num_threads();
-#else
-    return fallback;
-#endif
-}
+/* inside a parallel region: this thread's id and its share [n0, n1) of the N samples */
+#define SPLIT_BATCH       \
+    int tid = thread_id(); \
+    int64_t n0, n1;        \
+    share(N, &n0, &n1);    \
+    (void)tid;
 
 
 /* Fast paths for k = 3 and even sizes (the seeds' 28x28 images): the input is copied once into a zero-
@@ -1089,9 +1077,9 @@ EXPORT int aelab_conv3(int64_t N, int64_t H, int64_t W, int64_t CI, int64_t CO, 
     return failed ? -1 : 0;
 }
 
-/* The backward: dx (may be NULL: not needed), dw and db from g = dLoss/dout. wt: w as (3, 3, CO, CI). */
+/* The backward: dx (may be NULL: not needed), dw and db from g = dLoss/dout; w as for the forward. */
 EXPORT int aelab_conv3_backward(int64_t N, int64_t H, int64_t W, int64_t CI, int64_t CO, const void *x, const void *g,
-                                int bf, const float *wt, void *dx, float *dw, float *db) {
+                                int bf, const float *w, void *dx, float *dw, float *db) {
     if (!aelab_conv3_takes(CI, CO)) return -1;
     int nthreads = threads_for(N * H * W * CO * 9);
     int64_t width = 9 * CI * CO + CO;
@@ -1104,7 +1092,9 @@ EXPORT int aelab_conv3_backward(int64_t N, int64_t H, int64_t W, int64_t CI, int
         free(zero);
         return -1;
     }
-    for (int t = 0; t < 9; t++) memcpy(wf + t * CO * CI, wt + (8 - t) * CO * CI, sizeof(float) * (size_t)(CO * CI));
+    for (int t = 0; t < 9; t++) /* wf[tap][co][ci] = w[8 - tap][ci][co] */
+        for (int64_t ci = 0; ci < CI; ci++)
+            for (int64_t co = 0; co < CO; co++) wf[(t * CO + co) * CI + ci] = w[((8 - t) * CI + ci) * CO + co];
     int failed = 0;
 #pragma omp parallel num_threads(nthreads) reduction(| : failed)
     {

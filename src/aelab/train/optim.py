@@ -47,9 +47,7 @@ def _direct_adam_calls(opt: torch.optim.Optimizer) -> list | None:
         return None
     calls = []
     for g in opt.param_groups:
-        if not g.get("fused") or g["amsgrad"] or g["maximize"] or g["differentiable"] or g["capturable"]:
-            return None
-        if isinstance(g["lr"], torch.Tensor) or any(isinstance(b, torch.Tensor) for b in g["betas"]):
+        if not g.get("fused") or not _plain_group(g):
             return None
         params = [p for p in g["params"] if p.grad is not None]
         if not params:
@@ -101,7 +99,7 @@ class NativeAdam:
         made_from = (id(opt.state), id(opt.param_groups))  # load_state_dict replaces both
         if self._plan is None or made_from != self._made_from:
             self._plan, self._made_from = self._make_plan(), made_from
-        return self._plan is not None and not any(isinstance(g["lr"], torch.Tensor) for g, _, _ in self._plan)
+        return self._plan is not None and all(_plain_group(g) for g, _, _ in self._plan)  # lr may become a tensor
 
     def _make_plan(self):
         opt = self.opt
@@ -110,9 +108,7 @@ class NativeAdam:
         index = {id(p): i for i, p in enumerate(self.params)}
         plan = []
         for g in opt.param_groups:
-            if g["amsgrad"] or g["maximize"] or g.get("differentiable") or g.get("capturable"):
-                return None
-            if any(isinstance(b, torch.Tensor) for b in g["betas"]):
+            if not _plain_group(g):
                 return None
             members = []
             for p in g["params"]:
@@ -139,6 +135,14 @@ class NativeAdam:
             dec = decoupled or bool(g.get("decoupled_weight_decay"))
             for (i, p, st), count in zip(members, steps):
                 k.adam(p, grads[i], st["exp_avg"], st["exp_avg_sq"], copies[i], lr, betas, eps, wd, dec, count)
+
+
+def _plain_group(g: dict) -> bool:
+    """An Adam/AdamW param group the direct kernels take: no amsgrad, maximize, differentiable or capturable
+    step, and plain-number lr and betas."""
+    if g["amsgrad"] or g["maximize"] or g.get("differentiable") or g.get("capturable"):
+        return False
+    return not isinstance(g["lr"], torch.Tensor) and not any(isinstance(b, torch.Tensor) for b in g["betas"])
 
 
 def _hooked(opt: torch.optim.Optimizer) -> bool:

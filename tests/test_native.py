@@ -157,6 +157,49 @@ def test_adam_on_a_ragged_end_agrees_to_one_rounding(kernels):
     assert torch.allclose(p, ref, rtol=1e-6, atol=0)
 
 
+def test_adam_many_is_each_tensor_alone(kernels):
+    """One call for many tensors (a stack's members, ragged sizes, bf16 and float32 gradients, Adam and
+    AdamW, each its own lr and step count) leaves every tensor as its own call would: the split of the
+    work between threads crosses tensors, and must not change a bit."""
+    sizes = [16 * 3000 + 5, 7, 16, 784 * 32, 1, 16 * 5000]
+    torch.manual_seed(2)
+    state = [(torch.randn(n), torch.randn(n).abs(), torch.rand(n)) for n in sizes]
+    alone = [tuple(t.clone() for t in s) for s in state]
+    counts = [torch.tensor(float(i)) for i in range(len(sizes))]
+    counts_alone = [c.clone() for c in counts]
+    copies = [torch.empty(n, dtype=BF16) for n in sizes]
+    copies_alone = [c.clone() for c in copies]
+    grads = [torch.randn(n).to(BF16 if i % 2 else torch.float32) for i, n in enumerate(sizes)]
+    hyper = [(1e-3 * (i + 1), 0.01 * (i % 3), i % 2 == 0) for i in range(len(sizes))]  # lr, decay, AdamW
+    jobs = native.AdamJobs()
+    for (p, m, v), g, c, count, (lr, wd, dec) in zip(state, grads, copies, counts, hyper):
+        jobs.add(p, g, m, v, c, lr, (0.9, 0.999), 1e-7, wd, dec, count)
+    kernels.adam_many(jobs)
+    for (p, m, v), g, c, count, (lr, wd, dec) in zip(alone, grads, copies_alone, counts_alone, hyper):
+        kernels.adam(p, g, m, v, c, lr, (0.9, 0.999), 1e-7, wd, dec, count)
+    for a, b in zip(state + [tuple(copies)] + [tuple(counts)], alone + [tuple(copies_alone)] + [tuple(counts_alone)]):
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert [float(c) for c in counts] == [i + 1.0 for i in range(len(sizes))]
+
+
+def test_adam_jobs_refuse_a_short_tensor(kernels):
+    p = torch.zeros(32)
+    with pytest.raises(AssertionError):
+        native.AdamJobs().add(
+            p,
+            torch.zeros(16),
+            torch.zeros(32),
+            torch.zeros(32),
+            None,
+            1e-3,
+            (0.9, 0.999),
+            1e-7,
+            0.0,
+            False,
+            torch.tensor(0.0),
+        )
+
+
 def _cfg(**train) -> Config:
     return Config.from_dict(
         {"model": {"name": "dense", "hidden": [48], "code_dim": 8}, "train": {"batch_size": 32, **train}}

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.base import Autoencoder, LossOutput
-from .native import Kernels, loss_kind
+from .native import AdamJobs, Kernels, loss_kind
 from .optim import NativeAdam, step_optimizer
 
 # the activations aelab's dense models use; each one's derivative follows from its output alone
@@ -251,11 +251,12 @@ class FusedDenseStep:
             self.update(grads)
         return LossOutput(loss, {"recon": loss})
 
-    def update(self, grads: list[torch.Tensor]) -> None:
-        """The optimizer step from ``grads`` (``params`` order, as ``backward`` gives them)."""
+    def update(self, grads: list[torch.Tensor], jobs: AdamJobs | None = None) -> None:
+        """The optimizer step from ``grads`` (``params`` order, as ``backward`` gives them). With ``jobs``, a
+        native Adam step joins it instead, done when the caller runs them (before the next forward)."""
         if self.adam is not None and self.adam.ready():
-            self.adam.step(grads, self.copies() if self._copies is None else self._copies)
-            self._fresh, self._stamp = True, self._stamps()
+            self.adam.step(grads, self.copies() if self._copies is None else self._copies, jobs)
+            self._fresh, self._stamp = True, self._stamps()  # the kernel writes no versions: stamps hold
         else:
             for p, g in zip(self.params, grads):
                 p.grad = g.float()
@@ -321,6 +322,8 @@ class StackedDenseStep:
                         bias = torch.empty(g.shape[2])
                         k.act_backward(g[j], inputs[i][j], name, a, bias)
                         grads[j][2 * i - 1] = bias
+            jobs = AdamJobs()  # every member's native Adam step in one call
             for m, gr in zip(self.members, grads):
-                m.update(gr)
+                m.update(gr, jobs)
+            k.adam_many(jobs)
         return loss, {"recon": loss}

@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sysconfig
 import tempfile
+from array import array
 from collections.abc import Callable
 from pathlib import Path
 
@@ -104,6 +105,52 @@ def _compile(cc: str, flags: list[str], out: Path) -> str | None:
             os.unlink(tmp)
 
 
+class AdamJobs:
+    """Adam/AdamW updates gathered for one ``Kernels.adam_many`` call: what ``Kernels.adam`` takes, per tensor.
+    It holds addresses only: the caller keeps the tensors alive until the call."""
+
+    __slots__ = ("ints", "reals")
+
+    def __init__(self) -> None:
+        self.ints, self.reals = array("q"), array("d")
+
+    def add(
+        self,
+        p: torch.Tensor,
+        grad: torch.Tensor,
+        exp_avg: torch.Tensor,
+        exp_avg_sq: torch.Tensor,
+        copy: torch.Tensor | None,
+        lr: float,
+        betas: tuple[float, float],
+        eps: float,
+        weight_decay: float,
+        decoupled: bool,
+        step: torch.Tensor,
+    ) -> None:
+        n = p.numel()
+        # the kernel trusts these: a short tensor would be written past its end
+        assert grad.numel() == n and exp_avg.numel() == n and exp_avg_sq.numel() == n
+        assert p.dtype == exp_avg.dtype == exp_avg_sq.dtype == torch.float32
+        assert grad.dtype in (torch.float32, torch.bfloat16)
+        assert copy is None or (copy.numel() == n and copy.dtype == torch.bfloat16)
+        assert step.dtype == torch.float32 and step.numel() == 1 and step.device.type == "cpu"
+        self.ints.extend(
+            (
+                n,
+                p.data_ptr(),
+                grad.data_ptr(),
+                grad.dtype == torch.bfloat16,
+                exp_avg.data_ptr(),
+                exp_avg_sq.data_ptr(),
+                copy.data_ptr() if copy is not None else 0,
+                step.data_ptr(),
+                decoupled,
+            )
+        )
+        self.reals.extend((lr, betas[0], betas[1], eps, weight_decay))
+
+
 class Kernels:
     """The compiled library's functions, taking tensors (contiguous, on the CPU; bf16 or float32)."""
 
@@ -116,9 +163,9 @@ class Kernels:
         self._act = lib.aelab_act_backward
         self._act.argtypes = [i64, i64, vp, vp, i32, i32, f32, vp]
         self._act.restype = i32
-        self._adam = lib.aelab_adam
-        self._adam.argtypes = [i64, vp, vp, i32, vp, vp, vp, f64, f64, f64, f64, f64, i32, vp]
-        self._adam.restype = None
+        self._adam = lib.aelab_adam_many
+        self._adam.argtypes = [i64, vp, vp]
+        self._adam.restype = i32
         self._c1 = lib.aelab_conv1_relu_pool
         self._c1.argtypes = [i64, i64, i64, i64, i64, vp, vp, vp, vp, i32, vp]
         self._c1.restype = None
@@ -203,23 +250,15 @@ class Kernels:
     ) -> None:
         """torch's fused Adam/AdamW update of ``p``, a bf16 ``copy`` of the result. ``step``: the optimizer
         state's step count (a float32 tensor of one element), counted up by one first, as torch does."""
-        assert step.dtype == torch.float32 and step.numel() == 1 and step.device.type == "cpu"
-        self._adam(
-            p.numel(),
-            p.data_ptr(),
-            grad.data_ptr(),
-            grad.dtype == torch.bfloat16,
-            exp_avg.data_ptr(),
-            exp_avg_sq.data_ptr(),
-            copy.data_ptr() if copy is not None else None,
-            lr,
-            betas[0],
-            betas[1],
-            eps,
-            weight_decay,
-            decoupled,
-            step.data_ptr(),
-        )
+        jobs = AdamJobs()
+        jobs.add(p, grad, exp_avg, exp_avg_sq, copy, lr, betas, eps, weight_decay, decoupled, step)
+        self.adam_many(jobs)
+
+    def adam_many(self, jobs: AdamJobs) -> None:
+        """Every update ``jobs`` holds, in one call (one parallel region for all the tensors)."""
+        if jobs.reals:
+            if self._adam(len(jobs.reals) // 5, jobs.ints.buffer_info()[0], jobs.reals.buffer_info()[0]):
+                raise MemoryError("aelab_adam_many: no memory for its scratch")
 
     # -- the convolutional autoencoder's first and last layers (fused_conv.py) -------------------------
     # Feature maps are NHWC (channels innermost); weights tap-major (k * k, C), float32.

@@ -299,16 +299,12 @@ static inline __attribute__((always_inline)) void adam_range(int64_t lo, int64_t
 
 #define ADAM(GB, WC, DM) adam_range(lo, hi, p, grad, GB, m, v, copy, WC, DM, k)
 
-/* One Adam (decoupled = 0) or AdamW (1) step over n float32 parameters p with moments m and v, from
- * the gradient grad (float32, or bf16 when g_bf16), in the arithmetic and order of torch's fused CPU
- * kernel (aten/src/ATen/native/cpu/FusedAdamKernel.cpp, float case); step_count is the optimizer state's
- * step tensor (float32), incremented here. When copy is not NULL, the updated parameters are also written to
- * it in bf16. */
-EXPORT void aelab_adam(int64_t n, float *p, const void *grad, int g_bf16, float *m, float *v, uint16_t *copy,
-                       double lr, double beta1, double beta2, double eps, double weight_decay, int decoupled,
-                       float *step_count) {
+/* The per-step constants of one Adam (decoupled = 0) or AdamW (1) update, after counting its step:
+ * step_count is the optimizer state's step tensor (float32), incremented first as torch's Adam does. */
+static struct adam_consts adam_setup(float *step_count, double lr, double beta1, double beta2, double eps,
+                                     double weight_decay, int decoupled, int *decay_mode) {
     struct adam_consts k;
-    *step_count += 1.0f; /* the optimizer state's float32 step tensor, counted first as torch's Adam does */
+    *step_count += 1.0f;
     double step = *step_count;
     double bias_correction1 = 1 - pow(beta1, step);
     double bias_correction2 = 1 - pow(beta2, step);
@@ -322,27 +318,68 @@ EXPORT void aelab_adam(int64_t n, float *p, const void *grad, int g_bf16, float 
     k.decay = (float)(1 - lr * weight_decay);
     k.small = fabsf(k.c1) < 0.5f;
     k.coeff = k.small ? k.c1 : k.c1 - 1.0f;
-    int dm = weight_decay == 0.0 ? 0 : decoupled ? 2 : 1;
-    int wc = copy != NULL;
-    int nthreads = threads_for(n);
+    *decay_mode = weight_decay == 0.0 ? 0 : decoupled ? 2 : 1;
+    return k;
+}
+
+/* Adam/AdamW steps of `count` float32 tensors at once, in the arithmetic and order of torch's fused CPU
+ * kernel (aten/src/ATen/native/cpu/FusedAdamKernel.cpp, float case), element by element, so how the work
+ * is split does not change a bit. One parallel region for all of them: a stack of five small models has
+ * twenty tensors, and twenty regions (and calls) cost more than their arithmetic.
+ * job[9 * j ...]: n, p, grad, grad is bf16, m (exp_avg), v (exp_avg_sq), bf16 copy of the result (0: none),
+ * step count (float32, counted here), AdamW; hyper[5 * j ...]: lr, beta1, beta2, eps, weight decay.
+ * Returns 0, or -1 if allocating scratch failed (then nothing was updated). */
+EXPORT int aelab_adam_many(int64_t count, const int64_t *job, const double *hyper) {
+    struct adam_consts *ks = malloc((size_t)(count > 0 ? count : 1) * sizeof *ks);
+    int *modes = malloc((size_t)(count > 0 ? count : 1) * sizeof *modes);
+    int64_t *first = malloc((size_t)(count + 1) * sizeof *first); /* each tensor's first 16-float block */
+    if (!ks || !modes || !first) {
+        free(ks);
+        free(modes);
+        free(first);
+        return -1;
+    }
+    first[0] = 0;
+    for (int64_t j = 0; j < count; j++) {
+        const int64_t *q = job + 9 * j;
+        const double *h = hyper + 5 * j;
+        ks[j] = adam_setup((float *)(intptr_t)q[7], h[0], h[1], h[2], h[3], h[4], (int)q[8], &modes[j]);
+        first[j + 1] = first[j] + (q[0] + 15) / 16;
+    }
+    int nthreads = threads_for(first[count] * 16);
 #pragma omp parallel num_threads(nthreads)
     {
-        int64_t lo, hi; /* whole 16-float blocks per thread (torch splits by cache line); the last takes the tail */
-        share(n / 16, &lo, &hi);
-        lo *= 16;
-        hi = hi == n / 16 ? n : hi * 16;
-        if (g_bf16) {
-            if (wc)
-                dm == 0 ? ADAM(1, 1, 0) : dm == 1 ? ADAM(1, 1, 1) : ADAM(1, 1, 2);
-            else
-                dm == 0 ? ADAM(1, 0, 0) : dm == 1 ? ADAM(1, 0, 1) : ADAM(1, 0, 2);
-        } else {
-            if (wc)
-                dm == 0 ? ADAM(0, 1, 0) : dm == 1 ? ADAM(0, 1, 1) : ADAM(0, 1, 2);
-            else
-                dm == 0 ? ADAM(0, 0, 0) : dm == 1 ? ADAM(0, 0, 1) : ADAM(0, 0, 2);
+        int64_t b0, b1; /* whole 16-float blocks per thread, across the tensors in order */
+        share(first[count], &b0, &b1);
+        for (int64_t j = 0; j < count; j++) {
+            if (first[j + 1] <= b0 || first[j] >= b1) continue;
+            const int64_t *q = job + 9 * j;
+            int64_t n = q[0];
+            int64_t lo = ((b0 > first[j] ? b0 : first[j]) - first[j]) * 16;
+            int64_t hi = ((b1 < first[j + 1] ? b1 : first[j + 1]) - first[j]) * 16;
+            hi = hi < n ? hi : n;
+            float *p = (float *)(intptr_t)q[1], *m = (float *)(intptr_t)q[4], *v = (float *)(intptr_t)q[5];
+            const void *grad = (const void *)(intptr_t)q[2];
+            uint16_t *copy = (uint16_t *)(intptr_t)q[6];
+            struct adam_consts k = ks[j];
+            int dm = modes[j];
+            if (q[3]) {
+                if (copy)
+                    dm == 0 ? ADAM(1, 1, 0) : dm == 1 ? ADAM(1, 1, 1) : ADAM(1, 1, 2);
+                else
+                    dm == 0 ? ADAM(1, 0, 0) : dm == 1 ? ADAM(1, 0, 1) : ADAM(1, 0, 2);
+            } else {
+                if (copy)
+                    dm == 0 ? ADAM(0, 1, 0) : dm == 1 ? ADAM(0, 1, 1) : ADAM(0, 1, 2);
+                else
+                    dm == 0 ? ADAM(0, 0, 0) : dm == 1 ? ADAM(0, 0, 1) : ADAM(0, 0, 2);
+            }
         }
     }
+    free(ks);
+    free(modes);
+    free(first);
+    return 0;
 }
 
 /* ---- the convolutional autoencoder's two thin layers (train/fused_conv.py) --------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..config import TrainConfig
-from .native import Kernels
+from .native import AdamJobs, Kernels
 
 # Keras defaults: adam lr 1e-3 eps 1e-7; adadelta lr 1.0 rho 0.95 eps 1e-7 (Keras 2, as the seeds used)
 DEFAULT_LR = {"adam": 1e-3, "adamw": 1e-3, "adadelta": 1.0, "sgd": 0.01, "rmsprop": 1e-3}
@@ -126,15 +126,19 @@ class NativeAdam:
             plan.append((g, members, [st["step"] for _, _, st in members]))
         return plan
 
-    def step(self, grads: list[torch.Tensor], copies: list[torch.Tensor]) -> None:
-        """One step from ``grads`` (``params`` order), writing the bf16 results into ``copies``."""
-        k = self.kernels
+    def step(self, grads: list[torch.Tensor], copies: list[torch.Tensor], jobs: AdamJobs | None = None) -> None:
+        """One step from ``grads`` (``params`` order), writing the bf16 results into ``copies``; with ``jobs``,
+        the updates join it and happen when its owner runs them (a stack runs all members' in one call)."""
+        own = jobs is None
+        jobs = AdamJobs() if jobs is None else jobs
         decoupled = type(self.opt) is torch.optim.AdamW
         for g, members, steps in self._plan or ():
             lr, betas, eps, wd = g["lr"], g["betas"], g["eps"], g["weight_decay"]
             dec = decoupled or bool(g.get("decoupled_weight_decay"))
             for (i, p, st), count in zip(members, steps):
-                k.adam(p, grads[i], st["exp_avg"], st["exp_avg_sq"], copies[i], lr, betas, eps, wd, dec, count)
+                jobs.add(p, grads[i], st["exp_avg"], st["exp_avg_sq"], copies[i], lr, betas, eps, wd, dec, count)
+        if own:
+            self.kernels.adam_many(jobs)
 
 
 def _plain_group(g: dict) -> bool:

@@ -112,6 +112,31 @@ def test_sweep_seeds_trains_one_stack_and_writes_every_member(idx_dir, tmp_path,
     assert "stacking" not in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("stack", [True, False])
+def test_a_sweep_loads_its_data_once(idx_dir, tmp_path, monkeypatch, stack):
+    """Training (stacked, or one run after another) and the comparison page share one load of the data."""
+    import aelab.data
+    import aelab.runner
+
+    real, calls = aelab.data.load_data, []
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(aelab.data, "load_data", counting)
+    monkeypatch.setattr(aelab.runner, "load_data", counting)
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(
+        f"data: {{name: mnist, path: {idx_dir}, limit: 128, test_limit: 32}}\n"
+        "model: {name: dense, code_dim: 4}\ntrain: {epochs: 1, batch_size: 32, precision: fp32}\n"
+    )
+    args = ["sweep", str(cfg), "--seeds", "2", "--out", str(tmp_path / "sw")] + ([] if stack else ["--no-stack"])
+    assert main(args) == 0
+    assert len(calls) == 1
+    assert "Reconstructions" in (tmp_path / "sw" / "compare.html").read_text()
+
+
 def test_sweep_needs_a_grid_or_seeds(tmp_path, capsys):
     assert main(["sweep", "seed004-dense32-adam", "--out", str(tmp_path / "x")]) == 2
     assert "--grid" in capsys.readouterr().err

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .config import Config
 from .errors import ConfigError, RunError
@@ -149,14 +150,29 @@ def stack_groups(plans: Sequence[PlannedRun]) -> list[list[PlannedRun]]:
 
 
 def run_all(
-    plans: Sequence[PlannedRun], *, reports: bool = False, stack: bool = True, log: Callable[[str], None] = print
+    plans: Sequence[PlannedRun],
+    *,
+    reports: bool = False,
+    stack: bool = True,
+    log: Callable[[str], None] = print,
+    datasets: dict[str, Any] | None = None,
 ) -> list[Path]:
     """Trains what is not finished yet; returns every run's folder.
 
     With ``stack``, new runs that share an architecture (seeds, learning rates, noise levels...) train
-    together as one stacked model first; the rest, and runs to resume, train one after another.
+    together as one stacked model first; the rest, and runs to resume, train one after another. Runs on
+    the same data (``report.data_key``) load it once: ``datasets`` collects it by key, for the comparison
+    page to reuse.
     """
+    from .report.html import data_key
     from .runner import train
+
+    datasets = {} if datasets is None else datasets
+
+    def keep(runs) -> None:
+        for run in runs:
+            if run.splits is not None:
+                datasets.setdefault(data_key(run.config), run.splits)
 
     states = [run_state(p) for p in plans]  # all folders checked before the first run starts
     todo = sum(s != "done" for s in states)
@@ -167,7 +183,9 @@ def run_all(
 
         for group in stack_groups([p for p, s in zip(plans, states) if s == "new"]):
             log(f"stacking {len(group)} runs: {', '.join(p.name for p in group)}")
-            runs = train_stacked([p.config for p in group], [p.path for p in group], overwrite=True, log=log)
+            data = datasets.get(data_key(group[0].config))
+            runs = train_stacked([p.config for p in group], [p.path for p in group], overwrite=True, log=log, data=data)
+            keep(runs)
             stacked.update(p.name for p in group)
             if reports:
                 from .report import write_run_report
@@ -181,10 +199,12 @@ def run_all(
         if plan.name in stacked:
             continue
         log(f"[{i}/{len(plans)}] {plan.name}: {'resuming' if state == 'partial' else 'training'}")
+        data = datasets.get(data_key(plan.config))  # a resumed run's folder holds plan.config (run_state)
         if state == "partial":
-            run = train(resume=plan.path, log=log)
+            run = train(resume=plan.path, log=log, data=data)
         else:
-            run = train(plan.config, plan.path, overwrite=True, log=log)
+            run = train(plan.config, plan.path, overwrite=True, log=log, data=data)
+        keep([run])
         if reports:
             from .report import write_run_report
 
@@ -192,10 +212,16 @@ def run_all(
     return [p.path for p in plans]
 
 
-def compare(paths: Sequence[Path], out_html: Path, title: str, log: Callable[[str], None] = print) -> Path:
+def compare(
+    paths: Sequence[Path],
+    out_html: Path,
+    title: str,
+    log: Callable[[str], None] = print,
+    datasets: dict[str, Any] | None = None,
+) -> Path:
     from .report import write_comparison
 
-    return write_comparison(list(paths), out_html, title=title, log=log)
+    return write_comparison(list(paths), out_html, title=title, log=log, datasets=datasets)
 
 
 def sweep(
@@ -222,9 +248,10 @@ def sweep(
         grid["train.seed"] = [str(first + i) for i in range(seeds)]
     out = Path(out) if out else Path("runs") / f"sweep-{_slug(Path(recipe).stem)}"
     plans = plan_sweep(recipe, grid, out, overrides)
-    paths = run_all(plans, reports=reports, stack=stack, log=log)
+    datasets: dict[str, Any] = {}
+    paths = run_all(plans, reports=reports, stack=stack, log=log, datasets=datasets)
     title = f"sweep of {Path(recipe).stem} over " + ", ".join(f"{k} in {{{', '.join(v)}}}" for k, v in grid.items())
-    return compare(paths, out / "compare.html", title, log)
+    return compare(paths, out / "compare.html", title, log, datasets)
 
 
 def run_suite(
@@ -241,5 +268,6 @@ def run_suite(
     name, desc, _ = suite_members(spec)
     out = Path(out) if out else Path("runs") / _slug(name)
     _, plans = plan_suite(spec, out, overrides)
-    paths = run_all(plans, reports=reports, log=log)
-    return compare(paths, out / "compare.html", desc or name, log)
+    datasets: dict[str, Any] = {}
+    paths = run_all(plans, reports=reports, log=log, datasets=datasets)
+    return compare(paths, out / "compare.html", desc or name, log, datasets)

@@ -12,7 +12,7 @@ import base64
 import functools
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -432,7 +432,8 @@ def differing_keys(configs: Sequence[dict[str, Any]]) -> list[str]:
     return [k for k in keys if len({json.dumps(f[k], sort_keys=True, default=str) for f in flat if k in f}) > 1]
 
 
-def _data_key(cfg) -> str:
+def data_key(cfg) -> str:
+    """Runs with the same key were trained on the same arrays (noise is added per batch, not loaded)."""
     d = cfg.data
     return (
         json.dumps(
@@ -449,16 +450,20 @@ def write_comparison(
     out_html: str | Path,
     title: str | None = None,
     log: Callable[[str], None] | None = None,
+    datasets: Mapping[str, Any] | None = None,
 ) -> Path:
-    """One page comparing runs: configs that differ, final metrics, overlaid curves, the same images reconstructed."""
+    """One page comparing runs: configs that differ, final metrics, overlaid curves, the same images reconstructed.
+
+    ``datasets``: data already in memory, by ``data_key`` (a sweep's training loaded it), used instead of
+    loading it again."""
     say = log or (lambda s: None)
     if not run_paths:
         raise RunError("report: give at least one run directory")
     runs = [_load(p) for p in run_paths]
     names = _unique_names(runs)
-    data_cache: dict[str, Any] = {}
+    data_cache: dict[str, Any] = dict(datasets or {})
     for r in runs:
-        k = _data_key(r.config)
+        k = data_key(r.config)
         if k not in data_cache:
             say(f"compare: loading {r.config.data.name}")
             data_cache[k] = r.load_data()
@@ -487,7 +492,7 @@ def write_comparison(
 
     pics: list[Picture] = []
     losses = {r.config.train.loss for r in runs}
-    same_data = len({_data_key(r.config) for r in runs}) == 1
+    same_data = len({data_key(r.config) for r in runs}) == 1
     if all(r.metrics for r in runs):
         if len(losses) == 1:
             loss = losses.pop()
@@ -511,7 +516,7 @@ def write_comparison(
     say("compare: reconstructions")
     groups: dict[str, list[int]] = {}
     for i, r in enumerate(runs):
-        groups.setdefault(_data_key(r.config), []).append(i)
+        groups.setdefault(data_key(r.config), []).append(i)
     for gi, (k, members) in enumerate(groups.items()):
         splits = data_cache[k]
         if not F.is_image_shape(splits.x_test.shape[1:]):

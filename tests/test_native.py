@@ -71,6 +71,45 @@ def test_loss_and_gradient_match_torch(kernels, kind, rows, cols, dtype):
     assert torch.allclose(bias, g.float().sum(0), rtol=1e-5, atol=1e-9)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, BF16])
+def test_row_errors_are_the_validation_passs(kernels, dtype):
+    """Per-sample BCE from logits and MSE of their sigmoid, as evaluate.metrics computes them, extreme
+    logits included; a NaN logit makes its own row NaN and no other."""
+    from aelab.evaluate import metrics as M
+
+    z = _logits(37, 129, dtype)
+    t = torch.rand(37, 129)
+    z[5, 7] = float("nan")
+    bce, mse = torch.empty(37), torch.empty(37)
+    kernels.row_errors(z, t, bce, mse)
+    ref_bce, ref_mse = M.bce_logits(z, t), M.mse(torch.sigmoid(z.float()), t)
+    assert bce[5].isnan() and mse[5].isnan()
+    ok = torch.arange(37) != 5
+    assert torch.allclose(bce[ok], ref_bce[ok], rtol=2e-6, atol=0)
+    assert torch.allclose(mse[ok], ref_mse[ok], rtol=2e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16-mixed"])
+def test_the_written_out_validation_equals_the_models(kernels, precision):
+    """FusedDenseStep.errors: the same per-sample errors as evaluate.per_sample_errors of the model under
+    the run's autocast, the batch split included (1000 samples in batches of 384)."""
+    from aelab.evaluate.evaluate import per_sample_errors
+    from aelab.train.precision import autocast_context
+
+    cfg = _cfg(precision=precision)
+    torch.manual_seed(0)
+    model = build_model(cfg, (1, 28, 28))
+    opt = make_optimizer(model.parameters(), cfg.train, CPU)
+    step = FusedDenseStep(plan(model, "bce"), opt, "bce", "sigmoid", precision, kernels)
+    assert step.validates()
+    x = torch.rand(1000, 1, 28, 28)
+    got = step.errors(x.numpy(), batch_size=384)
+    with autocast_context(CPU, precision):
+        ref = per_sample_errors(model, x, "bce", batch_size=384)
+    for k in ("bce", "mse", "psnr", "loss"):
+        assert torch.allclose(got[k], ref[k], rtol=1e-5, atol=0), k
+
+
 def test_a_nan_logit_makes_the_loss_nan(kernels):
     """The NaN guard reads the loss: a NaN anywhere in the logits must reach it, in every kind."""
     for kind in native.LOSS_KINDS:

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 from typing import cast
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..evaluate.evaluate import batches
+from ..evaluate.metrics import psnr
 from ..models.base import Autoencoder, LossOutput
 from .native import AdamJobs, Kernels, loss_kind
 from .optim import NativeAdam, step_optimizer
@@ -221,6 +224,31 @@ class FusedDenseStep:
                     g = _times_derivative(self.steps[i - 1][1], g, inputs[i])
                     bias_grad = g.sum(0, dtype=torch.float32)
         return loss, grads
+
+    def validates(self) -> bool:
+        """Whether ``errors`` can stand in for evaluate.per_sample_errors: the C kernels and a sigmoid output."""
+        return self.kernels is not None and self.output_activation == "sigmoid"
+
+    def errors(self, x: np.ndarray | torch.Tensor, batch_size: int = 1024) -> dict[str, torch.Tensor]:
+        """evaluate.per_sample_errors of this model on ``x`` (values in [0, 1], batched as it batches them): the
+        same logits, from the forward's own GEMMs in the training precision (as the autocast validation pass
+        computes them), then each sample's BCE and MSE in one pass of the C kernel instead of seven of
+        torch's (``validates()``)."""
+        k = self.kernels
+        assert k is not None and self.output_activation == "sigmoid"
+        n = len(x)
+        bce, mse = torch.empty(n), torch.empty(n)
+        with torch.no_grad():
+            weights = self._weights()
+            i = 0
+            for xb in batches(x, batch_size, torch.device("cpu")):
+                t = xb.reshape(len(xb), -1).float().contiguous()
+                h = t.to(self.dtype)
+                for (_, module), (w, b) in zip(self.steps, weights):
+                    h = _activate(module, torch.addmm(b, h, w.t()))
+                k.row_errors(h, t, bce[i : i + len(t)], mse[i : i + len(t)])
+                i += len(t)
+        return {"bce": bce, "mse": mse, "psnr": psnr(mse), "loss": bce if self.loss == "bce" else mse}
 
     def _torch_loss(self, h: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = h.float()  # autocast computes the loss in fp32

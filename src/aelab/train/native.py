@@ -160,6 +160,9 @@ class Kernels:
         self._loss = lib.aelab_loss_grad
         self._loss.argtypes = [i64, i64, vp, i32, vp, vp, i32, vp, i32, f32, vp]
         self._loss.restype = f64
+        self._errors = lib.aelab_row_errors
+        self._errors.argtypes = [i64, i64, vp, i32, vp, vp, vp]
+        self._errors.restype = None
         self._act = lib.aelab_act_backward
         self._act.argtypes = [i64, i64, vp, vp, i32, i32, f32, vp]
         self._act.restype = i32
@@ -233,6 +236,17 @@ class Kernels:
         bias = bias_grad.data_ptr() if bias_grad is not None else None
         if self._act(rows, cols, g.data_ptr(), h.data_ptr(), g.dtype == torch.bfloat16, ACTIVATIONS[act], a, bias):
             raise MemoryError("aelab_act_backward: no memory for its scratch")
+
+    def row_errors(self, z: torch.Tensor, target: torch.Tensor, bce: torch.Tensor, mse: torch.Tensor) -> None:
+        """Per row of logits ``z`` (rows, cols): the mean BCE against ``target`` (float32) into ``bce`` and the
+        mean squared error of sigmoid(z) into ``mse`` (float32, rows each)."""
+        rows, cols = z.shape
+        assert target.shape == z.shape and target.dtype == torch.float32 and target.is_contiguous()
+        assert z.is_contiguous() and bce.numel() == mse.numel() == rows
+        assert bce.dtype == mse.dtype == torch.float32 and bce.is_contiguous() and mse.is_contiguous()
+        self._errors(
+            rows, cols, z.data_ptr(), z.dtype == torch.bfloat16, target.data_ptr(), bce.data_ptr(), mse.data_ptr()
+        )
 
     def adam(
         self,

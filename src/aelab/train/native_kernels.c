@@ -202,6 +202,46 @@ EXPORT double aelab_loss_grad(int64_t rows, int64_t cols, const void *z, int z_b
     return loss;
 }
 
+/* One row's summed BCE of logits z against t and squared error of sigmoid(z) against t. */
+static inline __attribute__((always_inline)) void errors_row(int64_t cols, const void *restrict z, const int z_bf16,
+                                                             const float *restrict t, float *bce, float *se) {
+    float lb = 0.0f, ls = 0.0f;
+#pragma omp simd reduction(+ : lb, ls)
+    for (int64_t c = 0; c < cols; c++) {
+        float x = load(z, z_bf16, c), y = t[c];
+        float e = exp_nonpos(-fabsf(x));
+        float inv = 1.0f / (1.0f + e);
+        float s = x >= 0.0f ? inv : e * inv;
+        lb += (x > 0.0f ? x : 0.0f) - x * y + log1p_unit(e);
+        float d = s - y;
+        ls += d * d;
+    }
+    *bce = lb;
+    *se = ls;
+}
+
+/* The validation pass's per-sample errors of a sigmoid-output model in one read of its logits: each row's
+ * mean BCE of logits z (rows, cols) against t (float32) into bce[r], and mean squared error of sigmoid(z)
+ * into mse[r] (evaluate.per_sample_errors computes the same in seven passes). */
+EXPORT void aelab_row_errors(int64_t rows, int64_t cols, const void *z, int z_bf16, const float *t, float *bce,
+                             float *mse) {
+    int nthreads = threads_for(rows * cols);
+#pragma omp parallel num_threads(nthreads)
+    {
+        int64_t lo, hi;
+        share(rows, &lo, &hi);
+        for (int64_t r = lo; r < hi; r++) {
+            float b, m;
+            if (z_bf16)
+                errors_row(cols, (const uint16_t *)z + r * cols, 1, t + r * cols, &b, &m);
+            else
+                errors_row(cols, (const float *)z + r * cols, 0, t + r * cols, &b, &m);
+            bce[r] = b / (float)cols;
+            mse[r] = m / (float)cols;
+        }
+    }
+}
+
 static inline __attribute__((always_inline)) void act_row(int64_t cols, void *restrict g, const void *restrict h,
                                                           const int bf16, const int act, float a,
                                                           float *restrict colsum) {

@@ -64,6 +64,19 @@ def test_limit_exclude_and_val_fraction(idx_dir):
     assert s.validation[0] is s.x_val
 
 
+@pytest.mark.parametrize("scale, divisor", [("auto", 255.0), ("minmax", 255.0), ("none", 1.0), ("standard", None)])
+def test_a_byte_training_set_keeps_its_bytes(idx_dir, scale, divisor):
+    """Splits.train_bytes: the uint8 x_train was scaled from, exactly (bytes / divisor in float32), cut as
+    x_train is (val_fraction); a fitted scale is no division of bytes, so it keeps none."""
+    s = load_data(DataConfig(name="mnist", path=str(idx_dir), limit=300, val_fraction=0.1, scale=scale), False)
+    if divisor is None:
+        assert s.train_bytes is None
+        return
+    raw, d = s.train_bytes
+    assert d == divisor and raw.dtype == np.uint8 and raw.shape == s.x_train.shape
+    assert np.array_equal(raw.astype(np.float32) / np.float32(d), s.x_train)
+
+
 def _write_cifar_bin(path, n, seed):
     rng = np.random.default_rng(seed)
     rec = np.concatenate([rng.integers(0, 10, (n, 1)), rng.integers(0, 256, (n, 3072))], axis=1).astype(np.uint8)

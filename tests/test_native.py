@@ -3,6 +3,7 @@ optimizer step bit for bit against torch's fused Adam, the build and its failure
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -108,6 +109,36 @@ def test_the_written_out_validation_equals_the_models(kernels, precision):
         ref = per_sample_errors(model, x, "bce", batch_size=384)
     for k in ("bce", "mse", "psnr", "loss"):
         assert torch.allclose(got[k], ref[k], rtol=1e-5, atol=0), k
+
+
+@pytest.mark.parametrize("divisor", [255.0, 1.0, 3.0])
+def test_gather_bytes_is_float32_division_of_the_rows(kernels, divisor):
+    """Rows of bytes as numpy scales them (uint8 -> float32, one IEEE division), for every byte value;
+    an index outside the rows is refused before anything is read."""
+    src = torch.arange(256 * 6, dtype=torch.int64).remainder(256).to(torch.uint8).view(6, 16, 16)
+    idx = torch.tensor([5, 0, 5, 3, 1, 2, 4])
+    want = torch.from_numpy(src.numpy()[idx.numpy()].astype(np.float32) / np.float32(divisor))
+    assert torch.equal(kernels.gather_bytes(src, divisor, idx), want)
+    with pytest.raises(IndexError):
+        kernels.gather_bytes(src, divisor, torch.tensor([0, 6]))
+
+
+def test_the_loop_gathers_batches_from_the_bytes_and_gets_the_same_floats(kernels, idx_dir):
+    """A byte dataset's batches come from its bytes when the step takes the C kernels, equal to x_train's
+    rows; a Splits whose bytes do not hold x_train (made by hand) is gathered from x_train."""
+    import dataclasses
+
+    cfg = _cfg().replace([f"data.path={idx_dir}", "data.name=mnist", "data.limit=200"])
+    data = load_data(cfg.data, True)
+    loop = Loop(build_model(cfg, data.sample_shape), data, cfg, log=lambda s: None)
+    assert loop.x_bytes is not None
+    idx = torch.randperm(200)[:50]
+    assert torch.equal(loop.rows(idx), loop.x_train.index_select(0, idx))
+    raw, d = data.train_bytes
+    wrong = dataclasses.replace(data, train_bytes=(raw[::-1].copy(), d))
+    assert Loop(build_model(cfg, data.sample_shape), wrong, cfg, log=lambda s: None).x_bytes is None
+    off = cfg.replace(["train.kernels=torch"])
+    assert Loop(build_model(off, data.sample_shape), data, off, log=lambda s: None).x_bytes is None
 
 
 def test_a_nan_logit_makes_the_loss_nan(kernels):

@@ -50,6 +50,9 @@ class Splits:
     x_val: np.ndarray | None = None  # a held-out part of train when data.val_fraction > 0
     y_val: np.ndarray | None = None
     extra: dict = field(default_factory=dict)
+    # x_train as the uint8 it was scaled from and the divisor: x_train == bytes.astype(float32) / divisor,
+    # exactly; a training loop gathers a quarter of the bytes from it (train/native.py gather_bytes)
+    train_bytes: tuple[np.ndarray, float] | None = None
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -175,16 +178,21 @@ def load_data(cfg: DataConfig, need_unit_range: bool = True) -> Splits:
         raise DataError(f"{where}: the {'training' if len(x) == 0 else 'test'} split is empty")
 
     prep = Preprocessor(cfg.scale, unit_range=need_unit_range and cfg.scale != "standard")
+    raw = None
     if not (cfg.mmap and x.dtype == np.uint8 and not prep.fitted_scale):  # memory-mapped bytes are scaled per batch
+        if x.dtype == np.uint8 and not prep.fitted_scale:  # bytes / 255 (or / 1 for scale none), kept
+            raw = (np.ascontiguousarray(x), 1.0 if cfg.scale == "none" else 255.0)
         x = prep.fit_transform(x, where)
         xt = prep.transform(xt, cfg.test_path or where)
 
-    splits = Splits(cfg.name, x, y, xt, yt, classes, prep.state())
+    splits = Splits(cfg.name, x, y, xt, yt, classes, prep.state(), train_bytes=raw)
     if cfg.val_fraction > 0:
         n_val = max(1, int(round(len(x) * cfg.val_fraction)))
         if n_val >= len(x):
             raise DataError(f"data.val_fraction: {cfg.val_fraction} leaves no training samples out of {len(x)}")
         splits.x_train, splits.x_val = x[:-n_val], x[-n_val:]
+        if raw is not None:
+            splits.train_bytes = (raw[0][:-n_val], raw[1])
         if y is not None:
             splits.y_train, splits.y_val = y[:-n_val], y[-n_val:]
     return splits

@@ -160,6 +160,9 @@ class Kernels:
         self._loss = lib.aelab_loss_grad
         self._loss.argtypes = [i64, i64, vp, i32, vp, vp, i32, vp, i32, f32, vp]
         self._loss.restype = f64
+        self._gather = lib.aelab_gather_bytes
+        self._gather.argtypes = [i64, vp, i64, vp, i64, f32, vp]
+        self._gather.restype = i32
         self._errors = lib.aelab_row_errors
         self._errors.argtypes = [i64, i64, vp, i32, vp, vp, vp]
         self._errors.restype = None
@@ -236,6 +239,22 @@ class Kernels:
         bias = bias_grad.data_ptr() if bias_grad is not None else None
         if self._act(rows, cols, g.data_ptr(), h.data_ptr(), g.dtype == torch.bfloat16, ACTIVATIONS[act], a, bias):
             raise MemoryError("aelab_act_backward: no memory for its scratch")
+
+    def gather_bytes(
+        self, src: torch.Tensor, divisor: float, idx: torch.Tensor, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``src[idx] / divisor`` as float32 (len(idx), *src.shape[1:]), divided in float32 as numpy scales uint8
+        data: rows of a uint8 dataset as the floats it was scaled to, fetching a quarter of the bytes."""
+        assert src.dtype == torch.uint8 and src.is_contiguous()
+        idx = idx.to(torch.int64).contiguous()
+        shape = (len(idx), *src.shape[1:])
+        if out is None:
+            out = torch.empty(shape)
+        assert out.shape == shape and out.dtype == torch.float32 and out.is_contiguous()
+        cols = src[0].numel() if len(src) else 0
+        if self._gather(len(idx), idx.data_ptr(), cols, src.data_ptr(), len(src), divisor, out.data_ptr()):
+            raise IndexError(f"gather_bytes: an index outside [0, {len(src)})")
+        return out
 
     def row_errors(self, z: torch.Tensor, target: torch.Tensor, bce: torch.Tensor, mse: torch.Tensor) -> None:
         """Per row of logits ``z`` (rows, cols): the mean BCE against ``target`` (float32) into ``bce`` and the

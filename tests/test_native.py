@@ -13,6 +13,7 @@ from aelab.errors import TrainingError
 from aelab.models import build_model
 from aelab.train import native
 from aelab.train.fused_dense import FusedDenseStep, plan
+from aelab.train.callbacks import CallbackList
 from aelab.train.loop import Loop
 from aelab.train.optim import NativeAdam, make_optimizer
 
@@ -139,6 +140,27 @@ def test_the_loop_gathers_batches_from_the_bytes_and_gets_the_same_floats(kernel
     assert Loop(build_model(cfg, data.sample_shape), wrong, cfg, log=lambda s: None).x_bytes is None
     off = cfg.replace(["train.kernels=torch"])
     assert Loop(build_model(off, data.sample_shape), data, off, log=lambda s: None).x_bytes is None
+    noisy = cfg.replace(["data.noise=[{kind: gaussian, amount: 0.1}]"])
+    noisy_loop = Loop(build_model(noisy, data.sample_shape), data, noisy, log=lambda s: None)
+    assert noisy_loop.x_bytes is not None and not noisy_loop.byte_batches  # noise needs the float batch
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16-mixed"])
+def test_byte_batches_train_bit_for_bit_as_float_batches(kernels, idx_dir, precision):
+    """The written-out dense step fed the bytes (input gathered into its dtype, targets as bytes) ends an
+    epoch with the very weights the float32 batches give."""
+    cfg = _cfg(precision=precision).replace([f"data.path={idx_dir}", "data.name=mnist", "data.limit=300"])
+    data = load_data(cfg.data, True)
+    loops = []
+    for byte_batches in (True, False):
+        torch.manual_seed(0)
+        loop = Loop(build_model(cfg, data.sample_shape), data, cfg, log=lambda s: None)
+        assert loop.byte_batches
+        loop.byte_batches = byte_batches
+        loop.train_epoch(0, CallbackList([]))
+        loops.append(loop)
+    for a, b in zip(loops[0].model.parameters(), loops[1].model.parameters()):
+        assert torch.equal(a, b)
 
 
 def test_a_nan_logit_makes_the_loss_nan(kernels):

@@ -25,7 +25,7 @@ from torch import nn
 from ..evaluate.evaluate import batches
 from ..evaluate.metrics import psnr
 from ..models.base import Autoencoder, LossOutput
-from .native import AdamJobs, Kernels, loss_kind
+from .native import AdamJobs, ByteRows, Kernels, loss_kind
 from .optim import NativeAdam, step_optimizer
 
 # the activations aelab's dense models use; each one's derivative follows from its output alone
@@ -101,6 +101,18 @@ def _activate(act: nn.Module | None, z: torch.Tensor) -> torch.Tensor:
     if name == "elu":
         return F.elu_(z, a)
     return z
+
+
+def _targets(target: torch.Tensor | ByteRows, *lead: int) -> torch.Tensor | ByteRows:
+    """The loss kernel's targets shaped (*lead, values): float32, or the bytes as they came."""
+    if isinstance(target, ByteRows):
+        return ByteRows(target.rows.reshape(*lead, -1), target.divisor)
+    return target.reshape(*lead, -1).float().contiguous()
+
+
+def _floats(target: torch.Tensor | ByteRows) -> torch.Tensor:
+    """The targets as floats (bytes divided as the dataset was scaled: float32 division)."""
+    return target.rows.float().div_(target.divisor) if isinstance(target, ByteRows) else target
 
 
 def _times_derivative(act: nn.Module | None, g: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -190,9 +202,10 @@ class FusedDenseStep:
         self._copies, self._fresh = views, False
 
     # -- forward and backward ----------------------------------------------------------------
-    def backward(self, xin: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def backward(self, xin: torch.Tensor, target: torch.Tensor | ByteRows) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The mean loss over the batch and the gradient of every parameter (``self.params`` order):
-        weights' in the compute dtype, biases' in float32."""
+        weights' in the compute dtype, biases' in float32. ``target`` may come as the bytes it was scaled
+        from (a byte dataset's batch, Loop.byte_batch), ``xin`` already in the compute dtype."""
         dt, k = self.dtype, self.kernels
         n = xin.shape[0]
         h = xin.reshape(n, -1).to(dt)
@@ -201,15 +214,14 @@ class FusedDenseStep:
         for (_, module), (w, b) in zip(self.steps, weights):
             inputs.append(h)
             h = _activate(module, torch.addmm(b, h, w.t()))
-        t = target.reshape(n, -1)
         grads: list[torch.Tensor] = [torch.empty(0)] * len(self.params)
         if k is not None:
             g = torch.empty_like(h)
             bias_grad = torch.empty(h.shape[1])
             loss = torch.empty(())
-            k.loss_grad(h, t.float().contiguous(), g, bias_grad, self.loss_kind, loss)
+            k.loss_grad(h, _targets(target, n), g, bias_grad, self.loss_kind, loss)
         else:
-            loss, g = self._torch_loss(h, t)
+            loss, g = self._torch_loss(h, _floats(target).reshape(n, -1))
             bias_grad = g.sum(0, dtype=torch.float32)
         for i in range(len(self.steps) - 1, -1, -1):
             grads[2 * i] = g.t() @ inputs[i]
@@ -273,7 +285,7 @@ class FusedDenseStep:
         return loss
 
     # -- the optimizer step ------------------------------------------------------------------
-    def __call__(self, xin: torch.Tensor, target: torch.Tensor) -> LossOutput:
+    def __call__(self, xin: torch.Tensor, target: torch.Tensor | ByteRows) -> LossOutput:
         with torch.no_grad():
             loss, grads = self.backward(xin, target)
             self.update(grads)
@@ -316,7 +328,9 @@ class StackedDenseStep:
             return self.buffers
         return [torch.stack([m.params[i].detach() for m in self.members]) for i in range(len(self.members[0].params))]
 
-    def __call__(self, xin: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def __call__(
+        self, xin: torch.Tensor, target: torch.Tensor | ByteRows
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """xin, target: (members, batch, ...); returns each member's mean loss (members,) and its parts."""
         k = self.kernels
         assert k is not None
@@ -331,13 +345,14 @@ class StackedDenseStep:
                 h = _activate(
                     self.members[0].steps[i][1], torch.baddbmm(w[2 * i + 1].unsqueeze(1), h, w[2 * i].transpose(1, 2))
                 )
-            t = target.reshape(n_m, n, -1).float().contiguous()
+            t = _targets(target, n_m, n)  # (members, batch, values)
             g = torch.empty_like(h)
             grads: list[list[torch.Tensor]] = [[torch.empty(0)] * len(w) for _ in self.members]
             loss = torch.empty(n_m)
             for j in range(n_m):
                 bias = torch.empty(h.shape[2])
-                k.loss_grad(h[j], t[j], g[j], bias, self.loss_kind, loss[j])
+                tj = ByteRows(t.rows[j], t.divisor) if isinstance(t, ByteRows) else t[j]
+                k.loss_grad(h[j], tj, g[j], bias, self.loss_kind, loss[j])
                 grads[j][2 * layers - 1] = bias
             for i in range(layers - 1, -1, -1):
                 dw = torch.bmm(g.transpose(1, 2), inputs[i])

@@ -15,7 +15,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -38,7 +38,7 @@ from .distributed import current as process_group
 from .fused_conv import ConvStep
 from .fused_conv import plan as conv_plan
 from .fused_dense import FusedDenseStep, plan
-from .native import Kernels
+from .native import ByteRows, Kernels
 from .optim import make_optimizer, make_scheduler, step_optimizer
 from .precision import autocast_context, resolve_precision
 
@@ -147,6 +147,15 @@ class Loop:
             self.step_kind = "autograd"
         self.kernels = kernels
         self.x_bytes = _byte_rows(data, self.x_train, kernels)  # bytes to gather batches from, when they were
+        # and without noise, the written-out dense step takes them as they are: its input gathered straight into
+        # its own dtype, its targets as bytes (no float32 batch written, read back and cast)
+        self.byte_batches = (
+            self.x_bytes is not None
+            and kernels is not None
+            and isinstance(self.fused, FusedDenseStep)
+            and not self.noise
+            and kernels.byte_division_exact(self.x_bytes[1])
+        )
         # which validation metrics fit the data: BCE and PSNR (peak 1) on targets in [0, 1] only, as in summary.json
         self.data_fit = data_fit(self.x_val, data.scaler)
         self.epoch_metrics = capabilities(cfg.model).epoch_metrics  # e.g. the classifier's validation accuracy
@@ -175,15 +184,18 @@ class Loop:
         parts: dict[str, list[torch.Tensor]] = {}
         for i in range(0, n, t.batch_size):
             idx = perm[i : i + t.batch_size]
-            xb = self.rows(idx)
-            if xb.dtype == torch.uint8:  # memory-mapped data arrives as bytes
-                xb = xb.float().div_(255)
-            yb = _rows(self.y_train, idx) if self.y_train is not None else None
-            xin = self.noise(xb, self.gen if dev.type == "cpu" else None) if self.noise else xb
-            if self.fused is not None:  # loss, gradients and the optimizer step in one
-                out = self.fused(xin, xb)
+            if self.byte_batches:
+                out = cast(FusedDenseStep, self.fused)(*self.byte_batch(idx))
             else:
-                out = self.autograd_step(xin, xb, yb, epoch)
+                xb = self.rows(idx)
+                if xb.dtype == torch.uint8:  # memory-mapped data arrives as bytes
+                    xb = xb.float().div_(255)
+                yb = _rows(self.y_train, idx) if self.y_train is not None else None
+                xin = self.noise(xb, self.gen if dev.type == "cpu" else None) if self.noise else xb
+                if self.fused is not None:  # loss, gradients and the optimizer step in one
+                    out = self.fused(xin, xb)
+                else:
+                    out = self.autograd_step(xin, xb, yb, epoch)
             losses.append(out.total.detach())
             for k, v in out.parts.items():
                 parts.setdefault(k, []).append(v.detach())
@@ -197,6 +209,13 @@ class Loop:
             src, divisor = self.x_bytes
             return self.kernels.gather_bytes(src, divisor, idx)
         return _rows(self.x_train, idx)
+
+    def byte_batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, ByteRows]:
+        """The written-out dense step's batch ``idx`` from the bytes (``byte_batches``): its input in its
+        compute dtype and its targets as bytes, gathered in one pass."""
+        assert self.byte_batches and self.x_bytes is not None and isinstance(self.fused, FusedDenseStep)
+        src, divisor = self.x_bytes
+        return cast(Kernels, self.kernels).gather_batch(src, divisor, idx, self.fused.dtype)
 
     def autograd_step(self, xin: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor | None, epoch: int) -> LossOutput:
         """Loss under autocast, backward, optimizer step (through the GradScaler for fp16 on CUDA)."""

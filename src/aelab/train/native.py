@@ -27,6 +27,7 @@ import tempfile
 from array import array
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -105,6 +106,13 @@ def _compile(cc: str, flags: list[str], out: Path) -> str | None:
             os.unlink(tmp)
 
 
+class ByteRows(NamedTuple):
+    """Targets as the bytes they were scaled from: the floats are ``rows / divisor`` (float32 division)."""
+
+    rows: torch.Tensor
+    divisor: float
+
+
 class AdamJobs:
     """Adam/AdamW updates gathered for one ``Kernels.adam_many`` call: what ``Kernels.adam`` takes, per tensor.
     It holds addresses only: the caller keeps the tensors alive until the call."""
@@ -158,10 +166,13 @@ class Kernels:
         self.path = path
         i64, f32, f64, i32, vp = ctypes.c_int64, ctypes.c_float, ctypes.c_double, ctypes.c_int, ctypes.c_void_p
         self._loss = lib.aelab_loss_grad
-        self._loss.argtypes = [i64, i64, vp, i32, vp, vp, i32, vp, i32, f32, vp]
+        self._loss.argtypes = [i64, i64, vp, i32, vp, i32, f32, vp, i32, vp, i32, f32, vp]
         self._loss.restype = f64
         self._gather = lib.aelab_gather_bytes
-        self._gather.argtypes = [i64, vp, i64, vp, i64, f32, vp]
+        self._gather.argtypes = [i64, vp, i64, vp, i64, f32, vp, i32, vp]
+        self._exact = lib.aelab_byte_division_exact
+        self._exact.argtypes = [f32]
+        self._exact.restype = i32
         self._gather.restype = i32
         self._errors = lib.aelab_row_errors
         self._errors.argtypes = [i64, i64, vp, i32, vp, vp, vp]
@@ -206,23 +217,32 @@ class Kernels:
     def loss_grad(
         self,
         z: torch.Tensor,
-        target: torch.Tensor,
+        target: torch.Tensor | ByteRows,
         g: torch.Tensor,
         bias_grad: torch.Tensor | None,
         kind: str,
         mean: torch.Tensor | None = None,
     ) -> float:
-        """Sum over the batch of the loss of logits ``z`` (rows, cols) against ``target`` (float32); the
-        mean loss's gradient into ``g``, its column sums into ``bias_grad`` (float32, or None), and the mean
-        loss into ``mean`` (a float32 tensor of one element, or None)."""
+        """Sum over the batch of the loss of logits ``z`` (rows, cols) against ``target`` (float32, or the bytes
+        it was scaled from); the mean loss's gradient into ``g``, its column sums into ``bias_grad`` (float32,
+        or None), and the mean loss into ``mean`` (a float32 tensor of one element, or None)."""
         rows, cols = z.shape
         scale = (1.0 if kind == "bce" else 2.0) / z.numel()
+        if isinstance(target, ByteRows):
+            t, t_u8, divisor = target.rows, True, target.divisor
+            assert t.dtype == torch.uint8 and z.dtype == g.dtype and self.byte_division_exact(divisor)
+        else:
+            t, t_u8, divisor = target, False, 1.0
+            assert t.dtype == torch.float32
+        assert t.numel() == z.numel() and t.is_contiguous()
         return self._loss(
             rows,
             cols,
             z.data_ptr(),
             z.dtype == torch.bfloat16,
-            target.data_ptr(),
+            t.data_ptr(),
+            t_u8,
+            divisor,
             g.data_ptr(),
             g.dtype == torch.bfloat16,
             bias_grad.data_ptr() if bias_grad is not None else None,
@@ -240,19 +260,36 @@ class Kernels:
         if self._act(rows, cols, g.data_ptr(), h.data_ptr(), g.dtype == torch.bfloat16, ACTIVATIONS[act], a, bias):
             raise MemoryError("aelab_act_backward: no memory for its scratch")
 
+    def byte_division_exact(self, divisor: float) -> bool:
+        """Whether the kernels divide every byte by ``divisor`` as float32 division does (255 and 1: yes)."""
+        return bool(self._exact(divisor))
+
     def gather_bytes(
-        self, src: torch.Tensor, divisor: float, idx: torch.Tensor, out: torch.Tensor | None = None
+        self, src: torch.Tensor, divisor: float, idx: torch.Tensor, dtype: torch.dtype = torch.float32
     ) -> torch.Tensor:
-        """``src[idx] / divisor`` as float32 (len(idx), *src.shape[1:]), divided in float32 as numpy scales uint8
-        data: rows of a uint8 dataset as the floats it was scaled to, fetching a quarter of the bytes."""
-        assert src.dtype == torch.uint8 and src.is_contiguous()
+        """``src[idx] / divisor`` (len(idx), *src.shape[1:]), divided in float32 as numpy scales uint8 data, in
+        ``dtype`` (float32, or bf16 rounded from it): rows of a uint8 dataset as the floats it was scaled to,
+        fetching a quarter of the bytes."""
+        return self._gather_rows(src, divisor, idx, dtype, None)
+
+    def gather_batch(
+        self, src: torch.Tensor, divisor: float, idx: torch.Tensor, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, ByteRows]:
+        """``gather_bytes`` and, in the same pass, the rows' bytes: a written-out step's input in its own dtype
+        and its targets for ``loss_grad``, with no float32 batch written, read back and cast."""
+        rows = torch.empty(len(idx), *src.shape[1:], dtype=torch.uint8)
+        return self._gather_rows(src, divisor, idx, dtype, rows), ByteRows(rows, divisor)
+
+    def _gather_rows(
+        self, src: torch.Tensor, divisor: float, idx: torch.Tensor, dtype: torch.dtype, rows: torch.Tensor | None
+    ) -> torch.Tensor:
+        assert src.dtype == torch.uint8 and src.is_contiguous() and dtype in (torch.float32, torch.bfloat16)
         idx = idx.to(torch.int64).contiguous()
-        shape = (len(idx), *src.shape[1:])
-        if out is None:
-            out = torch.empty(shape)
-        assert out.shape == shape and out.dtype == torch.float32 and out.is_contiguous()
+        out = torch.empty(len(idx), *src.shape[1:], dtype=dtype)
         cols = src[0].numel() if len(src) else 0
-        if self._gather(len(idx), idx.data_ptr(), cols, src.data_ptr(), len(src), divisor, out.data_ptr()):
+        bf16 = dtype == torch.bfloat16
+        ptr = rows.data_ptr() if rows is not None else None
+        if self._gather(len(idx), idx.data_ptr(), cols, src.data_ptr(), len(src), divisor, out.data_ptr(), bf16, ptr):
             raise IndexError(f"gather_bytes: an index outside [0, {len(src)})")
         return out
 

@@ -109,16 +109,32 @@ static void reduce_columns(float *partial, int nthreads, int64_t cols, float *ou
         for (int64_t c = 0; c < cols; c++) out[c] += partial[t * cols + c];
 }
 
+/* k / divisor for a byte k: the product with the reciprocal, corrected by one FMA of its residual (division's
+ * throughput is a tenth of the multiplier's). */
+static inline float byte_over(float k, float divisor, float reciprocal) {
+    float q = k * reciprocal;
+    return fmaf(fmaf(-q, divisor, k), reciprocal, q);
+}
+
+/* Whether byte_over gives float32 division's quotient for every byte (255 and 1 do): byte targets need it. */
+EXPORT int aelab_byte_division_exact(float divisor) {
+    float reciprocal = 1.0f / divisor;
+    int exact = 1;
+    for (int k = 0; k < 256; k++) exact &= byte_over((float)k, divisor, reciprocal) == (float)k / divisor;
+    return exact;
+}
+
 /* One row of the loss kernel; `kind` and the dtypes are constants where it is inlined, so each
  * combination compiles to its own branch-free vector loop. */
 static inline __attribute__((always_inline)) float loss_row(int64_t cols, const void *restrict z, const int z_bf16,
-                                                            const float *restrict t, void *restrict g,
-                                                            const int g_bf16, float *restrict colsum, const int kind,
-                                                            float scale) {
+                                                            const void *restrict t, const int t_u8, float divisor,
+                                                            float reciprocal, void *restrict g, const int g_bf16,
+                                                            float *restrict colsum, const int kind, float scale) {
     float row_loss = 0.0f;
 #pragma omp simd reduction(+ : row_loss)
     for (int64_t c = 0; c < cols; c++) {
-        float x = load(z, z_bf16, c), y = t[c], d, l;
+        float x = load(z, z_bf16, c), d, l;
+        float y = t_u8 ? byte_over((float)((const uint8_t *)t)[c], divisor, reciprocal) : ((const float *)t)[c];
         if (kind == 2) {
             float diff = x - y;
             l = diff * diff;
@@ -149,16 +165,21 @@ static inline __attribute__((always_inline)) float loss_row(int64_t cols, const 
     return row_loss;
 }
 
-#define LOSS_ROW(ZB, GB, K) loss_row(cols, zr, ZB, t + base, gr, GB, colsum, K, scale)
+#define LOSS_ROW(ZB, GB, K, TB) \
+    loss_row(cols, zr, ZB, (const char *)t + base * (TB ? 1 : 4), TB, divisor, reciprocal, gr, GB, colsum, K, scale)
+#define LOSS_KINDS(ZB, GB, TB) \
+    (kind == 0 ? LOSS_ROW(ZB, GB, 0, TB) : kind == 1 ? LOSS_ROW(ZB, GB, 1, TB) : LOSS_ROW(ZB, GB, 2, TB))
 
-/* The loss summed over a (rows, cols) batch of logits z against targets t (float32), and its gradient
- * times `scale` into g, with g's column sums (the last layer's bias gradient) into bias_grad.
- * kind 0: BCE with logits; 1: squared error of sigmoid(z); 2: squared error of z.
+/* The loss summed over a (rows, cols) batch of logits z against targets t, and its gradient times `scale`
+ * into g, with g's column sums (the last layer's bias gradient) into bias_grad. t is float32, or (t_u8) the
+ * bytes the float32 targets were scaled from, t / divisor, for a divisor aelab_byte_division_exact takes;
+ * then z and g share a dtype. kind 0: BCE with logits; 1: squared error of sigmoid(z); 2: squared error of z.
  * The column sums add the gradient as stored (rounded to bf16 when g is bf16), as the torch path does.
  * Returns the sum of the loss over all elements (also written as the mean to *mean unless NULL), or NaN if
  * allocating scratch failed. */
-EXPORT double aelab_loss_grad(int64_t rows, int64_t cols, const void *z, int z_bf16, const float *t, void *g,
-                              int g_bf16, float *bias_grad, int kind, float scale, float *mean) {
+EXPORT double aelab_loss_grad(int64_t rows, int64_t cols, const void *z, int z_bf16, const void *t, int t_u8,
+                              float divisor, void *g, int g_bf16, float *bias_grad, int kind, float scale,
+                              float *mean) {
     int nthreads = threads_for(rows * cols);
     float *partial = calloc((size_t)nthreads * (size_t)cols, sizeof(float));
     double *sums = calloc((size_t)nthreads, sizeof(double));
@@ -169,6 +190,7 @@ EXPORT double aelab_loss_grad(int64_t rows, int64_t cols, const void *z, int z_b
         return NAN;
     }
     int zs = z_bf16 ? 2 : 4, gs = g_bf16 ? 2 : 4;
+    float reciprocal = 1.0f / divisor;
 #pragma omp parallel num_threads(nthreads)
     {
         int tid = thread_id();
@@ -181,14 +203,16 @@ EXPORT double aelab_loss_grad(int64_t rows, int64_t cols, const void *z, int z_b
             const void *zr = (const char *)z + base * zs;
             void *gr = (char *)g + base * gs;
             float l;
-            if (z_bf16 && g_bf16)
-                l = kind == 0 ? LOSS_ROW(1, 1, 0) : kind == 1 ? LOSS_ROW(1, 1, 1) : LOSS_ROW(1, 1, 2);
+            if (t_u8)
+                l = z_bf16 ? LOSS_KINDS(1, 1, 1) : LOSS_KINDS(0, 0, 1);
+            else if (z_bf16 && g_bf16)
+                l = LOSS_KINDS(1, 1, 0);
             else if (!z_bf16 && !g_bf16)
-                l = kind == 0 ? LOSS_ROW(0, 0, 0) : kind == 1 ? LOSS_ROW(0, 0, 1) : LOSS_ROW(0, 0, 2);
+                l = LOSS_KINDS(0, 0, 0);
             else if (z_bf16)
-                l = kind == 0 ? LOSS_ROW(1, 0, 0) : kind == 1 ? LOSS_ROW(1, 0, 1) : LOSS_ROW(1, 0, 2);
+                l = LOSS_KINDS(1, 0, 0);
             else
-                l = kind == 0 ? LOSS_ROW(0, 1, 0) : kind == 1 ? LOSS_ROW(0, 1, 1) : LOSS_ROW(0, 1, 2);
+                l = LOSS_KINDS(0, 1, 0);
             total += l;
         }
         sums[tid] = total;
@@ -202,24 +226,17 @@ EXPORT double aelab_loss_grad(int64_t rows, int64_t cols, const void *z, int z_b
     return loss;
 }
 
-/* k / divisor for a byte k: the product with the reciprocal, corrected by one FMA of its residual (division's
- * throughput is a tenth of the multiplier's). */
-static inline float byte_over(float k, float divisor, float reciprocal) {
-    float q = k * reciprocal;
-    return fmaf(fmaf(-q, divisor, k), reciprocal, q);
-}
-
-/* A batch's rows of a uint8 dataset as the float32 values they were scaled to: out[i, :] = src[idx[i], :] / divisor
- * with float32 division's result (numpy's uint8 / 255 scaling), for training sets that were bytes
- * (data.Splits.train_bytes): a quarter of the float32 rows' bytes to fetch from memory, in random order.
- * Returns 0, or -1 for an index outside [0, src_rows). */
+/* A batch's rows of a uint8 dataset as the values they were scaled to: out[i, :] = src[idx[i], :] / divisor with
+ * float32 division's result (numpy's uint8 / 255 scaling), float32 or rounded to bf16 (out_bf16), and, unless
+ * bytes is NULL, the rows' bytes themselves (targets for aelab_loss_grad). For training sets that were bytes
+ * (data.Splits.train_bytes): a quarter of the float32 rows' bytes to fetch in random order, and no float32
+ * batch to write and cast. Returns 0, or -1 for an index outside [0, src_rows). */
 EXPORT int aelab_gather_bytes(int64_t n, const int64_t *idx, int64_t cols, const uint8_t *src, int64_t src_rows,
-                              float divisor, float *out) {
+                              float divisor, void *out, int out_bf16, uint8_t *bytes) {
     for (int64_t i = 0; i < n; i++)
         if (idx[i] < 0 || idx[i] >= src_rows) return -1;
     float reciprocal = 1.0f / divisor;
-    int exact = 1; /* the corrected product is the quotient for every byte (1 and 255: yes), else divide */
-    for (int k = 0; k < 256; k++) exact &= byte_over((float)k, divisor, reciprocal) == (float)k / divisor;
+    int exact = aelab_byte_division_exact(divisor); /* else divide */
     int nthreads = threads_for(n * cols);
 #pragma omp parallel num_threads(nthreads)
     {
@@ -227,13 +244,17 @@ EXPORT int aelab_gather_bytes(int64_t n, const int64_t *idx, int64_t cols, const
         share(n, &lo, &hi);
         for (int64_t i = lo; i < hi; i++) {
             const uint8_t *restrict row = src + idx[i] * cols;
-            float *restrict o = out + i * cols;
-            if (exact) {
+            if (bytes) memcpy(bytes + i * cols, row, (size_t)cols);
+            if (out_bf16) {
+                uint16_t *restrict o = (uint16_t *)out + i * cols;
 #pragma omp simd
-                for (int64_t c = 0; c < cols; c++) o[c] = byte_over((float)row[c], divisor, reciprocal);
+                for (int64_t c = 0; c < cols; c++)
+                    o[c] = f32_to_bf16(exact ? byte_over((float)row[c], divisor, reciprocal) : (float)row[c] / divisor);
             } else {
+                float *restrict o = (float *)out + i * cols;
 #pragma omp simd
-                for (int64_t c = 0; c < cols; c++) o[c] = (float)row[c] / divisor;
+                for (int64_t c = 0; c < cols; c++)
+                    o[c] = exact ? byte_over((float)row[c], divisor, reciprocal) : (float)row[c] / divisor;
             }
         }
     }

@@ -38,6 +38,7 @@ from .callbacks import Callback, CallbackList, EpochLog, ProgressBar, StopOnCtrl
 from .checkpoint import TrainState
 from .fused_dense import FusedDenseStep, StackedDenseStep, dense_layers
 from .loop import Loop, flush_denormal_enabled
+from .native import ByteRows
 from .optim import step_optimizer
 from .precision import autocast_context
 
@@ -283,21 +284,26 @@ def _fit_stacked(
             step = stacked_step(active, t.loss, device, precision)
             for m in active:  # summary.json's train_step
                 m.state.step = "stacked, " + (m.loop.step_kind if isinstance(step, StackedDenseStep) else "autograd")
+            bytes_in = isinstance(step, StackedDenseStep) and all(m.loop.byte_batches for m in active)
             for i in range(0, n, bs):
                 idx = perms[:, i : i + bs]
-                # (members, batch, ...): one gather for all members (the members share the data)
-                xb = members[0].loop.rows(idx.reshape(-1)).view(*idx.shape, *x_train.shape[1:])
-                xin = (
-                    torch.stack(
-                        [
-                            m.loop.noise(x, m.loop.gen if device.type == "cpu" else None) if m.loop.noise else x
-                            for m, x in zip(active, xb)
-                        ]
+                target: torch.Tensor | ByteRows
+                if bytes_in:  # input in the step's dtype, targets as bytes, one gather for all (Loop.byte_batch)
+                    xin, t_b = active[0].loop.byte_batch(idx.reshape(-1))
+                    xin, target = xin.view(*idx.shape, -1), ByteRows(t_b.rows.view(*idx.shape, -1), t_b.divisor)
+                else:  # (members, batch, ...): one gather for all members (the members share the data)
+                    target = members[0].loop.rows(idx.reshape(-1)).view(*idx.shape, *x_train.shape[1:])
+                    xin = (
+                        torch.stack(
+                            [
+                                m.loop.noise(x, m.loop.gen if device.type == "cpu" else None) if m.loop.noise else x
+                                for m, x in zip(active, target)
+                            ]
+                        )
+                        if noisy
+                        else target
                     )
-                    if noisy
-                    else xb
-                )
-                total, part = step(xin, xb)
+                total, part = step(xin, target)
                 losses.append(total)
                 for k, v in part.items():
                     parts.setdefault(k, []).append(v)

@@ -12,8 +12,8 @@ from aelab import Config, load_data, train
 from aelab.errors import TrainingError
 from aelab.models import build_model
 from aelab.train import native
-from aelab.train.fused_dense import FusedDenseStep, plan
 from aelab.train.callbacks import CallbackList
+from aelab.train.fused_dense import FusedDenseStep, plan
 from aelab.train.loop import Loop
 from aelab.train.optim import NativeAdam, make_optimizer
 

@@ -205,6 +205,13 @@ def test_activation_backward_matches_autograds_kernels(kernels, act, dtype):
     assert torch.allclose(bias, out.float().sum(0), rtol=1e-5, atol=1e-6)
 
 
+def _adam(kernels, *update) -> None:
+    """One tensor's update alone: AdamJobs.add's arguments."""
+    jobs = native.AdamJobs()
+    jobs.add(*update)
+    kernels.adam_many(jobs)
+
+
 @pytest.mark.parametrize("decoupled, weight_decay", [(False, 0.0), (False, 0.01), (True, 0.01)])
 @pytest.mark.parametrize("grad_dtype", [torch.float32, BF16])
 def test_adam_is_torchs_fused_adam_bit_for_bit(kernels, decoupled, weight_decay, grad_dtype):
@@ -223,7 +230,7 @@ def test_adam_is_torchs_fused_adam_bit_for_bit(kernels, decoupled, weight_decay,
         g = (torch.randn(n) * 10.0**-step).to(grad_dtype)
         ref.grad = g.float()
         opt.step()
-        kernels.adam(p, g, m, v, copy, 1e-3, (0.9, 0.999), 1e-7, weight_decay, decoupled, count)
+        _adam(kernels, p, g, m, v, copy, 1e-3, (0.9, 0.999), 1e-7, weight_decay, decoupled, count)
     st = opt.state[ref]
     assert float(count) == float(st["step"]) == 4.0
     assert torch.equal(p, ref) and torch.equal(m, st["exp_avg"]) and torch.equal(v, st["exp_avg_sq"])
@@ -243,7 +250,7 @@ def test_adam_on_a_ragged_end_agrees_to_one_rounding(kernels):
         g = torch.randn(n)
         ref.grad = g.clone()
         opt.step()
-        kernels.adam(p, g, m, v, None, 1e-3, (0.9, 0.999), 1e-7, 0.0, False, count)
+        _adam(kernels, p, g, m, v, None, 1e-3, (0.9, 0.999), 1e-7, 0.0, False, count)
     assert torch.equal(p[:160], ref[:160])
     assert torch.allclose(v, opt.state[ref]["exp_avg_sq"], rtol=2e-7, atol=0)
     assert torch.allclose(p, ref, rtol=1e-6, atol=0)
@@ -268,7 +275,7 @@ def test_adam_many_is_each_tensor_alone(kernels):
         jobs.add(p, g, m, v, c, lr, (0.9, 0.999), 1e-7, wd, dec, count)
     kernels.adam_many(jobs)
     for (p, m, v), g, c, count, (lr, wd, dec) in zip(alone, grads, copies_alone, counts_alone, hyper):
-        kernels.adam(p, g, m, v, c, lr, (0.9, 0.999), 1e-7, wd, dec, count)
+        _adam(kernels, p, g, m, v, c, lr, (0.9, 0.999), 1e-7, wd, dec, count)
     for a, b in zip(state + [tuple(copies)] + [tuple(counts)], alone + [tuple(copies_alone)] + [tuple(counts_alone)]):
         assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert [float(c) for c in counts] == [i + 1.0 for i in range(len(sizes))]

@@ -304,28 +304,10 @@ class Kernels:
             rows, cols, z.data_ptr(), z.dtype == torch.bfloat16, target.data_ptr(), bce.data_ptr(), mse.data_ptr()
         )
 
-    def adam(
-        self,
-        p: torch.Tensor,
-        grad: torch.Tensor,
-        exp_avg: torch.Tensor,
-        exp_avg_sq: torch.Tensor,
-        copy: torch.Tensor | None,
-        lr: float,
-        betas: tuple[float, float],
-        eps: float,
-        weight_decay: float,
-        decoupled: bool,
-        step: torch.Tensor,
-    ) -> None:
-        """torch's fused Adam/AdamW update of ``p``, a bf16 ``copy`` of the result. ``step``: the optimizer
-        state's step count (a float32 tensor of one element), counted up by one first, as torch does."""
-        jobs = AdamJobs()
-        jobs.add(p, grad, exp_avg, exp_avg_sq, copy, lr, betas, eps, weight_decay, decoupled, step)
-        self.adam_many(jobs)
-
     def adam_many(self, jobs: AdamJobs) -> None:
-        """Every update ``jobs`` holds, in one call (one parallel region for all the tensors)."""
+        """Every update ``jobs`` holds (torch's fused Adam/AdamW update of each ``p``, and a bf16 ``copy`` of the
+        result; each ``step`` count, a float32 tensor of one element, counted up first as torch does), in one
+        call: one parallel region for all the tensors."""
         if jobs.reals:
             if self._adam(len(jobs.reals) // 5, jobs.ints.buffer_info()[0], jobs.reals.buffer_info()[0]):
                 raise MemoryError("aelab_adam_many: no memory for its scratch")

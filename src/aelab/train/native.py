@@ -114,8 +114,9 @@ class ByteRows(NamedTuple):
 
 
 class AdamJobs:
-    """Adam/AdamW updates gathered for one ``Kernels.adam_many`` call: what ``Kernels.adam`` takes, per tensor.
-    It holds addresses only: the caller keeps the tensors alive until the call."""
+    """Adam/AdamW updates gathered for one ``Kernels.adam_many`` call, one ``add`` per tensor: its parameters,
+    gradient (float32 or bf16), moments, bf16 copy to write (or None), hyper-parameters and step count. It holds
+    addresses only: the caller keeps the tensors alive until the call."""
 
     __slots__ = ("ints", "reals")
 

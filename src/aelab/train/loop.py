@@ -146,9 +146,10 @@ class Loop:
         else:
             self.step_kind = "autograd"
         self.kernels = kernels
-        self.x_bytes = _byte_rows(data, self.x_train, kernels)  # bytes to gather batches from, when they were
-        # and without noise, the written-out dense step takes them as they are: its input gathered straight into
-        # its own dtype, its targets as bytes (no float32 batch written, read back and cast)
+        # the uint8 the training set was scaled from, to gather batches from (None: x_train's floats); without
+        # noise the written-out dense step takes them as they are: its input gathered straight into its own
+        # dtype, its targets as bytes (no float32 batch written, read back and cast)
+        self.x_bytes = _byte_rows(data, self.x_train, kernels)
         self.byte_batches = (
             self.x_bytes is not None
             and kernels is not None

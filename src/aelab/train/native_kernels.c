@@ -554,6 +554,20 @@ static inline __attribute__((always_inline)) void conv1_body(int64_t n0, int64_t
             CALL(C, 0);                                    \
     } while (0)
 
+/* Inside a SPLIT_BATCH region: when `ok` and a scratch of `floats` floats could be had (named `scratch` in the
+ * calls), the 16- or 8-channel fast path; else BODY, the generic body for any channel count, in both formats. */
+#define FAST_OR_GENERIC(ok, floats, FAST16, FAST8, BODY)                          \
+    do {                                                                          \
+        float *scratch = (ok) ? malloc(sizeof(float) * (size_t)(floats)) : NULL;  \
+        if (scratch && C == 16)                                                   \
+            FAST16;                                                               \
+        else if (scratch)                                                         \
+            FAST8;                                                                \
+        else                                                                      \
+            BY_CHANNELS(BODY);                                                    \
+        free(scratch);                                                            \
+    } while (0)
+
 /* inside a parallel region: this thread's id and its share [n0, n1) of the N samples */
 #define SPLIT_BATCH       \
     int tid = thread_id(); \
@@ -837,17 +851,10 @@ EXPORT void aelab_conv1_relu_pool(int64_t N, int64_t H, int64_t W, int64_t C, in
 #pragma omp parallel num_threads(nthreads)
     {
         SPLIT_BATCH
-        float *xp = fast ? malloc(sizeof(float) * (size_t)((H + 2) * (W + 2))) : NULL;
-        if (xp && C == 16)
-            conv1_fast_16(n0, n1, H, W, x, w, b, out, bf, arg, xp);
-        else if (xp)
-            conv1_fast_8(n0, n1, H, W, x, w, b, out, bf, arg, xp);
-        else {
 #define CONV1(CC, BF) conv1_body(n0, n1, H, W, CC, k, x, w, b, out, BF, arg)
-            BY_CHANNELS(CONV1);
+        FAST_OR_GENERIC(fast, (H + 2) * (W + 2), conv1_fast_16(n0, n1, H, W, x, w, b, out, bf, arg, scratch),
+                        conv1_fast_8(n0, n1, H, W, x, w, b, out, bf, arg, scratch), CONV1);
 #undef CONV1
-        }
-        free(xp);
     }
 }
 
@@ -909,17 +916,10 @@ EXPORT int aelab_conv1_relu_pool_backward(int64_t N, int64_t H, int64_t W, int64
     {
         SPLIT_BATCH
         float *pw = partial + (int64_t)tid * (taps + 1) * C;
-        float *xp = fast ? malloc(sizeof(float) * (size_t)((H + 2) * (W + 2))) : NULL;
-        if (xp && C == 16)
-            conv1_back_fast_16(n0, n1, H, W, x, dout, out, bf, arg, pw, xp);
-        else if (xp)
-            conv1_back_fast_8(n0, n1, H, W, x, dout, out, bf, arg, pw, xp);
-        else {
 #define CONV1B(CC, BF) conv1_back_body(n0, n1, H, W, CC, k, x, dout, out, BF, arg, pw)
-            BY_CHANNELS(CONV1B);
+        FAST_OR_GENERIC(fast, (H + 2) * (W + 2), conv1_back_fast_16(n0, n1, H, W, x, dout, out, bf, arg, pw, scratch),
+                        conv1_back_fast_8(n0, n1, H, W, x, dout, out, bf, arg, pw, scratch), CONV1B);
 #undef CONV1B
-        }
-        free(xp);
     }
     reduce_columns(partial, nthreads, (taps + 1) * C, partial);
     memcpy(dw, partial, (size_t)(taps * C) * sizeof(float));
@@ -966,17 +966,10 @@ EXPORT void aelab_upconv1(int64_t N, int64_t Hs, int64_t Ws, int64_t C, int64_t 
 #pragma omp parallel num_threads(nthreads)
     {
         SPLIT_BATCH
-        float *ap = wp ? malloc(sizeof(float) * (size_t)((Hs + 2) * (Ws + 2) * C)) : NULL;
-        if (ap && C == 16)
-            upconv_fast_16(n0, n1, Hs, Ws, a, bf, wp, b, z, ap);
-        else if (ap)
-            upconv_fast_8(n0, n1, Hs, Ws, a, bf, wp, b, z, ap);
-        else {
 #define UPC(CC, BF) upconv_body(n0, n1, Hs, Ws, CC, H, W, k, a, BF, w, b, z)
-            BY_CHANNELS(UPC);
+        FAST_OR_GENERIC(wp != NULL, (Hs + 2) * (Ws + 2) * C, upconv_fast_16(n0, n1, Hs, Ws, a, bf, wp, b, z, scratch),
+                        upconv_fast_8(n0, n1, Hs, Ws, a, bf, wp, b, z, scratch), UPC);
 #undef UPC
-        }
-        free(ap);
     }
     free(wp);
 }
@@ -1192,6 +1185,23 @@ DEFINE_CONV3(16, 16, f16v, f16v)
     } while (0)
 
 /* Whether the conv3 kernels take these channel counts (8 or 16 on each side). */
+/* CALL for the input gradient: the forward of g with the kernel flipped, so CO channels in and CI out */
+#define FLIPPED(CALL)                                                                            \
+    do {                                                                                         \
+        const int64_t CI_ = CI;                                                                  \
+        {                                                                                        \
+            const int64_t CI = CO, CO = CI_; /* the flipped convolution's channel counts */      \
+            CALL;                                                                                \
+        }                                                                                        \
+    } while (0)
+
+/* The per-thread rows of [weight gradient (9 * CI * CO) | bias gradient (CO)] summed into dw and db. */
+static void conv3_weight_grads(float *partial, int nthreads, int64_t CI, int64_t CO, float *dw, float *db) {
+    reduce_columns(partial, nthreads, 9 * CI * CO + CO, partial);
+    memcpy(dw, partial, sizeof(float) * (size_t)(9 * CI * CO));
+    memcpy(db, partial + 9 * CI * CO, sizeof(float) * (size_t)CO);
+}
+
 EXPORT int aelab_conv3_takes(int64_t CI, int64_t CO) { return (CI == 8 || CI == 16) && (CO == 8 || CO == 16); }
 
 /* out = conv3x3(x) + b. Returns 0, or -1 (channels not taken, or no memory). */
@@ -1238,22 +1248,14 @@ EXPORT int aelab_conv3_backward(int64_t N, int64_t H, int64_t W, int64_t CI, int
         size_t plane = (size_t)((H + 2) * (W + 2) + 4);
         float *xp = malloc(sizeof(float) * plane * (size_t)CI), *gp = malloc(sizeof(float) * plane * (size_t)CO);
         if (xp && gp) {
-            if (dx) {
-                const int64_t CI_ = CI;
-                {
-                    const int64_t CI = CO, CO = CI_; /* the flipped convolution's channel counts */
-                    CONV3_DISPATCH(fwd, n0, n1, H, W, g, bf, wf, zero, dx, gp);
-                }
-            }
+            if (dx) FLIPPED(CONV3_DISPATCH(fwd, n0, n1, H, W, g, bf, wf, zero, dx, gp));
             CONV3_DISPATCH(dw, n0, n1, H, W, x, g, bf, partial + (int64_t)tid * width, xp, gp);
         } else
             failed = 1;
         free(xp);
         free(gp);
     }
-    reduce_columns(partial, nthreads, width, partial);
-    memcpy(dw, partial, sizeof(float) * (size_t)(9 * CI * CO));
-    memcpy(db, partial + 9 * CI * CO, sizeof(float) * (size_t)CO);
+    conv3_weight_grads(partial, nthreads, CI, CO, dw, db);
     free(partial);
     free(wf);
     free(zero);
@@ -1486,13 +1488,7 @@ EXPORT int aelab_conv3_bf16_backward(int64_t N, int64_t H, int64_t W, int64_t CI
         uint32_t *xo = malloc(sizeof(uint32_t) * (size_t)((H + 2) * J * CI + 8 * CI));
         uint32_t *g2 = malloc(sizeof(uint32_t) * (size_t)(H * (W / 2) * CO));
         if (xp && gp && xe && xo && g2) {
-            if (dx) {
-                const int64_t CI_ = CI;
-                {
-                    const int64_t CI = CO, CO = CI_; /* the flipped convolution's channel counts */
-                    DOT_DISPATCH(fwd, n0, n1, H, W, g, wq, zero, dx, gp);
-                }
-            }
+            if (dx) FLIPPED(DOT_DISPATCH(fwd, n0, n1, H, W, g, wq, zero, dx, gp));
             DOT_DISPATCH(dw, n0, n1, H, W, x, g, partial + (int64_t)tid * width, xp, xe, xo, g2);
         } else
             failed = 1;
@@ -1502,9 +1498,7 @@ EXPORT int aelab_conv3_bf16_backward(int64_t N, int64_t H, int64_t W, int64_t CI
         free(xo);
         free(g2);
     }
-    reduce_columns(partial, nthreads, width, partial);
-    memcpy(dw, partial, sizeof(float) * (size_t)(9 * CI * CO));
-    memcpy(db, partial + 9 * CI * CO, sizeof(float) * (size_t)CO);
+    conv3_weight_grads(partial, nthreads, CI, CO, dw, db);
     free(partial);
     free(wq);
     return failed ? -1 : 0;

@@ -208,12 +208,9 @@ class FusedDenseStep:
         from (a byte dataset's batch, Loop.byte_batch), ``xin`` already in the compute dtype."""
         dt, k = self.dtype, self.kernels
         n = xin.shape[0]
-        h = xin.reshape(n, -1).to(dt)
         weights = self._weights()
-        inputs = []  # each Linear's input, which is also the previous activation's output
-        for (_, module), (w, b) in zip(self.steps, weights):
-            inputs.append(h)
-            h = _activate(module, torch.addmm(b, h, w.t()))
+        inputs: list[torch.Tensor] = []  # each Linear's input, which is also the previous activation's output
+        h = self._logits(xin.reshape(n, -1).to(dt), weights, inputs)
         grads: list[torch.Tensor] = [torch.empty(0)] * len(self.params)
         if k is not None:
             g = torch.empty_like(h)
@@ -237,6 +234,16 @@ class FusedDenseStep:
                     bias_grad = g.sum(0, dtype=torch.float32)
         return loss, grads
 
+    def _logits(
+        self, h: torch.Tensor, weights: list[tuple[torch.Tensor, torch.Tensor]], inputs: list | None = None
+    ) -> torch.Tensor:
+        """The forward from ``h`` (batch, values) in the compute dtype; each Linear's input into ``inputs``."""
+        for (_, module), (w, b) in zip(self.steps, weights):
+            if inputs is not None:
+                inputs.append(h)
+            h = _activate(module, torch.addmm(b, h, w.t()))
+        return h
+
     def validates(self) -> bool:
         """Whether ``errors`` can stand in for evaluate.per_sample_errors: the C kernels and a sigmoid output."""
         return self.kernels is not None and self.output_activation == "sigmoid"
@@ -255,10 +262,7 @@ class FusedDenseStep:
             i = 0
             for xb in batches(x, batch_size, torch.device("cpu")):
                 t = xb.reshape(len(xb), -1).float().contiguous()
-                h = t.to(self.dtype)
-                for (_, module), (w, b) in zip(self.steps, weights):
-                    h = _activate(module, torch.addmm(b, h, w.t()))
-                k.row_errors(h, t, bce[i : i + len(t)], mse[i : i + len(t)])
+                k.row_errors(self._logits(t.to(self.dtype), weights), t, bce[i : i + len(t)], mse[i : i + len(t)])
                 i += len(t)
         return {"bce": bce, "mse": mse, "psnr": psnr(mse), "loss": bce if self.loss == "bce" else mse}
 

@@ -174,6 +174,7 @@ class Kernels:
         self._exact = lib.aelab_byte_division_exact
         self._exact.argtypes = [f32]
         self._exact.restype = i32
+        self._exact_for: dict[float, bool] = {}  # asked once per divisor: the loss kernel checks every step
         self._gather.restype = i32
         self._errors = lib.aelab_row_errors
         self._errors.argtypes = [i64, i64, vp, i32, vp, vp, vp]
@@ -263,7 +264,9 @@ class Kernels:
 
     def byte_division_exact(self, divisor: float) -> bool:
         """Whether the kernels divide every byte by ``divisor`` as float32 division does (255 and 1: yes)."""
-        return bool(self._exact(divisor))
+        if divisor not in self._exact_for:
+            self._exact_for[divisor] = bool(self._exact(divisor))
+        return self._exact_for[divisor]
 
     def gather_bytes(
         self, src: torch.Tensor, divisor: float, idx: torch.Tensor, dtype: torch.dtype = torch.float32

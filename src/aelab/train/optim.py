@@ -89,7 +89,7 @@ class NativeAdam:
 
     def __init__(self, opt: torch.optim.Optimizer, params: list[torch.Tensor], kernels: Kernels):
         self.opt, self.params, self.kernels = opt, params, kernels
-        self._plan: list[tuple[dict, list[tuple[int, torch.Tensor, dict]], list[torch.Tensor]]] | None = None
+        self._plan: list[tuple[dict, list[tuple[int, torch.Tensor, dict]]]] | None = None
         self._made_from: tuple[int, int] = (0, 0)
 
     def ready(self) -> bool:
@@ -99,7 +99,7 @@ class NativeAdam:
         made_from = (id(opt.state), id(opt.param_groups))  # load_state_dict replaces both
         if self._plan is None or made_from != self._made_from:
             self._plan, self._made_from = self._make_plan(), made_from
-        return self._plan is not None and all(_plain_group(g) for g, _, _ in self._plan)  # lr may become a tensor
+        return self._plan is not None and all(_plain_group(g) for g, _ in self._plan)  # lr may become a tensor
 
     def _make_plan(self):
         opt = self.opt
@@ -123,7 +123,7 @@ class NativeAdam:
                 if step.device.type != "cpu":
                     return None
                 members.append((index[id(p)], p, st))
-            plan.append((g, members, [st["step"] for _, _, st in members]))
+            plan.append((g, members))
         return plan
 
     def step(self, grads: list[torch.Tensor], copies: list[torch.Tensor], jobs: AdamJobs | None = None) -> None:
@@ -132,11 +132,11 @@ class NativeAdam:
         own = jobs is None
         jobs = AdamJobs() if jobs is None else jobs
         decoupled = type(self.opt) is torch.optim.AdamW
-        for g, members, steps in self._plan or ():
+        for g, members in self._plan or ():
             lr, betas, eps, wd = g["lr"], g["betas"], g["eps"], g["weight_decay"]
             dec = decoupled or bool(g.get("decoupled_weight_decay"))
-            for (i, p, st), count in zip(members, steps):
-                jobs.add(p, grads[i], st["exp_avg"], st["exp_avg_sq"], copies[i], lr, betas, eps, wd, dec, count)
+            for i, p, st in members:
+                jobs.add(p, grads[i], st["exp_avg"], st["exp_avg_sq"], copies[i], lr, betas, eps, wd, dec, st["step"])
         if own:
             self.kernels.adam_many(jobs)
 

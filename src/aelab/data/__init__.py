@@ -17,7 +17,7 @@ from ..config import DATASETS as DATASET_NAMES
 from ..config import DataConfig
 from ..errors import DataError
 from . import fetch as _fetch
-from .arrays import read_array
+from .arrays import byte_divisor, read_array
 from .cifar import CLASSES as CIFAR_CLASSES
 from .cifar import load_cifar10
 from .folder import load_folder
@@ -180,8 +180,8 @@ def load_data(cfg: DataConfig, need_unit_range: bool = True) -> Splits:
     prep = Preprocessor(cfg.scale, unit_range=need_unit_range and cfg.scale != "standard")
     raw = None
     if not (cfg.mmap and x.dtype == np.uint8 and not prep.fitted_scale):  # memory-mapped bytes are scaled per batch
-        if x.dtype == np.uint8 and not prep.fitted_scale:  # bytes / 255 (or / 1 for scale none), kept
-            raw = (np.ascontiguousarray(x), 1.0 if cfg.scale == "none" else 255.0)
+        if x.dtype == np.uint8 and not prep.fitted_scale:  # kept, with what transform divides them by
+            raw = (np.ascontiguousarray(x), byte_divisor(cfg.scale))
         x = prep.fit_transform(x, where)
         xt = prep.transform(xt, cfg.test_path or where)
 

@@ -121,10 +121,16 @@ def _checked(path: Path, arrays: tuple) -> tuple:
     return x, y, xt, yt
 
 
+def byte_divisor(scale: str) -> float:
+    """What uint8 samples are divided by (in float32) to become floats: 255, or 1 for scale none."""
+    return 1.0 if scale == "none" else 255.0
+
+
 def to_unit_float(x: np.ndarray, where: str, scale: str = "auto", need_unit_range: bool = True) -> np.ndarray:
-    """float32 copy of ``x``: uint8 scaled by 1/255, floats checked for NaN/inf and range."""
+    """float32 copy of ``x``: uint8 divided by ``byte_divisor(scale)``, floats checked for NaN/inf and range."""
     if x.dtype == np.uint8:
-        return (x.astype(np.float32) / 255.0) if scale != "none" else x.astype(np.float32)
+        divisor = byte_divisor(scale)
+        return x.astype(np.float32) / divisor if divisor != 1.0 else x.astype(np.float32)
     if x.dtype.kind not in "fiu":
         raise DataError(f"{where}: dtype {x.dtype} is not numeric")
     x = x.astype(np.float32)

@@ -226,6 +226,14 @@ EXPORT double aelab_loss_grad(int64_t rows, int64_t cols, const void *z, int z_b
     return loss;
 }
 
+/* Random rows come from DRAM one cache line at a time unless asked for ahead: the hardware prefetcher
+ * follows a stream within a row, not the jump to the next row. */
+#define AHEAD 8
+static inline void prefetch_row(const uint8_t *row, int64_t cols) {
+    for (int64_t c = 0; c < cols; c += 64) __builtin_prefetch(row + c);
+    __builtin_prefetch(row + cols - 1);
+}
+
 /* A batch's rows of a uint8 dataset as the values they were scaled to: out[i, :] = src[idx[i], :] / divisor with
  * float32 division's result (numpy's uint8 / 255 scaling), float32 or rounded to bf16 (out_bf16), and, unless
  * bytes is NULL, the rows' bytes themselves (targets for aelab_loss_grad). For training sets that were bytes
@@ -242,7 +250,9 @@ EXPORT int aelab_gather_bytes(int64_t n, const int64_t *idx, int64_t cols, const
     {
         int64_t lo, hi;
         share(n, &lo, &hi);
+        for (int64_t i = lo; i < lo + AHEAD && i < hi; i++) prefetch_row(src + idx[i] * cols, cols);
         for (int64_t i = lo; i < hi; i++) {
+            if (i + AHEAD < hi) prefetch_row(src + idx[i + AHEAD] * cols, cols);
             const uint8_t *restrict row = src + idx[i] * cols;
             if (bytes) memcpy(bytes + i * cols, row, (size_t)cols);
             if (out_bf16) {

@@ -77,6 +77,21 @@ def test_a_byte_training_set_keeps_its_bytes(idx_dir, scale, divisor):
     assert np.array_equal(raw.astype(np.float32) / np.float32(d), s.x_train)
 
 
+def test_mmap_keeps_bytes_only_where_batches_divide_them_by_255(tmp_path):
+    """data.mmap leaves a uint8 .npy as bytes that every batch divides by 255: the same floats as loading it
+    (scale auto), and a scale that keeps 0-255 (none) is refused, not silently divided."""
+    x = np.random.default_rng(0).integers(0, 256, (40, 6, 6), dtype=np.uint8)
+    np.save(tmp_path / "x.npy", x)
+    loaded = load_data(DataConfig(name="npy", path=str(tmp_path / "x.npy")))
+    mapped = load_data(DataConfig(name="npy", path=str(tmp_path / "x.npy"), mmap=True))
+    assert mapped.x_train.dtype == np.uint8
+    assert np.array_equal(np.asarray(mapped.x_train).astype(np.float32) / np.float32(255), loaded.x_train)
+    with pytest.raises(DataError, match="data.scale: none"):
+        load_data(DataConfig(name="npy", path=str(tmp_path / "x.npy"), mmap=True, scale="none"))
+    kept = load_data(DataConfig(name="npy", path=str(tmp_path / "x.npy"), scale="none"), False)
+    assert kept.x_train.max() > 1  # without the mapping, none keeps the byte values
+
+
 def _write_cifar_bin(path, n, seed):
     rng = np.random.default_rng(seed)
     rec = np.concatenate([rng.integers(0, 10, (n, 1)), rng.integers(0, 256, (n, 3072))], axis=1).astype(np.uint8)

@@ -53,7 +53,7 @@ class DataConfig:
     scale: str = "auto"  # auto: uint8 / 255, floats must lie in [0, 1]; minmax; standard (tabular)
     noise: list[NoiseConfig] = field(default_factory=list)  # corrupt the input, keep the clean target
     exclude_classes: list[int] = field(default_factory=list)  # drop these labels from the training split
-    mmap: bool = False  # memory-map .npy files and read batches from disk
+    mmap: bool = False  # memory-map uint8 .npy files and read batches from disk (divided by 255: not with scale none)
 
 
 @dataclass

@@ -95,6 +95,20 @@ def test_entropy_floor_and_grey_share():
     assert grey_share(t) == 0.5
 
 
+def test_entropy_floor_of_bytes_and_of_floats_agree_with_float64():
+    """uint8 targets (a memory-mapped split) are counted per byte value; floats are summed in float32 terms:
+    both within 1e-7 of the mean binary entropy taken in float64."""
+    b = np.random.default_rng(0).integers(0, 256, (3000, 7, 9), dtype=np.uint8)
+    b[:1000] = 0  # MNIST-like: mostly black
+    f = b.astype(np.float32) / np.float32(255)
+    t = f.astype(np.float64).ravel()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ref = float(np.mean(-np.nan_to_num(t * np.log(t)) - np.nan_to_num((1 - t) * np.log(1 - t))))
+    assert entropy_floor(b) == pytest.approx(ref, rel=1e-9)
+    assert entropy_floor(f) == pytest.approx(ref, rel=1e-7)
+    assert entropy_floor(torch.from_numpy(f)) == entropy_floor(f)
+
+
 def test_labels_reach_the_loop_only_for_families_trained_on_them(tiny_cfg):
     """A label gather per batch costs a kernel; a family without ``needs_labels`` never pays it."""
     from aelab import Config, load_data

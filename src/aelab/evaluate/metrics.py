@@ -5,6 +5,7 @@ All losses are means per value (per pixel), as Keras reports them.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -38,6 +39,13 @@ def psnr(per_sample_mse: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
     return 10 * torch.log10(peak**2 / per_sample_mse.clamp_min(1e-10))
 
 
+@functools.cache
+def _byte_entropy() -> np.ndarray:
+    """The binary entropy of k / 255 (float32 division, as uint8 data is scaled) for every byte k, in float64."""
+    t = torch.as_tensor(np.arange(256, dtype=np.float32) / np.float32(255)).double()
+    return (-(torch.special.xlogy(t, t) + torch.special.xlogy(1 - t, 1 - t))).numpy()
+
+
 def entropy_floor(target: np.ndarray | torch.Tensor) -> float:
     """The lowest BCE any model can reach on these targets: their mean binary entropy (nats per value).
 
@@ -55,11 +63,14 @@ def entropy_floor(target: np.ndarray | torch.Tensor) -> float:
     total, count = 0.0, 0
     for i in range(0, len(target), step):
         part = np.asarray(target[i : i + step])
-        t = torch.as_tensor(
-            part.astype(np.float32) / 255 if part.dtype == np.uint8 else part.astype(np.float32)
-        ).flatten()
-        t = t.clamp(0, 1).double()
-        total += float((-(torch.special.xlogy(t, t) + torch.special.xlogy(1 - t, 1 - t))).sum())
+        if part.dtype == np.uint8:  # 256 values: count them, each one's entropy taken once in float64
+            total += float(np.bincount(part.ravel(), minlength=256) @ _byte_entropy())
+            count += part.size
+            continue
+        # float32 terms summed in float64: within 1e-7 of float64 terms, at a third of their time (0.15 s
+        # for MNIST's test split, paid by every run and by every member of a sweep)
+        t = torch.as_tensor(part.astype(np.float32, copy=False)).flatten().clamp(0, 1)
+        total -= float(torch.special.xlogy(t, t).add_(torch.special.xlogy(1 - t, 1 - t)).sum(dtype=torch.float64))
         count += t.numel()
     return total / count
 

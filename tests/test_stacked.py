@@ -137,6 +137,19 @@ def test_a_sweep_loads_its_data_once(idx_dir, tmp_path, monkeypatch, stack):
     assert "Reconstructions" in (tmp_path / "sw" / "compare.html").read_text()
 
 
+def test_data_key_follows_what_load_data_is_given():
+    """Runs share loaded data only where load_data gets the same arguments: noise is added per batch and
+    does not count; the unit-range rule (a sigmoid output trained on BCE, not on MSE) does."""
+    from aelab.run import data_key
+
+    base = Config.from_dict({"data": {"name": "mnist", "limit": 100}, "model": {"name": "dense"}})
+    noisy = base.replace(["data.noise=[{kind: gaussian, amount: 0.3}]"])
+    mse = base.replace(["train.loss=mse"])
+    assert data_key(noisy) == data_key(base)
+    assert data_key(mse) != data_key(base)  # same output activation, another unit-range rule
+    assert data_key(base.replace(["data.limit=200"])) != data_key(base)
+
+
 def test_sweep_needs_a_grid_or_seeds(tmp_path, capsys):
     assert main(["sweep", "seed004-dense32-adam", "--out", str(tmp_path / "x")]) == 2
     assert "--grid" in capsys.readouterr().err

@@ -105,6 +105,13 @@ class Run:
         return np.ascontiguousarray(x.reshape(len(x), *shape), dtype=np.float32)
 
 
+def data_key(cfg: Config) -> str:
+    """Runs with the same key load the same arrays (``Run.load_data``): the data config without its noise
+    (added per batch, not loaded) and the unit-range rule load_data is called with."""
+    data = {k: v for k, v in cfg.to_dict()["data"].items() if k != "noise"}
+    return json.dumps(data, sort_keys=True, default=str) + f"|{needs_unit_range(cfg.model, cfg.train)}"
+
+
 # -- writing -------------------------------------------------------------
 
 

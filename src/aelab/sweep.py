@@ -161,10 +161,10 @@ def run_all(
 
     With ``stack``, new runs that share an architecture (seeds, learning rates, noise levels...) train
     together as one stacked model first; the rest, and runs to resume, train one after another. Runs on
-    the same data (``report.data_key``) load it once: ``datasets`` collects it by key, for the comparison
+    the same data (``run.data_key``) load it once: ``datasets`` collects it by key, for the comparison
     page to reuse.
     """
-    from .report.html import data_key
+    from .run import data_key
     from .runner import train
 
     datasets = {} if datasets is None else datasets

@@ -24,6 +24,7 @@ from .._io import atomic_write_bytes, atomic_write_text, write_json
 from ..errors import RunError
 from ..evaluate.metrics import entropy_floor
 from ..models import capabilities
+from ..run import data_key
 from . import collect as C
 from . import figures as F
 from . import i18n
@@ -432,19 +433,6 @@ def differing_keys(configs: Sequence[dict[str, Any]]) -> list[str]:
     return [k for k in keys if len({json.dumps(f[k], sort_keys=True, default=str) for f in flat if k in f}) > 1]
 
 
-def data_key(cfg) -> str:
-    """Runs with the same key were trained on the same arrays (noise is added per batch, not loaded)."""
-    d = cfg.data
-    return (
-        json.dumps(
-            {k: v for k, v in flatten({"d": cfg.to_dict()["data"]}).items() if not k.startswith("d.noise")},
-            sort_keys=True,
-            default=str,
-        )
-        + f"|{cfg.model.output_activation == 'sigmoid'}|{d.name}"
-    )
-
-
 def write_comparison(
     run_paths: Sequence[str | Path],
     out_html: str | Path,
@@ -454,7 +442,7 @@ def write_comparison(
 ) -> Path:
     """One page comparing runs: configs that differ, final metrics, overlaid curves, the same images reconstructed.
 
-    ``datasets``: data already in memory, by ``data_key`` (a sweep's training loaded it), used instead of
+    ``datasets``: data already in memory, by ``run.data_key`` (a sweep's training loaded it), used instead of
     loading it again."""
     say = log or (lambda s: None)
     if not run_paths:

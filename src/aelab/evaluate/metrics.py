@@ -39,11 +39,15 @@ def psnr(per_sample_mse: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
     return 10 * torch.log10(peak**2 / per_sample_mse.clamp_min(1e-10))
 
 
+def _binary_entropy(t: torch.Tensor) -> torch.Tensor:
+    """-(t log t + (1 - t) log(1 - t)), element-wise, in t's dtype (0 at t = 0 and 1)."""
+    return torch.special.xlogy(t, t).add_(torch.special.xlogy(1 - t, 1 - t)).neg_()
+
+
 @functools.cache
 def _byte_entropy() -> np.ndarray:
     """The binary entropy of k / 255 (float32 division, as uint8 data is scaled) for every byte k, in float64."""
-    t = torch.as_tensor(np.arange(256, dtype=np.float32) / np.float32(255)).double()
-    return (-(torch.special.xlogy(t, t) + torch.special.xlogy(1 - t, 1 - t))).numpy()
+    return _binary_entropy(torch.as_tensor(np.arange(256, dtype=np.float32) / np.float32(255)).double()).numpy()
 
 
 def entropy_floor(target: np.ndarray | torch.Tensor) -> float:
@@ -70,7 +74,7 @@ def entropy_floor(target: np.ndarray | torch.Tensor) -> float:
         # float32 terms summed in float64: within 1e-7 of float64 terms, at a third of their time (0.15 s
         # for MNIST's test split, paid by every run and by every member of a sweep)
         t = torch.as_tensor(part.astype(np.float32, copy=False)).flatten().clamp(0, 1)
-        total -= float(torch.special.xlogy(t, t).add_(torch.special.xlogy(1 - t, 1 - t)).sum(dtype=torch.float64))
+        total += float(_binary_entropy(t).sum(dtype=torch.float64))
         count += t.numel()
     return total / count
 

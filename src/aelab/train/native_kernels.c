@@ -124,6 +124,15 @@ EXPORT int aelab_byte_division_exact(float divisor) {
     return exact;
 }
 
+/* BCE with logits of x against y, and sigmoid(x) into *s, both without overflow: the loss and validation
+ * kernels' element (inlined, so a caller that needs only one of the two computes only that one). */
+static inline __attribute__((always_inline)) float bce_sigmoid(float x, float y, float *s) {
+    float e = exp_nonpos(-fabsf(x));
+    float inv = 1.0f / (1.0f + e);
+    *s = x >= 0.0f ? inv : e * inv;
+    return (x > 0.0f ? x : 0.0f) - x * y + log1p_unit(e);
+}
+
 /* One row of the loss kernel; `kind` and the dtypes are constants where it is inlined, so each
  * combination compiles to its own branch-free vector loop. */
 static inline __attribute__((always_inline)) float loss_row(int64_t cols, const void *restrict z, const int z_bf16,
@@ -140,11 +149,9 @@ static inline __attribute__((always_inline)) float loss_row(int64_t cols, const 
             l = diff * diff;
             d = diff * scale;
         } else {
-            float e = exp_nonpos(-fabsf(x));
-            float inv = 1.0f / (1.0f + e);
-            float s = x >= 0.0f ? inv : e * inv; /* sigmoid(x) without overflow */
+            float s, bce = bce_sigmoid(x, y, &s);
             if (kind == 0) {
-                l = (x > 0.0f ? x : 0.0f) - x * y + log1p_unit(e);
+                l = bce;
                 d = (s - y) * scale;
             } else {
                 float diff = s - y;
@@ -277,11 +284,8 @@ static inline __attribute__((always_inline)) void errors_row(int64_t cols, const
     float lb = 0.0f, ls = 0.0f;
 #pragma omp simd reduction(+ : lb, ls)
     for (int64_t c = 0; c < cols; c++) {
-        float x = load(z, z_bf16, c), y = t[c];
-        float e = exp_nonpos(-fabsf(x));
-        float inv = 1.0f / (1.0f + e);
-        float s = x >= 0.0f ? inv : e * inv;
-        lb += (x > 0.0f ? x : 0.0f) - x * y + log1p_unit(e);
+        float x = load(z, z_bf16, c), y = t[c], s;
+        lb += bce_sigmoid(x, y, &s);
         float d = s - y;
         ls += d * d;
     }

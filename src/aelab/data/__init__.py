@@ -177,14 +177,14 @@ def load_data(cfg: DataConfig, need_unit_range: bool = True) -> Splits:
     if len(x) == 0 or len(xt) == 0:
         raise DataError(f"{where}: the {'training' if len(x) == 0 else 'test'} split is empty")
 
-    prep = Preprocessor(cfg.scale, unit_range=need_unit_range and cfg.scale != "standard")
-    raw = None
     if cfg.mmap and x.dtype == np.uint8 and byte_divisor(cfg.scale) != 255.0:
         # the mapped bytes are divided by 255 batch by batch (train loop, evaluation, metrics), never by 1
         raise DataError(
             f"{where}: data.mmap reads uint8 samples as bytes and divides them by 255 per batch, so "
             f"data.scale: {cfg.scale} (keep 0-255) cannot hold; set data.scale: auto, or data.mmap: false"
         )
+    prep = Preprocessor(cfg.scale, unit_range=need_unit_range and cfg.scale != "standard")
+    raw = None
     if not (cfg.mmap and x.dtype == np.uint8 and not prep.fitted_scale):  # memory-mapped bytes are scaled per batch
         if x.dtype == np.uint8 and not prep.fitted_scale:  # kept, with what transform divides them by
             raw = (np.ascontiguousarray(x), byte_divisor(cfg.scale))

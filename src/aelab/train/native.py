@@ -171,11 +171,11 @@ class Kernels:
         self._loss.restype = f64
         self._gather = lib.aelab_gather_bytes
         self._gather.argtypes = [i64, vp, i64, vp, i64, f32, vp, i32, vp]
+        self._gather.restype = i32
         self._exact = lib.aelab_byte_division_exact
         self._exact.argtypes = [f32]
         self._exact.restype = i32
         self._exact_for: dict[float, bool] = {}  # asked once per divisor: the loss kernel checks every step
-        self._gather.restype = i32
         self._errors = lib.aelab_row_errors
         self._errors.argtypes = [i64, i64, vp, i32, vp, vp, vp]
         self._errors.restype = None

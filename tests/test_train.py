@@ -195,3 +195,31 @@ def test_step_optimizer_is_opt_step_bit_for_bit(make):
     for k, st in sa["state"].items():
         for name, v in st.items():
             assert torch.equal(torch.as_tensor(v), torch.as_tensor(sb["state"][k][name])), (k, name)
+
+
+def test_training_and_resuming_leave_torch_dynamo_unloaded(idx_dir, tmp_path):
+    """torch.optim's first step and its state_dict, load_state_dict, add_param_group and zero_grad import
+    torch._dynamo (1.2-1.5 s of every `aelab train`) only to mark themselves untraceable; aelab compiles
+    nothing, so a training run, its checkpoints and a resume (written-out and autograd steps) leave it alone."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+from aelab import Config, train
+base = {{"data": {{"name": "mnist", "path": {str(idx_dir)!r}}}, "model": {{"name": "dense", "hidden": [32], "code_dim": 8}}}}
+for i, model in enumerate([{{}}, {{"dropout": 0.1}}]):
+    cfg = Config.from_dict({{**base, "model": {{**base["model"], **model}}, "train": {{"epochs": 1, "batch_size": 128}}}})
+    out = {str(tmp_path)!r} + f"/r{{i}}"
+    train(cfg, out, log=lambda s: None)
+    train(resume=out, overrides=["train.epochs=2"], log=lambda s: None)
+print("torch._dynamo" in sys.modules)
+import torch, torch._dynamo  # once something loads it, torch's own wrapper is back in charge
+torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))]).zero_grad()
+print(getattr(torch.optim.Optimizer.zero_grad.__wrapped__, "__dynamo_disable").__qualname__)
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    loaded, wrapper = res.stdout.strip().splitlines()[-2:]
+    assert loaded == "False"
+    assert wrapper.startswith("DisableContext"), wrapper

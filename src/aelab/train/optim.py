@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+
 import torch
 
 from ..config import TrainConfig
@@ -29,9 +32,10 @@ def step_optimizer(opt: torch.optim.Optimizer) -> None:
     """``opt.step()``; for torch's fused Adam/AdamW, the same kernel on the same state, called directly.
 
     ``Optimizer.step`` spends about 0.1 ms of Python per call (hooks, grouping tensors, checks), 5% of a
-    784-784-784 step on a CPU (docs/PERFORMANCE.md). Called directly, the update and the state_dict are
-    torch's own; anything else (the first step, which creates the state; a parameter without state; hooks;
-    amsgrad, maximize, a tensor lr; mixed devices or dtypes; another optimizer) goes through ``opt.step()``.
+    784-784-784 step on a CPU, and its first call imports torch._dynamo (1.2-1.5 s; docs/PERFORMANCE.md).
+    Called directly, the state (made on the first step by Adam's own ``_init_group``), the update and the
+    state_dict are torch's own; anything else (hooks; amsgrad, maximize, a tensor lr; mixed devices or
+    dtypes; another optimizer) goes through ``opt.step()``.
     """
     calls = _direct_adam_calls(opt)
     if calls is None:
@@ -40,6 +44,7 @@ def step_optimizer(opt: torch.optim.Optimizer) -> None:
     for kernel, lists, kwargs in calls:
         torch._foreach_add_(lists[-1], 1)  # the step counts, as torch's _fused_adam does first
         kernel(*lists[:4], [], lists[-1], **kwargs)
+    opt._opt_called = True  # type: ignore[attr-defined]  # what an LR scheduler's wrapper of step() records
 
 
 def _direct_adam_calls(opt: torch.optim.Optimizer) -> list | None:
@@ -52,12 +57,12 @@ def _direct_adam_calls(opt: torch.optim.Optimizer) -> list | None:
         params = [p for p in g["params"] if p.grad is not None]
         if not params:
             continue
-        if any(p not in opt.state or "exp_avg" not in opt.state[p] for p in params):
-            return None
         if len({(p.device, p.dtype) for p in params}) != 1 or any(
-            p.grad.dtype != p.dtype or p.grad.is_sparse for p in params
+            p.grad.dtype != p.dtype or p.grad.is_sparse or p.is_complex() for p in params
         ):
             return None
+        if any(not opt.state.get(p) for p in params):  # the first step: torch's own lazy initialization
+            opt._init_group(g, [], [], [], [], [], [])  # type: ignore[attr-defined]
         st = [opt.state[p] for p in params]
         lists = [params, [p.grad for p in params], [s["exp_avg"] for s in st], [s["exp_avg_sq"] for s in st]]
         lists.append([s["step"] for s in st])
@@ -158,6 +163,33 @@ def _hooked(opt: torch.optim.Optimizer) -> bool:
     if opt._optimizer_step_pre_hooks or opt._optimizer_step_post_hooks:
         return True
     return bool(base._global_optimizer_pre_hooks or base._global_optimizer_post_hooks)
+
+
+# torch.optim marks add_param_group, state_dict, load_state_dict and zero_grad with torch._disable_dynamo, whose
+# first call imports torch._dynamo (1.2-1.5 s, a fifth of a 10-epoch `aelab train` of 784-32-784) to make
+# them untraceable. Nothing can trace while torch._dynamo is not loaded, so until it is each of them runs as
+# it is; the first call after anything loads it hands back to torch's wrapper, which then does what it did.
+_DYNAMO_DISABLED = ("add_param_group", "state_dict", "load_state_dict", "zero_grad")
+_DISABLE_CACHE = "__dynamo_disable"  # where torch._disable_dynamo's wrapper keeps dynamo's disabled function
+
+
+def _run_as_is_until_dynamo_loads(method: Callable) -> None:
+    fn = getattr(method, "__wrapped__", None)
+    if fn is None or getattr(fn, _DISABLE_CACHE, None) is not None:
+        return  # not torch's wrapper as we know it, or already resolved: leave it to torch
+
+    def as_is(*args, **kwargs):
+        if "torch._dynamo" in sys.modules:
+            delattr(fn, _DISABLE_CACHE)  # torch's wrapper makes and keeps the real one on this call
+            return method(*args, **kwargs)
+        return fn(*args, **kwargs)
+
+    setattr(fn, _DISABLE_CACHE, as_is)
+
+
+if "torch._dynamo" not in sys.modules:
+    for _name in _DYNAMO_DISABLED:
+        _run_as_is_until_dynamo_loads(getattr(torch.optim.Optimizer, _name))
 
 
 def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):

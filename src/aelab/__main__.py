@@ -1,5 +1,5 @@
 """`python -m aelab` (and `torchrun -m aelab`) run the CLI."""
 
-from .cli import main
+from .cli import program
 
-raise SystemExit(main())
+raise SystemExit(program())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable
 
@@ -180,7 +181,10 @@ def _run_as_is_until_dynamo_loads(method: Callable) -> None:
 
     def as_is(*args, **kwargs):
         if "torch._dynamo" in sys.modules:
-            delattr(fn, _DISABLE_CACHE)  # torch's wrapper makes and keeps the real one on this call
+            # torch's wrapper makes and keeps the real one on this call (another thread may have handed over)
+            with contextlib.suppress(AttributeError):
+                if getattr(fn, _DISABLE_CACHE) is as_is:
+                    delattr(fn, _DISABLE_CACHE)
             return method(*args, **kwargs)
         return fn(*args, **kwargs)
 

@@ -165,6 +165,25 @@ def test_seed_groups_and_interval():
     assert seed_groups(cfgs) == [[0, 1]]
 
 
+def test_t_quantile_is_scipys_and_the_sweep_page_needs_no_scipy():
+    """aelab's own Student-t quantile (integer dof) against scipy's, and the page's module without scipy."""
+    import subprocess
+    import sys
+
+    from scipy.special import stdtrit
+
+    from aelab.report.seeds import t_quantile
+
+    for df in [*range(1, 40), 99, 100, 1000]:
+        for level in (0.5, 0.9, 0.95, 0.99, 0.999):
+            assert t_quantile(df, level) == pytest.approx(float(stdtrit(df, 0.5 + level / 2)), rel=1e-11)
+    for bad in ((0, 0.95), (3, 1.0), (3, 0.0)):
+        with pytest.raises(ValueError):
+            t_quantile(*bad)
+    code = "import sys, aelab.report.seeds as s; s.mean_interval([1.0, 2.0]); print('scipy' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
 def test_a_stacked_member_in_bf16_through_the_c_kernels_equals_it_trained_alone(idx_dir, tmp_path):
     """The written-out stack (batched GEMMs, each member's loss, activation and Adam kernels on its slice)
     against each member's own written-out step: the same arithmetic in bf16, so the same weights."""

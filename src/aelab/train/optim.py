@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 
 import torch
+from torch.optim import optimizer as _optimizer_module  # its global step hooks (an import in a step costs 3-15 us)
 
 from ..config import TrainConfig
 from .native import AdamJobs, Kernels
@@ -157,13 +158,11 @@ def _plain_group(g: dict) -> bool:
 
 def _hooked(opt: torch.optim.Optimizer) -> bool:
     """Not plain Adam/AdamW, or something hooks its step (then only ``opt.step()`` honours it)."""
-    from torch.optim import optimizer as base
-
     if type(opt) not in (torch.optim.Adam, torch.optim.AdamW):
         return True
     if opt._optimizer_step_pre_hooks or opt._optimizer_step_post_hooks:
         return True
-    return bool(base._global_optimizer_pre_hooks or base._global_optimizer_post_hooks)
+    return bool(_optimizer_module._global_optimizer_pre_hooks or _optimizer_module._global_optimizer_post_hooks)
 
 
 # torch.optim marks add_param_group, state_dict, load_state_dict and zero_grad with torch._disable_dynamo, whose

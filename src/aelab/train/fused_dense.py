@@ -299,8 +299,10 @@ class FusedDenseStep:
         """The optimizer step from ``grads`` (``params`` order, as ``backward`` gives them). With ``jobs``, a
         native Adam step joins it instead, done when the caller runs them (before the next forward)."""
         if self.adam is not None and self.adam.ready():
+            # the kernel writes the copies and bumps no version: the stamps copies() took this step still hold
+            # (and if anything touched a parameter since, the next copies() sees it and casts again)
             self.adam.step(grads, self.copies() if self._copies is None else self._copies, jobs)
-            self._fresh, self._stamp = True, self._stamps()  # the kernel writes no versions: stamps hold
+            self._fresh = True
         else:
             for p, g in zip(self.params, grads):
                 p.grad = g.float()

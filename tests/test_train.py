@@ -172,6 +172,8 @@ def test_validation_runs_in_the_training_precision_and_scores_in_fp32(tiny_cfg, 
 def test_step_optimizer_is_opt_step_bit_for_bit(make):
     """The direct kernel call updates weights and state exactly as ``opt.step()``, through an lr schedule,
     a parameter that gets no gradient, and a state_dict round trip."""
+    import warnings
+
     from aelab.train.optim import step_optimizer
 
     torch.manual_seed(0)
@@ -186,7 +188,9 @@ def test_step_optimizer_is_opt_step_bit_for_bit(make):
                 p.grad = torch.full_like(p, 0.1 * (i + 1)) + p.detach()
             ps[2].grad = None  # never trained: neither side may touch it
             step_optimizer(opt) if direct else opt.step()
-            sched.step()
+            with warnings.catch_warnings():  # e.g. "lr_scheduler.step() before optimizer.step()"
+                warnings.simplefilter("error")
+                sched.step()
         sides.append((ps, opt.state_dict()))
     (pa, sa), (pb, sb) = sides
     for a, b in zip(pa, pb):

@@ -50,3 +50,18 @@ def test_resume_refuses_what_the_checkpoint_fixes(tiny_cfg, tmp_path, capsys, ke
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"--set {key.split('=')[0]}: cannot change on a resumed run" in err
     assert (tmp_path / "r" / "config.yaml").read_text() == before
+
+
+def test_extending_a_cosine_run_follows_the_cosine_of_the_new_length(tiny_cfg, tmp_path):
+    """A cosine schedule spans train.epochs: extended on resume, the epochs left take the rates of a run planned
+    that long from the start (the loaded schedule would end at rate 0, then climb back up), as does a new lr."""
+    cfg = tiny_cfg.replace(["train.precision=fp32", "train.schedule=cosine"])
+    straight = train(cfg.replace(["train.epochs=4"]), tmp_path / "straight", **QUIET)
+    train(cfg.replace(["train.epochs=2"]), tmp_path / "short", **QUIET)
+    run = train(resume=tmp_path / "short", overrides=["train.epochs=4"], **QUIET)
+    lrs = [m["lr"] for m in run.metrics]  # each row: the rate after that epoch's schedule step
+    assert lrs[1] == pytest.approx(0.0, abs=1e-12)  # the 2-epoch schedule's end, as it was trained
+    assert lrs[2:] == pytest.approx([m["lr"] for m in straight.metrics[2:]])
+    train(cfg.replace(["train.epochs=2"]), tmp_path / "lr", **QUIET)
+    run = train(resume=tmp_path / "lr", overrides=["train.epochs=4", "train.lr=0.002"], **QUIET)
+    assert [m["lr"] for m in run.metrics[2:]] == pytest.approx([2 * m["lr"] for m in straight.metrics[2:]])

@@ -29,6 +29,7 @@ from ..errors import TrainingError
 from ..evaluate.metrics import format_metrics
 from .checkpoint import TrainState, load_checkpoint, save_checkpoint
 from .interrupt import StopRequest
+from .optim import follow_cosine
 
 if TYPE_CHECKING:
     from .loop import Loop
@@ -229,6 +230,8 @@ class Checkpointing(Callback):
                     g["lr"] = changed["train.lr"]
                 if loop.sched is not None:
                     loop.sched.base_lrs = [changed["train.lr"]] * len(loop.opt.param_groups)
+            if "train.epochs" in changed or changed.get("train.lr") is not None:
+                follow_cosine(loop.sched, loop.opt, loop.cfg.train.epochs)  # it spans the run's length
 
     def on_epoch_end(self, loop: Loop, row: dict[str, Any]) -> None:
         s, t = loop.state, loop.cfg.train

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 from collections.abc import Callable
 
@@ -193,6 +194,21 @@ def _run_as_is_until_dynamo_loads(method: Callable) -> None:
 if "torch._dynamo" not in sys.modules:
     for _name in _DYNAMO_DISABLED:
         _run_as_is_until_dynamo_loads(getattr(torch.optim.Optimizer, _name))
+
+
+def follow_cosine(sched, opt: torch.optim.Optimizer, epochs: int) -> None:
+    """A resumed run whose train.epochs or train.lr changed: a cosine schedule spans the run's length
+    (T_max = train.epochs) from its base rate, so the epochs left follow the cosine over the new length and
+    base from the epoch reached (the rate set to that curve's value now). Without this the loaded schedule
+    kept the old length: at its end the rate is 0 and the cosine climbs back up. Other schedules: unchanged."""
+    if not isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR) or sched.last_epoch >= epochs:
+        return
+    t, low = sched.last_epoch, sched.eta_min
+    sched.T_max = epochs
+    lrs = [low + (base - low) * (1 + math.cos(math.pi * t / epochs)) / 2 for base in sched.base_lrs]
+    for g, lr in zip(opt.param_groups, lrs):
+        g["lr"] = lr
+    sched._last_lr = lrs  # what get_last_lr() reports; the next step() goes on from the group's rate
 
 
 def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):

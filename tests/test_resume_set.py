@@ -65,3 +65,20 @@ def test_extending_a_cosine_run_follows_the_cosine_of_the_new_length(tiny_cfg, t
     train(cfg.replace(["train.epochs=2"]), tmp_path / "lr", **QUIET)
     run = train(resume=tmp_path / "lr", overrides=["train.epochs=4", "train.lr=0.002"], **QUIET)
     assert [m["lr"] for m in run.metrics[2:]] == pytest.approx([2 * m["lr"] for m in straight.metrics[2:]])
+
+
+def test_a_changed_rate_is_applied_once_not_again_at_a_later_resume(tiny_cfg, tmp_path):
+    """--set train.lr on a resume with a step schedule, a crash two epochs later, a plain resume: the same
+    rates, weights and history as without the crash (the second resume must not reset the rate)."""
+    from test_resume import Crash, CrashAt
+
+    cfg = tiny_cfg.replace(["train.precision=fp32", "train.threads=1", "train.schedule=step", "train.step_size=1"])
+    for name in ("a", "b"):
+        train(cfg.replace(["train.epochs=2"]), tmp_path / name, **QUIET)
+    ref = train(resume=tmp_path / "a", overrides=["train.epochs=5", "train.lr=0.002"], **QUIET)
+    with pytest.raises(Crash):
+        train(resume=tmp_path / "b", overrides=["train.epochs=5", "train.lr=0.002"], hooks=[CrashAt(4)], **QUIET)
+    again = train(resume=tmp_path / "b", **QUIET)
+    assert [m["lr"] for m in again.metrics] == [m["lr"] for m in ref.metrics]
+    a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)

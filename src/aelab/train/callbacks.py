@@ -224,7 +224,10 @@ class Checkpointing(Callback):
             loop.group.barrier()  # every rank has read it before rank 0 may replace it
             loop.saved_epoch = loop.state.epoch
             loop.log(f"resumed after epoch {loop.state.epoch}")
-            changed = loop.cfg.resumed[-1]["set"] if loop.cfg.resumed else {}
+            # this resume's --set, or that of a resume which crashed before any checkpoint held its changes;
+            # once a checkpoint is newer than the change, its optimizer and schedule already carry it
+            last = loop.cfg.resumed[-1] if loop.cfg.resumed else None
+            changed = last["set"] if last is not None and last["epoch"] == loop.state.epoch else {}
             if changed.get("train.lr") is not None:  # the checkpoint restored the old rate
                 for g in loop.opt.param_groups:
                     g["lr"] = changed["train.lr"]

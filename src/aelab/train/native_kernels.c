@@ -1198,7 +1198,6 @@ DEFINE_CONV3(16, 16, f16v, f16v)
         else conv3_##WHAT##_16_16(__VA_ARGS__);                                                                  \
     } while (0)
 
-/* Whether the conv3 kernels take these channel counts (8 or 16 on each side). */
 /* CALL for the input gradient: the forward of g with the kernel flipped, so CO channels in and CI out */
 #define FLIPPED(CALL)                                                                            \
     do {                                                                                         \
@@ -1216,6 +1215,7 @@ static void conv3_weight_grads(float *partial, int nthreads, int64_t CI, int64_t
     memcpy(db, partial + 9 * CI * CO, sizeof(float) * (size_t)CO);
 }
 
+/* Whether the conv3 kernels take these channel counts (8 or 16 on each side). */
 EXPORT int aelab_conv3_takes(int64_t CI, int64_t CO) { return (CI == 8 || CI == 16) && (CO == 8 || CO == 16); }
 
 /* out = conv3x3(x) + b. Returns 0, or -1 (channels not taken, or no memory). */

@@ -1,6 +1,7 @@
 """aelab's C kernels (train/native.py, native_kernels.c): each against the torch ops it replaces, the
 optimizer step bit for bit against torch's fused Adam, the build and its failures, and whole runs."""
 
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +23,25 @@ CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def kernels() -> native.Kernels:
+def kernels(request) -> native.Kernels:
     k = native.load()
     if k is None:  # a machine without a C compiler trains with torch's kernels; nothing here applies
         pytest.skip(f"aelab's C kernels are not available here: {native.why_not()}")
-    return k
+    march = getattr(request, "param", "native")  # EACH_BUILD
+    if march == "native":
+        return k
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip(f"{march} is an x86 level; this machine is {platform.machine()}")
+    other, why = native.build(native.compiler(), native.cache_dirs(), march=march)
+    if other is None:
+        pytest.skip(f"no {march} build here: {why}")
+    return other
+
+
+# A kernel's test over the build this machine makes (-march=native) and two x86 levels below it: an AVX2-only
+# CPU (x86-64-v3) and a compiler without -march=native (the baseline) compile the same source into other
+# code paths (8-float vectors, no AVX-512 BF16 conversions) that an AVX-512 machine would otherwise never run.
+EACH_BUILD = pytest.mark.parametrize("kernels", ["native", "x86-64-v3", "x86-64"], indirect=True)
 
 
 def _logits(rows: int, cols: int, dtype: torch.dtype) -> torch.Tensor:
@@ -44,6 +59,7 @@ def _close_in(dtype: torch.dtype, a: torch.Tensor, b: torch.Tensor, scale: float
     return bool(((a - b).abs() <= ulp * b.abs() + 2.0**-21 * scale).all())
 
 
+@EACH_BUILD
 @pytest.mark.parametrize("dtype", [BF16, torch.float32])
 @pytest.mark.parametrize("rows, cols", [(1, 1), (3, 17), (64, 784)])
 @pytest.mark.parametrize("kind", ["bce", "mse-sigmoid", "mse"])
@@ -73,6 +89,7 @@ def test_loss_and_gradient_match_torch(kernels, kind, rows, cols, dtype):
     assert torch.allclose(bias, g.float().sum(0), rtol=1e-5, atol=1e-9)
 
 
+@EACH_BUILD
 @pytest.mark.parametrize("dtype", [torch.float32, BF16])
 def test_row_errors_are_the_validation_passs(kernels, dtype):
     """Per-sample BCE from logits and MSE of their sigmoid, as evaluate.metrics computes them, extreme
@@ -112,6 +129,7 @@ def test_the_written_out_validation_equals_the_models(kernels, precision):
         assert torch.allclose(got[k], ref[k], rtol=1e-5, atol=0), k
 
 
+@EACH_BUILD
 @pytest.mark.parametrize("divisor", [255.0, 1.0, 3.0])
 def test_gather_bytes_is_float32_division_of_the_rows(kernels, divisor):
     """Rows of bytes as numpy scales them (uint8 -> float32, one IEEE division), for every byte value;
@@ -163,6 +181,7 @@ def test_byte_batches_train_bit_for_bit_as_float_batches(kernels, idx_dir, preci
         assert torch.equal(a, b)
 
 
+@EACH_BUILD
 def test_a_nan_logit_makes_the_loss_nan(kernels):
     """The NaN guard reads the loss: a NaN anywhere in the logits must reach it, in every kind."""
     for kind in native.LOSS_KINDS:
@@ -174,6 +193,7 @@ def test_a_nan_logit_makes_the_loss_nan(kernels):
         )  # NaN is the one value unequal to itself
 
 
+@EACH_BUILD
 @pytest.mark.parametrize("dtype", [BF16, torch.float32])
 @pytest.mark.parametrize("act", ["identity", "relu", "sigmoid", "tanh", "leaky_relu", "elu"])
 def test_activation_backward_matches_autograds_kernels(kernels, act, dtype):
@@ -212,6 +232,7 @@ def _adam(kernels, *update) -> None:
     kernels.adam_many(jobs)
 
 
+@EACH_BUILD
 @pytest.mark.parametrize("decoupled, weight_decay", [(False, 0.0), (False, 0.01), (True, 0.01)])
 @pytest.mark.parametrize("grad_dtype", [torch.float32, BF16])
 def test_adam_is_torchs_fused_adam_bit_for_bit(kernels, decoupled, weight_decay, grad_dtype):
@@ -237,6 +258,7 @@ def test_adam_is_torchs_fused_adam_bit_for_bit(kernels, decoupled, weight_decay,
     assert torch.equal(copy, ref.to(BF16))
 
 
+@EACH_BUILD
 def test_adam_on_a_ragged_end_agrees_to_one_rounding(kernels):
     """torch rounds the last n % 16 elements of a tensor in another order (its scalar tail); there the
     second moment may differ by one float32 rounding, and the parameters by no more than that carries."""
@@ -256,6 +278,7 @@ def test_adam_on_a_ragged_end_agrees_to_one_rounding(kernels):
     assert torch.allclose(p, ref, rtol=1e-6, atol=0)
 
 
+@EACH_BUILD
 def test_adam_many_is_each_tensor_alone(kernels):
     """One call for many tensors (a stack's members, ragged sizes, bf16 and float32 gradients, Adam and
     AdamW, each its own lr and step count) leaves every tensor as its own call would: the split of the
@@ -392,6 +415,14 @@ def test_a_compiler_that_fails_gives_a_reason_not_an_error(tmp_path):
     assert kernels is None and "no C compiler" in why
 
 
+def test_a_level_the_compiler_refuses_is_not_built_as_another(tmp_path):
+    """Only -march=native falls back to the compiler's default; an explicit level is built as asked or not
+    at all, so a test over EACH_BUILD never passes on a build of another level."""
+    k, why = native.build(native.compiler(), [tmp_path], march="no-such-level")
+    assert k is None and "did not build" in why
+    assert not list(tmp_path.glob("*.so"))
+
+
 def test_a_folder_that_cannot_be_written_falls_through_to_the_next(kernels, tmp_path):
     blocked = tmp_path / "file"
     blocked.write_text("not a folder")
@@ -444,6 +475,7 @@ def test_whole_runs_with_either_kernels_agree(kernels, idx_dir, tmp_path: Path):
     assert a["final_train_loss"] == pytest.approx(b["final_train_loss"], rel=tol)
 
 
+@EACH_BUILD
 @pytest.mark.parametrize("dtype", [torch.float32, BF16])
 @pytest.mark.parametrize("hw, cin, cout", [(7, 16, 8), (4, 8, 8), (5, 8, 16), (6, 16, 16), (1, 8, 8)])
 def test_conv3_matches_torchs_convolution_and_its_gradients(kernels, hw, cin, cout, dtype):
@@ -470,13 +502,14 @@ def test_conv3_matches_torchs_convolution_and_its_gradients(kernels, hw, cin, co
     assert torch.allclose(db, br.grad, rtol=1e-5, atol=1e-5)
 
 
+@EACH_BUILD
 @pytest.mark.parametrize("hw, cin, cout", [(14, 16, 8), (14, 8, 16), (8, 8, 8), (6, 16, 16), (4, 8, 8)])
 def test_conv3_in_bf16_dot_products_matches_torch(kernels, hw, cin, cout):
     """The AVX-512 BF16 convolutions (built only where the CPU has the instructions) against F.conv2d in
     float32 on bf16-rounded inputs and weights: outputs and input gradients to one bf16 rounding, the
     weight and bias gradients (float32 sums of exact products) to float32 rounding."""
     if not kernels.conv3_dot_takes(cin, cout, hw):
-        pytest.skip("this CPU has no AVX-512 BF16: the conv step keeps oneDNN there")
+        pytest.skip("no AVX-512 BF16 in this build (not in this CPU, or built for a lower level): oneDNN's conv")
     assert not kernels.conv3_dot_takes(cin, cout, hw + 1)  # pixel pairs along x need an even width
     torch.manual_seed(hw + cin + cout)
     x = torch.randn(6, cin, hw, hw).to(BF16).float()

@@ -471,20 +471,24 @@ def load(log: Callable[[str], None] | None = None) -> Kernels | None:
     return _loaded
 
 
-def build(cc: str | None, folders: list[Path], log: Callable[[str], None] | None = None) -> tuple[Kernels | None, str]:
+def build(
+    cc: str | None, folders: list[Path], log: Callable[[str], None] | None = None, march: str = "native"
+) -> tuple[Kernels | None, str]:
     """Compiles (or finds the cached build of) the kernels with ``cc`` in the first folder that takes it;
-    returns them and "", or None and why not."""
+    returns them and "", or None and why not. ``march`` builds them for another CPU level than this one's
+    (``x86-64-v3``: what an AVX2 machine runs), so that one machine can test the others' code paths."""
     if cc is None:
         return None, "no C compiler on PATH (set CC)"
     torch.get_num_threads()  # torch, and with it its libgomp, is loaded before we look for it
-    flags = [*FLAGS, "-march=native"] + (["-fopenmp"] if _torch_uses_libgomp() else [])
+    flags = [*FLAGS, f"-march={march}"] + (["-fopenmp"] if _torch_uses_libgomp() else [])
     try:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60).stdout
     except (OSError, subprocess.SubprocessError) as e:
         return None, f"{cc} --version failed: {e}"
     source = SOURCE.read_text()
     error = "no folder to build in"
-    for fl in (flags, [f for f in flags if f != "-march=native"]):  # some compilers know no -march=native
+    # some compilers know no -march=native; an explicit level is built as asked or not at all
+    for fl in (flags, [f for f in flags if f != "-march=native"]) if march == "native" else (flags,):
         key = hashlib.sha256("\0".join([source, cc, version, *fl, _cpu_id()]).encode()).hexdigest()[:16]
         for folder in folders:
             path = folder / f"aelab-kernels-{key}.so"

@@ -423,6 +423,24 @@ def test_a_level_the_compiler_refuses_is_not_built_as_another(tmp_path):
     assert not list(tmp_path.glob("*.so"))
 
 
+def test_aelab_kernels_march_builds_another_level(kernels, monkeypatch):
+    """$AELAB_KERNELS_MARCH: load() builds that level (another library than this CPU's); one the compiler
+    refuses leaves the kernels off with the compiler's reason, as a failed build does."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("x86 levels are built on x86 machines only")
+    for march, built in (("x86-64-v3", True), ("no-such-level", False)):
+        monkeypatch.setattr(native, "_tried", False)
+        monkeypatch.setenv("AELAB_KERNELS_MARCH", march)
+        other = native.load()
+        if built:
+            assert other is not None and other.path != kernels.path and native.why_not() == ""
+        else:
+            assert other is None and "did not build" in native.why_not()
+    monkeypatch.delenv("AELAB_KERNELS_MARCH")
+    monkeypatch.setattr(native, "_tried", False)
+    assert native.load().path == kernels.path
+
+
 def test_a_folder_that_cannot_be_written_falls_through_to_the_next(kernels, tmp_path):
     blocked = tmp_path / "file"
     blocked.write_text("not a folder")

@@ -5,7 +5,7 @@ each read and write the whole batch or the whole model: casts to and from bf16, 
 gradient in four kernels, bias sums, the optimizer. Fused, each is one pass (docs/PERFORMANCE.md).
 
 The source is compiled once per machine with the C compiler Python was built with (``$CC`` overrides it)
-for this CPU (``-march=native``), into ``~/.cache/aelab/kernels`` (``$XDG_CACHE_HOME`` is respected), under
+for this CPU (``-march=native``; ``$AELAB_KERNELS_MARCH`` names another level), into ``~/.cache/aelab/kernels`` (``$XDG_CACHE_HOME`` is respected), under
 a name that hashes the source, the compiler, its flags and the CPU, so a cache shared between machines
 never hands one CPU another's build. Linked against OpenMP, the library shares torch's libgomp (already
 loaded under the same soname), hence torch's threads and wait policy. Where there is no compiler, or the
@@ -463,10 +463,13 @@ _tried = False
 
 def load(log: Callable[[str], None] | None = None) -> Kernels | None:
     """The kernels for this machine, built on first use (``log`` hears when that happens: a few seconds,
-    once per machine); None (see ``why_not()``) where they cannot be."""
+    once per machine); None (see ``why_not()``) where they cannot be. ``$AELAB_KERNELS_MARCH`` (say
+    ``x86-64-v3``) builds them for that CPU level instead of this CPU's, to run what another kind of machine
+    would (docs/PERFORMANCE.md measures an AVX2 machine's code paths that way)."""
     global _why_not, _loaded, _tried
     if not _tried:
-        _loaded, _why_not = build(compiler(), cache_dirs(), log)
+        march = os.environ.get("AELAB_KERNELS_MARCH", "").strip() or "native"
+        _loaded, _why_not = build(compiler(), cache_dirs(), log, march)
         _tried = True
     return _loaded
 

@@ -14,7 +14,9 @@ from aelab.cli import main
 from aelab.errors import ConfigError
 
 
-def test_bench_tiny_json_and_keras_skipped(idx_dir, capsys):
+def test_bench_tiny_json_and_keras_skipped(idx_dir, capsys, monkeypatch):
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")  # a code path chosen by hand is named in the result
+    monkeypatch.delenv("AELAB_KERNELS_MARCH", raising=False)
     rc = main(
         [
             "bench",
@@ -48,8 +50,11 @@ def test_bench_tiny_json_and_keras_skipped(idx_dir, capsys):
     from aelab.train.precision import cpu_kind
 
     assert res["cpu"] == cpu_kind() and res["torch"] == torch.__version__  # every result names its machine
+    assert res["environment"]["ATEN_CPU_CAPABILITY"] == "default" and "AELAB_KERNELS_MARCH" not in res["environment"]
+    assert res["peak"]["cpu_capability"] == "DEFAULT"  # and the children ran with it
     table = format_table(res)
     assert "matmul peak" in table and "keras: skipped" in table and table.startswith(res["cpu"])
+    assert "\nATEN_CPU_CAPABILITY=default\n" in table
     assert any(line.startswith("tiny ") and " aelab " in line for line in table.splitlines())
 
 

@@ -109,6 +109,24 @@ def _derive(res: dict, flops: float | None, n: int | None, peak: dict) -> dict:
     return res
 
 
+# Variables that change which code a run executes or how many threads it takes: a result measured with any of
+# them set (an AVX2 machine's code paths on an AVX-512 one, say) must say so beside its CPU.
+CODE_PATH_VARS = (
+    "ATEN_CPU_CAPABILITY",
+    "ONEDNN_MAX_CPU_ISA",
+    "DNNL_MAX_CPU_ISA",
+    "MKL_ENABLE_INSTRUCTIONS",
+    "AELAB_KERNELS_MARCH",
+    "AELAB_PRECISION",
+    "AELAB_OMP_WAIT",
+    "OMP_NUM_THREADS",
+)
+
+
+def code_path_environment() -> dict[str, str]:
+    return {k: os.environ[k] for k in CODE_PATH_VARS if os.environ.get(k, "").strip()}
+
+
 def run_bench(
     cases: list[str] | str | None = None,
     epochs: int = 5,
@@ -138,6 +156,7 @@ def run_bench(
         "host": platform.node(),
         "cpu": cpu_kind(),
         "cpu_count": os.cpu_count(),
+        "environment": code_path_environment(),
         "torch": importlib.metadata.version("torch"),
         "load_average_start": list(os.getloadavg()),
         "epochs": epochs,
@@ -192,6 +211,7 @@ def format_table(res: dict) -> str:
     p = res["peak"]
     head = (
         (f"{res['cpu']}, {res['cpu_count']} CPUs\n" if "cpu" in res else "")
+        + "".join(f"{k}={v}\n" for k, v in res.get("environment", {}).items())
         + f"matmul peak: fp32 {p['fp32_gflops']:.0f} GFLOP/s, bf16 {p['bf16_gflops']:.0f} GFLOP/s "
         f"({p['cpu_capability']}, {p['threads']} threads); load average {res['load_average_start'][0]:.1f} "
         f"at start, {res['load_average_end'][0]:.1f} at end; {res['epochs']} epochs, first is warm-up"

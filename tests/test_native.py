@@ -493,6 +493,58 @@ def test_whole_runs_with_either_kernels_agree(kernels, idx_dir, tmp_path: Path):
     assert a["final_train_loss"] == pytest.approx(b["final_train_loss"], rel=tol)
 
 
+def _close_to(got: torch.Tensor, want: torch.Tensor, rel: float) -> bool:
+    return bool((got.float() - want).abs().max() <= rel * want.abs().max())
+
+
+@EACH_BUILD
+@pytest.mark.parametrize("dtype", [torch.float32, BF16])
+@pytest.mark.parametrize("h, w, c", [(28, 28, 16), (12, 10, 8), (9, 7, 16), (6, 6, 4)])
+def test_first_layer_matches_torchs_conv_relu_pool_and_its_gradients(kernels, h, w, c, dtype):
+    """conv1_relu_pool (one input channel, 3x3 'same', ReLU, 2x2 max-pool in ceil mode) and its backward
+    against torch's ops: even sizes with 8 or 16 channels take the register-tiled loops, the rest the
+    generic ones."""
+    torch.manual_seed(h * 100 + w + c)
+    x, wt, b = torch.rand(5, h, w), torch.randn(9, c) * 0.3, torch.randn(c) * 0.1
+    xr, wr, br = x.clone(), wt.t().reshape(c, 1, 3, 3).clone().requires_grad_(), b.clone().requires_grad_()
+    ref = F.max_pool2d(F.relu(F.conv2d(xr.unsqueeze(1), wr, br, padding=1)), 2, ceil_mode=True)
+    out, arg = kernels.conv1_relu_pool(x, wt, b, dtype)
+    assert out.dtype == dtype and out.shape == (5, (h + 1) // 2, (w + 1) // 2, c)
+    assert _close_to(out, ref.detach().permute(0, 2, 3, 1), 8e-3 if dtype == BF16 else 1e-6)
+    dout = torch.randn(out.shape).to(dtype)
+    ref.backward(dout.float().permute(0, 3, 1, 2))
+    dw, db = kernels.conv1_relu_pool_backward(x, wt, dout, out, arg)
+    assert _close_to(dw, wr.grad.reshape(c, 9).t(), 1e-5) and _close_to(db, br.grad, 1e-5)
+
+
+@EACH_BUILD
+@pytest.mark.parametrize("dtype", [torch.float32, BF16])
+@pytest.mark.parametrize(
+    "hs, ws, c, h, w", [(14, 14, 16, 28, 28), (4, 5, 8, 8, 10), (7, 7, 8, 13, 13), (3, 3, 4, 6, 6)]
+)
+@pytest.mark.parametrize("relu_mask", [True, False])
+def test_last_layer_matches_torchs_upsample_conv_and_its_gradients(kernels, hs, ws, c, h, w, dtype, relu_mask):
+    """upconv1 (2x nearest upsampling cut to (h, w), then a 3x3 'same' convolution to one channel) and its
+    backward against torch's ops: exact doubling with 8 or 16 channels takes the phase-weight loops, the rest
+    the generic ones; relu_mask multiplies the input's gradient by (a > 0)."""
+    torch.manual_seed(hs * 100 + ws + c + h)
+    a = F.relu(torch.randn(5, hs, ws, c)).to(dtype)
+    wt, b = torch.randn(9, c) * 0.3, 0.05
+    ar, wr = a.float().permute(0, 3, 1, 2).clone().requires_grad_(), wt.t().reshape(1, c, 3, 3).clone().requires_grad_()
+    br = torch.tensor([b], requires_grad=True)
+    up = F.interpolate(ar, scale_factor=2, mode="nearest")[:, :, :h, :w]
+    ref = F.conv2d(up, wr, br, padding=1).squeeze(1)
+    z = kernels.upconv1(a, wt, b, h, w)
+    assert z.shape == (5, h, w) and _close_to(z, ref.detach(), 1e-5)
+    g = torch.randn(5, h, w)
+    ref.backward(g)
+    da, dw, db = kernels.upconv1_backward(a, wt, g, relu_mask)
+    want = ar.grad.permute(0, 2, 3, 1) * ((a.float() > 0) if relu_mask else 1)
+    assert da.dtype == dtype and _close_to(da, want, 8e-3 if dtype == BF16 else 1e-5)
+    assert _close_to(dw, wr.grad.reshape(c, 9).t(), 1e-5)
+    assert (db - br.grad).abs().item() <= 1e-6 * g.abs().sum().item()  # a float32 sum of h * w * 5 terms
+
+
 @EACH_BUILD
 @pytest.mark.parametrize("dtype", [torch.float32, BF16])
 @pytest.mark.parametrize("hw, cin, cout", [(7, 16, 8), (4, 8, 8), (5, 8, 16), (6, 16, 16), (1, 8, 8)])

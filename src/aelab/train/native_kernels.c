@@ -612,6 +612,16 @@ typedef uint8_t u8x8 __attribute__((vector_size(8)));
 typedef int32_t i32x16 __attribute__((vector_size(64)));
 typedef int32_t i32x8 __attribute__((vector_size(32)));
 
+/* Whether a 16-float vector is one register (AVX-512: 32 of them). Without, the register tiles below that
+ * hold 16-channel vectors spill on every pixel (AVX2 has 16 registers of 8 floats): those maps are done 8
+ * channels at a time instead (measured with the x86-64-v3 build on a Zen 4, fp32, per step of the conv
+ * model: the first layer's backward 4.8 ms with 16-channel tiles, the last layer's 6.4; docs/PERFORMANCE.md). */
+#ifdef __AVX512F__
+#define WIDE 1
+#else
+#define WIDE 0
+#endif
+
 /* The convolution kernels may fuse multiply-adds (the file is built with -ffp-contract=off for Adam's sake,
  * whose rounding must be torch's); only GCC has the per-function switch, other compilers keep them apart. */
 #if defined(__GNUC__) && !defined(__clang__)
@@ -647,9 +657,10 @@ DEFINE_STORE_BF16(8, f8v, u16x8, u32x8)
             memcpy(&r, (const float *)p + i, sizeof r);                                                           \
         return r;                                                                                                 \
     }                                                                                                             \
-    CONTRACT static void conv1_back_fast_##CC(int64_t n0, int64_t n1, int64_t H, int64_t W, const float *restrict x,      \
-                                     const void *restrict dout, const void *restrict out, const int bf,          \
-                                     const uint8_t *restrict arg, float *restrict pw, float *restrict xp) {       \
+    CONTRACT static void conv1_back_fast_##CC(int64_t n0, int64_t n1, int64_t H, int64_t W, int64_t S, int64_t c0,    \
+                                              const float *restrict x, const void *restrict dout,                 \
+                                              const void *restrict out, const int bf, const uint8_t *restrict arg, \
+                                              float *restrict pw, float *restrict xp) {                           \
         const int64_t Hp = H / 2, Wp = W / 2, P = W + 2;                                                          \
         VF d0 = {0}, d1 = {0}, d2 = {0}, d3 = {0}, d4 = {0}, d5 = {0}, d6 = {0}, d7 = {0}, d8 = {0}, db = {0};  \
         const VF zero = {0};                                                                                      \
@@ -658,7 +669,7 @@ DEFINE_STORE_BF16(8, f8v, u16x8, u32x8)
             for (int64_t Y = 0; Y < Hp; Y++)                                                                      \
                 for (int64_t X = 0; X < Wp; X++) {                                                                \
                     const float *pt = xp + 2 * Y * P + 2 * X;                                                     \
-                    int64_t o = ((n * Hp + Y) * Wp + X) * CC;                                                     \
+                    int64_t o = ((n * Hp + Y) * Wp + X) * S + c0;                                                 \
                     VF g = ld_##CC(dout, bf, o), u = ld_##CC(out, bf, o);                                         \
                     VF dv = (VF)((VI)g & (u > zero)); /* relu: no gradient where the pooled value was 0 */       \
                     db += dv;                                                                                     \
@@ -681,22 +692,25 @@ DEFINE_STORE_BF16(8, f8v, u16x8, u32x8)
         }                                                                                                         \
         VF all[10] = {d0, d1, d2, d3, d4, d5, d6, d7, d8, db};                                                    \
         for (int t = 0; t < 10; t++)                                                                              \
-            for (int c = 0; c < CC; c++) pw[t * CC + c] += all[t][c];                                             \
+            for (int c = 0; c < CC; c++) pw[t * S + c0 + c] += all[t][c];                                         \
     }
 
+#if WIDE
 DEFINE_CONV1_BACK(16, f16v, u16x16, u32x16, u8x16, i32x16)
+#endif
 DEFINE_CONV1_BACK(8, f8v, u16x8, u32x8, u8x8, i32x8)
 
 
 /* The first layer's forward with the window's four conv outputs in registers (see the backward above). */
 #define DEFINE_CONV1_FWD(CC, VF, VU, VW, VB, VI)                                                                 \
-    CONTRACT static void conv1_fast_##CC(int64_t n0, int64_t n1, int64_t H, int64_t W, const float *restrict x,          \
-                                const float *restrict w, const float *restrict b, void *restrict out,           \
-                                const int bf, uint8_t *restrict arg, float *restrict xp) {                      \
+    CONTRACT static void conv1_fast_##CC(int64_t n0, int64_t n1, int64_t H, int64_t W, int64_t S, int64_t c0,          \
+                                         const float *restrict x, const float *restrict w, const float *restrict b, \
+                                         void *restrict out, const int bf, uint8_t *restrict arg,               \
+                                         float *restrict xp) {                                                  \
         const int64_t Hp = H / 2, Wp = W / 2, P = W + 2;                                                        \
         VF wv[9], bv, zero = {0};                                                                               \
-        for (int t = 0; t < 9; t++) memcpy(&wv[t], w + t * CC, sizeof(VF));                                     \
-        memcpy(&bv, b, sizeof(VF));                                                                             \
+        for (int t = 0; t < 9; t++) memcpy(&wv[t], w + t * S + c0, sizeof(VF));                                 \
+        memcpy(&bv, b + c0, sizeof(VF));                                                                        \
         for (int64_t n = n0; n < n1; n++) {                                                                     \
             pad_plane(x + n * H * W, H, W, xp);                                                                 \
             for (int64_t Y = 0; Y < Hp; Y++)                                                                    \
@@ -716,7 +730,7 @@ DEFINE_CONV1_BACK(8, f8v, u16x8, u32x8, u8x8, i32x8)
                         m = (VF)(((VI)m & ~gt) | ((VI)a[q] & gt));                                              \
                     }                                                                                           \
                     m = (VF)((VI)m & (m > zero)); /* relu after the max: the same as the max after relu */      \
-                    int64_t o = ((n * Hp + Y) * Wp + X) * CC;                                                   \
+                    int64_t o = ((n * Hp + Y) * Wp + X) * S + c0;                                               \
                     VB a8 = __builtin_convertvector(at, VB);                                                    \
                     memcpy(arg + o, &a8, sizeof a8);                                                            \
                     if (bf)                                                                                     \
@@ -727,8 +741,33 @@ DEFINE_CONV1_BACK(8, f8v, u16x8, u32x8, u8x8, i32x8)
         }                                                                                                       \
     }
 
+#if WIDE
 DEFINE_CONV1_FWD(16, f16v, u16x16, u32x16, u8x16, i32x16)
+#endif
 DEFINE_CONV1_FWD(8, f8v, u16x8, u32x8, u8x8, i32x8)
+
+/* The first layer's tiled loops over all C (8 or 16) channels: one pass of 16 where WIDE, else 8 at a time. */
+static void conv1_fast(int64_t n0, int64_t n1, int64_t H, int64_t W, int64_t C, const float *x, const float *w,
+                       const float *b, void *out, int bf, uint8_t *arg, float *xp) {
+#if WIDE
+    if (C == 16) {
+        conv1_fast_16(n0, n1, H, W, 16, 0, x, w, b, out, bf, arg, xp);
+        return;
+    }
+#endif
+    for (int64_t c0 = 0; c0 < C; c0 += 8) conv1_fast_8(n0, n1, H, W, C, c0, x, w, b, out, bf, arg, xp);
+}
+
+static void conv1_back_fast(int64_t n0, int64_t n1, int64_t H, int64_t W, int64_t C, const float *x,
+                            const void *dout, const void *out, int bf, const uint8_t *arg, float *pw, float *xp) {
+#if WIDE
+    if (C == 16) {
+        conv1_back_fast_16(n0, n1, H, W, 16, 0, x, dout, out, bf, arg, pw, xp);
+        return;
+    }
+#endif
+    for (int64_t c0 = 0; c0 < C; c0 += 8) conv1_back_fast_8(n0, n1, H, W, C, c0, x, dout, out, bf, arg, pw, xp);
+}
 
 /* The last layer's phases: on a 2x nearest-upsampled map, output pixel (2Y + py, 2X + px) sees only the
  * 2x2 source pixels from (Y + py - 1, X + px - 1) on (in a source map with a zero border of one), each
@@ -804,8 +843,68 @@ static inline __attribute__((always_inline)) void load_padded_map(const void *re
             for (int c = 0; c < CC; c++) pwp[s * CC + c] += dw[s][c];                                            \
     }
 
+#if WIDE
 DEFINE_UPCONV_BACK(16, f16v, i32x16)
 DEFINE_UPCONV_BACK(8, f8v, i32x8)
+#else
+/* The same without WIDE, where 16 phase weights and 16 accumulators of even 8 floats are twice the registers:
+ * a pass per 8 channels (at c0 of C) and phase (py, px) holds that phase's 4 weights and 4 accumulators, and
+ * the source gradient's four phase sums meet in `part` (Hs * Ws * 8 floats) before the mask and the store. */
+CONTRACT static void upconv_back_quarters(int64_t n0, int64_t n1, int64_t Hs, int64_t Ws, int64_t C,
+                                          const void *restrict a, const int bf, const float *restrict wp,
+                                          const float *restrict g, void *restrict da, int relu_mask,
+                                          float *restrict pwp, float *restrict pb, float *restrict gp,
+                                          float *restrict part) {
+    const int64_t H = 2 * Hs, W = 2 * Ws, G = W + 2;
+    const f8v zero = {0};
+    for (int64_t n = n0; n < n1; n++) {
+        const float *gn = g + n * H * W;
+        pad_plane(gn, H, W, gp);
+        float sg = 0.0f;
+        for (int64_t i = 0; i < H * W; i++) sg += gn[i];
+        *pb += sg;
+        for (int64_t c0 = 0; c0 < C; c0 += 8)
+            for (int q = 0; q < 4; q++) {
+                const int py = q >> 1, px = q & 1;
+                f8v wv[4], dw[4];
+                for (int j = 0; j < 4; j++) {
+                    memcpy(&wv[j], wp + (q * 4 + j) * C + c0, sizeof(f8v));
+                    dw[j] = zero;
+                }
+                for (int64_t Y = 0; Y < Hs; Y++)
+                    for (int64_t X = 0; X < Ws; X++) {
+                        int64_t o = ((n * Hs + Y) * Ws + X) * C + c0;
+                        f8v src = ld_8(a, bf, o), acc = zero;
+                        const float *g0 = gp + 2 * Y * G + 2 * X;
+                        for (int ro = 0; ro < 2; ro++)
+                            for (int co = 0; co < 2; co++) {
+                                float gv = g0[(3 - py - 2 * ro) * G + 3 - px - 2 * co];
+                                acc += gv * wv[ro * 2 + co];
+                                dw[ro * 2 + co] += gv * src;
+                            }
+                        float *pp = part + (Y * Ws + X) * 8;
+                        f8v sum = acc;
+                        if (q) {
+                            f8v before;
+                            memcpy(&before, pp, sizeof before);
+                            sum = before + acc;
+                        }
+                        if (q < 3) {
+                            memcpy(pp, &sum, sizeof sum);
+                            continue;
+                        }
+                        if (relu_mask) sum = (f8v)((i32x8)sum & (src > zero));
+                        if (bf)
+                            st_bf16_8((uint16_t *)da + o, sum);
+                        else
+                            memcpy((float *)da + o, &sum, sizeof sum);
+                    }
+                for (int j = 0; j < 4; j++)
+                    for (int c = 0; c < 8; c++) pwp[(q * 4 + j) * C + c0 + c] += dw[j][c];
+            }
+    }
+}
+#endif
 
 
 /* The last layer's forward, by source pixel: its four output pixels (the phases), four taps each. */
@@ -866,8 +965,8 @@ EXPORT void aelab_conv1_relu_pool(int64_t N, int64_t H, int64_t W, int64_t C, in
     {
         SPLIT_BATCH
 #define CONV1(CC, BF) conv1_body(n0, n1, H, W, CC, k, x, w, b, out, BF, arg)
-        FAST_OR_GENERIC(fast, (H + 2) * (W + 2), conv1_fast_16(n0, n1, H, W, x, w, b, out, bf, arg, scratch),
-                        conv1_fast_8(n0, n1, H, W, x, w, b, out, bf, arg, scratch), CONV1);
+        FAST_OR_GENERIC(fast, (H + 2) * (W + 2), conv1_fast(n0, n1, H, W, C, x, w, b, out, bf, arg, scratch),
+                        conv1_fast(n0, n1, H, W, C, x, w, b, out, bf, arg, scratch), CONV1);
 #undef CONV1
     }
 }
@@ -931,8 +1030,8 @@ EXPORT int aelab_conv1_relu_pool_backward(int64_t N, int64_t H, int64_t W, int64
         SPLIT_BATCH
         float *pw = partial + (int64_t)tid * (taps + 1) * C;
 #define CONV1B(CC, BF) conv1_back_body(n0, n1, H, W, CC, k, x, dout, out, BF, arg, pw)
-        FAST_OR_GENERIC(fast, (H + 2) * (W + 2), conv1_back_fast_16(n0, n1, H, W, x, dout, out, bf, arg, pw, scratch),
-                        conv1_back_fast_8(n0, n1, H, W, x, dout, out, bf, arg, pw, scratch), CONV1B);
+        FAST_OR_GENERIC(fast, (H + 2) * (W + 2), conv1_back_fast(n0, n1, H, W, C, x, dout, out, bf, arg, pw, scratch),
+                        conv1_back_fast(n0, n1, H, W, C, x, dout, out, bf, arg, pw, scratch), CONV1B);
 #undef CONV1B
     }
     reduce_columns(partial, nthreads, (taps + 1) * C, partial);
@@ -1064,12 +1163,21 @@ EXPORT int aelab_upconv1_backward(int64_t N, int64_t Hs, int64_t Ws, int64_t C, 
         float *pw = partial + (int64_t)tid * width;
         if (fast) {
             float *gp = malloc(sizeof(float) * (size_t)((H + 2) * (W + 2)));
+#if WIDE
             if (gp && C == 16)
                 upconv_back_fast_16(n0, n1, Hs, Ws, a, bf, wp, g, da, relu_mask, pw, pw + 16 * C, gp);
             else if (gp)
                 upconv_back_fast_8(n0, n1, Hs, Ws, a, bf, wp, g, da, relu_mask, pw, pw + 16 * C, gp);
             else
                 failed = 1;
+#else
+            float *part = malloc(sizeof(float) * (size_t)(Hs * Ws * 8));
+            if (gp && part)
+                upconv_back_quarters(n0, n1, Hs, Ws, C, a, bf, wp, g, da, relu_mask, pw, pw + 16 * C, gp, part);
+            else
+                failed = 1;
+            free(part);
+#endif
             free(gp);
         } else {
 #define UPCB(CC, BF) upconv_back_body(n0, n1, Hs, Ws, CC, H, W, k, a, BF, w, g, da, relu_mask, pw)

@@ -612,10 +612,11 @@ typedef uint8_t u8x8 __attribute__((vector_size(8)));
 typedef int32_t i32x16 __attribute__((vector_size(64)));
 typedef int32_t i32x8 __attribute__((vector_size(32)));
 
-/* Whether a 16-float vector is one register (AVX-512: 32 of them). Without, the register tiles below that
- * hold 16-channel vectors spill on every pixel (AVX2 has 16 registers of 8 floats): those maps are done 8
- * channels at a time instead (measured with the x86-64-v3 build on a Zen 4, fp32, per step of the conv
- * model: the first layer's backward 4.8 ms with 16-channel tiles, the last layer's 6.4; docs/PERFORMANCE.md). */
+/* Whether a 16-float vector is one register (AVX-512: 32 of them). Without AVX-512 it is no machine type, so
+ * GCC keeps every such vector in memory and each multiply-add goes through the stack; and AVX2's 16 registers
+ * of 8 floats cannot hold a tile of 16 weights and 16 accumulators either. There the kernels below run 8
+ * channels per pass (x86-64-v3 build on a Zen 4, fp32, per step of the conv model: the last layer's backward
+ * 6.4 -> 0.4 ms, the first layer's 4.8 -> 0.4; a 16-channel 3x3 convolution 5-10x; docs/PERFORMANCE.md). */
 #ifdef __AVX512F__
 #define WIDE 1
 #else

@@ -569,17 +569,25 @@ static inline __attribute__((always_inline)) void conv1_body(int64_t n0, int64_t
     } while (0)
 
 /* Inside a SPLIT_BATCH region: when `ok` and a scratch of `floats` floats could be had (named `scratch` in the
- * calls), the 16- or 8-channel fast path; else BODY, the generic body for any channel count, in both formats. */
-#define FAST_OR_GENERIC(ok, floats, FAST16, FAST8, BODY)                          \
+ * call), the fast path FAST for 8 or 16 channels; else BODY, the generic body for any channel count, in both
+ * formats. */
+#define FAST_OR_GENERIC(ok, floats, FAST, BODY)                                   \
     do {                                                                          \
         float *scratch = (ok) ? malloc(sizeof(float) * (size_t)(floats)) : NULL;  \
-        if (scratch && C == 16)                                                   \
-            FAST16;                                                               \
-        else if (scratch)                                                         \
-            FAST8;                                                                \
+        if (scratch)                                                              \
+            FAST;                                                                 \
         else                                                                      \
             BY_CHANNELS(BODY);                                                    \
         free(scratch);                                                            \
+    } while (0)
+
+/* CALL16 for 16 channels, else CALL8 */
+#define BY_WIDTH(CALL16, CALL8) \
+    do {                        \
+        if (C == 16)            \
+            CALL16;             \
+        else                    \
+            CALL8;              \
     } while (0)
 
 /* inside a parallel region: this thread's id and its share [n0, n1) of the N samples */
@@ -747,28 +755,17 @@ DEFINE_CONV1_FWD(16, f16v, u16x16, u32x16, u8x16, i32x16)
 #endif
 DEFINE_CONV1_FWD(8, f8v, u16x8, u32x8, u8x8, i32x8)
 
-/* The first layer's tiled loops over all C (8 or 16) channels: one pass of 16 where WIDE, else 8 at a time. */
-static void conv1_fast(int64_t n0, int64_t n1, int64_t H, int64_t W, int64_t C, const float *x, const float *w,
-                       const float *b, void *out, int bf, uint8_t *arg, float *xp) {
+/* The first layer's tiled loops FN_16 / FN_8 over all C (8 or 16) channels: one pass of 16 where WIDE, else
+ * 8 channels per pass (the arguments after the channel stride and offset are the rest of FN's). */
 #if WIDE
-    if (C == 16) {
-        conv1_fast_16(n0, n1, H, W, 16, 0, x, w, b, out, bf, arg, xp);
-        return;
-    }
+#define CHANNEL_PASSES(FN, ...) \
+    BY_WIDTH(FN##_16(n0, n1, H, W, 16, 0, __VA_ARGS__), FN##_8(n0, n1, H, W, 8, 0, __VA_ARGS__))
+#else
+#define CHANNEL_PASSES(FN, ...)                                                              \
+    do {                                                                                     \
+        for (int64_t c0 = 0; c0 < C; c0 += 8) FN##_8(n0, n1, H, W, C, c0, __VA_ARGS__);      \
+    } while (0)
 #endif
-    for (int64_t c0 = 0; c0 < C; c0 += 8) conv1_fast_8(n0, n1, H, W, C, c0, x, w, b, out, bf, arg, xp);
-}
-
-static void conv1_back_fast(int64_t n0, int64_t n1, int64_t H, int64_t W, int64_t C, const float *x,
-                            const void *dout, const void *out, int bf, const uint8_t *arg, float *pw, float *xp) {
-#if WIDE
-    if (C == 16) {
-        conv1_back_fast_16(n0, n1, H, W, 16, 0, x, dout, out, bf, arg, pw, xp);
-        return;
-    }
-#endif
-    for (int64_t c0 = 0; c0 < C; c0 += 8) conv1_back_fast_8(n0, n1, H, W, C, c0, x, dout, out, bf, arg, pw, xp);
-}
 
 /* The last layer's phases: on a 2x nearest-upsampled map, output pixel (2Y + py, 2X + px) sees only the
  * 2x2 source pixels from (Y + py - 1, X + px - 1) on (in a source map with a zero border of one), each
@@ -966,8 +963,7 @@ EXPORT void aelab_conv1_relu_pool(int64_t N, int64_t H, int64_t W, int64_t C, in
     {
         SPLIT_BATCH
 #define CONV1(CC, BF) conv1_body(n0, n1, H, W, CC, k, x, w, b, out, BF, arg)
-        FAST_OR_GENERIC(fast, (H + 2) * (W + 2), conv1_fast(n0, n1, H, W, C, x, w, b, out, bf, arg, scratch),
-                        conv1_fast(n0, n1, H, W, C, x, w, b, out, bf, arg, scratch), CONV1);
+        FAST_OR_GENERIC(fast, (H + 2) * (W + 2), CHANNEL_PASSES(conv1_fast, x, w, b, out, bf, arg, scratch), CONV1);
 #undef CONV1
     }
 }
@@ -1031,8 +1027,8 @@ EXPORT int aelab_conv1_relu_pool_backward(int64_t N, int64_t H, int64_t W, int64
         SPLIT_BATCH
         float *pw = partial + (int64_t)tid * (taps + 1) * C;
 #define CONV1B(CC, BF) conv1_back_body(n0, n1, H, W, CC, k, x, dout, out, BF, arg, pw)
-        FAST_OR_GENERIC(fast, (H + 2) * (W + 2), conv1_back_fast(n0, n1, H, W, C, x, dout, out, bf, arg, pw, scratch),
-                        conv1_back_fast(n0, n1, H, W, C, x, dout, out, bf, arg, pw, scratch), CONV1B);
+        FAST_OR_GENERIC(fast, (H + 2) * (W + 2),
+                        CHANNEL_PASSES(conv1_back_fast, x, dout, out, bf, arg, pw, scratch), CONV1B);
 #undef CONV1B
     }
     reduce_columns(partial, nthreads, (taps + 1) * C, partial);
@@ -1081,8 +1077,10 @@ EXPORT void aelab_upconv1(int64_t N, int64_t Hs, int64_t Ws, int64_t C, int64_t 
     {
         SPLIT_BATCH
 #define UPC(CC, BF) upconv_body(n0, n1, Hs, Ws, CC, H, W, k, a, BF, w, b, z)
-        FAST_OR_GENERIC(wp != NULL, (Hs + 2) * (Ws + 2) * C, upconv_fast_16(n0, n1, Hs, Ws, a, bf, wp, b, z, scratch),
-                        upconv_fast_8(n0, n1, Hs, Ws, a, bf, wp, b, z, scratch), UPC);
+        FAST_OR_GENERIC(wp != NULL, (Hs + 2) * (Ws + 2) * C,
+                        BY_WIDTH(upconv_fast_16(n0, n1, Hs, Ws, a, bf, wp, b, z, scratch),
+                                 upconv_fast_8(n0, n1, Hs, Ws, a, bf, wp, b, z, scratch)),
+                        UPC);
 #undef UPC
     }
     free(wp);

@@ -89,6 +89,27 @@ def test_gradients_match_autograd(model, loss, precision, tol):
         assert (a - f).abs().max() <= tol * a.abs().max() + 1e-7
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16-mixed"])
+def test_weight_gradients_reuse_the_steps_buffers(precision):
+    """Each weight gradient is written into a buffer the step keeps, not a fresh tensor per step (fresh ones
+    grew glibc's heap by hundreds of MB in fp32), and still holds this batch's gradient."""
+    cfg = _cfg({"hidden": [64], "code_dim": 8})
+    torch.manual_seed(0)
+    model = build_model(cfg, SHAPE)
+    step = FusedDenseStep(
+        plan(model, "bce"), make_optimizer(model.parameters(), cfg.train, CPU), "bce", "sigmoid", precision
+    )
+    with torch.no_grad():
+        a, b = torch.rand(16, *SHAPE), torch.rand(16, *SHAPE)
+        first = [g.clone() for g in step.backward(a.to(step.dtype), a)[1]]
+        second = step.backward(b.to(step.dtype), b)[1]
+        of_b = [g.clone() for g in second]
+        again = step.backward(a.to(step.dtype), a)[1]
+    for i in (0, 2, 4):  # the weights'
+        assert second[i].data_ptr() == again[i].data_ptr()  # valid until the step's next call, as documented
+        assert torch.equal(again[i], first[i]) and not torch.equal(of_b[i], first[i])
+
+
 def test_training_through_it_equals_autograd_training(idx_dir, tmp_path):
     """Whole runs in fp32 with masking noise (the input differs from the target): same metrics either way,
     and the loop took the path the config asked for."""

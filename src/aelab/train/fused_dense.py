@@ -164,6 +164,9 @@ class FusedDenseStep:
         self._copies: list[torch.Tensor] | None = None
         self._fresh = False
         self._stamp: list[tuple[int, int, int, int]] = []
+        # each weight gradient's buffer, written every step: fresh multi-megabyte tensors each step grow
+        # glibc's heap (relu-1000 in fp32: 0.7-1.2 GB resident after a validation instead of 0.6; PERFORMANCE.md)
+        self._weight_grads: dict[tuple[int, torch.dtype], torch.Tensor] = {}
 
     # -- the weights the forward multiplies with -------------------------------------------
     def _stamps(self) -> list[tuple[int, int, int, int]]:
@@ -204,8 +207,9 @@ class FusedDenseStep:
     # -- forward and backward ----------------------------------------------------------------
     def backward(self, xin: torch.Tensor, target: torch.Tensor | ByteRows) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The mean loss over the batch and the gradient of every parameter (``self.params`` order):
-        weights' in the compute dtype, biases' in float32. ``target`` may come as the bytes it was scaled
-        from (a byte dataset's batch, Loop.byte_batch), ``xin`` already in the compute dtype."""
+        weights' in the compute dtype (in buffers this step keeps: valid until its next call), biases' in
+        float32. ``target`` may come as the bytes it was scaled from (a byte dataset's batch,
+        Loop.byte_batch), ``xin`` already in the compute dtype."""
         dt, k = self.dtype, self.kernels
         n = xin.shape[0]
         weights = self._weights()
@@ -221,7 +225,7 @@ class FusedDenseStep:
             loss, g = self._torch_loss(h, _floats(target).reshape(n, -1))
             bias_grad = g.sum(0, dtype=torch.float32)
         for i in range(len(self.steps) - 1, -1, -1):
-            grads[2 * i] = g.t() @ inputs[i]
+            grads[2 * i] = torch.mm(g.t(), inputs[i], out=self._weight_grad(i, g.dtype))
             grads[2 * i + 1] = bias_grad
             if i:
                 g = g @ weights[i][0]
@@ -233,6 +237,12 @@ class FusedDenseStep:
                     g = _times_derivative(self.steps[i - 1][1], g, inputs[i])
                     bias_grad = g.sum(0, dtype=torch.float32)
         return loss, grads
+
+    def _weight_grad(self, i: int, dtype: torch.dtype) -> torch.Tensor:
+        buf = self._weight_grads.get((i, dtype))
+        if buf is None:
+            buf = self._weight_grads[(i, dtype)] = torch.empty_like(self.params[2 * i], dtype=dtype)
+        return buf
 
     def _logits(
         self, h: torch.Tensor, weights: list[tuple[torch.Tensor, torch.Tensor]], inputs: list | None = None

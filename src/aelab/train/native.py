@@ -5,7 +5,8 @@ each read and write the whole batch or the whole model: casts to and from bf16, 
 gradient in four kernels, bias sums, the optimizer. Fused, each is one pass (docs/PERFORMANCE.md).
 
 The source is compiled once per machine with the C compiler Python was built with (``$CC`` overrides it)
-for this CPU (``-march=native``; ``$AELAB_KERNELS_MARCH`` names another level), into ``~/.cache/aelab/kernels`` (``$XDG_CACHE_HOME`` is respected), under
+for this CPU (``-march=native``; ``$AELAB_KERNELS_MARCH`` names another level), into
+``~/.cache/aelab/kernels`` (``$XDG_CACHE_HOME`` is respected), under
 a name that hashes the source, the compiler, its flags and the CPU, so a cache shared between machines
 never hands one CPU another's build. Linked against OpenMP, the library shares torch's libgomp (already
 loaded under the same soname), hence torch's threads and wait policy. Where there is no compiler, or the

@@ -428,6 +428,8 @@ def test_aelab_kernels_march_builds_another_level(kernels, monkeypatch):
     refuses leaves the kernels off with the compiler's reason, as a failed build does."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         pytest.skip("x86 levels are built on x86 machines only")
+    for name in ("_loaded", "_why_not"):  # put back as they were when the test ends
+        monkeypatch.setattr(native, name, getattr(native, name))
     for march, built in (("x86-64-v3", True), ("no-such-level", False)):
         monkeypatch.setattr(native, "_tried", False)
         monkeypatch.setenv("AELAB_KERNELS_MARCH", march)

@@ -166,7 +166,7 @@ class FusedDenseStep:
         self._stamp: list[tuple[int, int, int, int]] = []
         # each weight gradient's buffer, written every step: fresh multi-megabyte tensors each step grow
         # glibc's heap (relu-1000 in fp32: 0.7-1.2 GB resident after a validation instead of 0.6; PERFORMANCE.md)
-        self._weight_grads: dict[tuple[int, torch.dtype], torch.Tensor] = {}
+        self._weight_grads: list[torch.Tensor] = []
 
     # -- the weights the forward multiplies with -------------------------------------------
     def _stamps(self) -> list[tuple[int, int, int, int]]:
@@ -215,6 +215,8 @@ class FusedDenseStep:
         weights = self._weights()
         inputs: list[torch.Tensor] = []  # each Linear's input, which is also the previous activation's output
         h = self._logits(xin.reshape(n, -1).to(dt), weights, inputs)
+        if not self._weight_grads:
+            self._weight_grads = [torch.empty_like(lin.weight, dtype=dt) for lin, _ in self.steps]
         grads: list[torch.Tensor] = [torch.empty(0)] * len(self.params)
         if k is not None:
             g = torch.empty_like(h)
@@ -225,7 +227,7 @@ class FusedDenseStep:
             loss, g = self._torch_loss(h, _floats(target).reshape(n, -1))
             bias_grad = g.sum(0, dtype=torch.float32)
         for i in range(len(self.steps) - 1, -1, -1):
-            grads[2 * i] = torch.mm(g.t(), inputs[i], out=self._weight_grad(i, g.dtype))
+            grads[2 * i] = torch.mm(g.t(), inputs[i], out=self._weight_grads[i])
             grads[2 * i + 1] = bias_grad
             if i:
                 g = g @ weights[i][0]
@@ -237,12 +239,6 @@ class FusedDenseStep:
                     g = _times_derivative(self.steps[i - 1][1], g, inputs[i])
                     bias_grad = g.sum(0, dtype=torch.float32)
         return loss, grads
-
-    def _weight_grad(self, i: int, dtype: torch.dtype) -> torch.Tensor:
-        buf = self._weight_grads.get((i, dtype))
-        if buf is None:
-            buf = self._weight_grads[(i, dtype)] = torch.empty_like(self.params[2 * i], dtype=dtype)
-        return buf
 
     def _logits(
         self, h: torch.Tensor, weights: list[tuple[torch.Tensor, torch.Tensor]], inputs: list | None = None

@@ -22,6 +22,9 @@ BF16 = torch.bfloat16
 CPU = torch.device("cpu")
 
 
+X86 = platform.machine().lower() in ("x86_64", "amd64")  # where x86 levels (-march=x86-64-v3, ...) build
+
+
 @pytest.fixture(scope="module")
 def kernels(request) -> native.Kernels:
     k = native.load()
@@ -30,7 +33,7 @@ def kernels(request) -> native.Kernels:
     march = getattr(request, "param", "native")  # EACH_BUILD
     if march == "native":
         return k
-    if platform.machine().lower() not in ("x86_64", "amd64"):
+    if not X86:
         pytest.skip(f"{march} is an x86 level; this machine is {platform.machine()}")
     other, why = native.build(native.compiler(), native.cache_dirs(), march=march)
     if other is None:
@@ -426,7 +429,7 @@ def test_a_level_the_compiler_refuses_is_not_built_as_another(tmp_path):
 def test_aelab_kernels_march_builds_another_level(kernels, monkeypatch):
     """$AELAB_KERNELS_MARCH: load() builds that level (another library than this CPU's); one the compiler
     refuses leaves the kernels off with the compiler's reason, as a failed build does."""
-    if platform.machine().lower() not in ("x86_64", "amd64"):
+    if not X86:
         pytest.skip("x86 levels are built on x86 machines only")
     for name in ("_loaded", "_why_not"):  # put back as they were when the test ends
         monkeypatch.setattr(native, name, getattr(native, name))

@@ -1212,109 +1212,111 @@ static inline void pad_map(const void *a, int bf, int64_t base, int64_t H, int64
                 ap[((y + 1) * (W + 2) + x + 1) * C + c] = load(a, bf, base + (y * W + x) * C + c);
 }
 
-#define DEFINE_CONV3(CI, CO, VO, VW)                                                                               \
-    CONTRACT static void conv3_fwd_##CI##_##CO(int64_t n0, int64_t n1, int64_t H, int64_t W, const void *x,      \
-                                               int bf, const float *restrict w, const float *restrict b,         \
-                                               void *out, float *restrict xp, int64_t o0) {                     \
-        const int64_t P = W + 2;                                                                                 \
-        VO bv;                                                                                                   \
-        memcpy(&bv, b + o0, sizeof bv);                                                                          \
-        for (int64_t n = n0; n < n1; n++) {                                                                      \
-            pad_map(x, bf, n * H * W * CI, H, W, CI, xp);                                                        \
-            for (int64_t y = 0; y < H; y++)                                                                      \
-                for (int64_t x0 = 0; x0 < W; x0 += 4) {                                                          \
-                    VO a0 = bv, a1 = bv, a2 = bv, a3 = bv;                                                       \
-                    for (int ky = 0; ky < 3; ky++)                                                               \
-                        for (int kx = 0; kx < 3; kx++) {                                                         \
-                            const float *r = xp + ((y + ky) * P + x0 + kx) * CI;                                 \
-                            const float *wt = w + (ky * 3 + kx) * CI * CO;                                       \
-                            for (int ci = 0; ci < CI; ci++) {                                                    \
-                                VO wv;                                                                           \
-                                memcpy(&wv, wt + ci * CO + o0, sizeof wv);                                       \
-                                a0 += r[ci] * wv;                                                                \
-                                a1 += r[CI + ci] * wv;                                                           \
-                                a2 += r[2 * CI + ci] * wv;                                                       \
-                                a3 += r[3 * CI + ci] * wv;                                                       \
-                            }                                                                                    \
-                        }                                                                                        \
-                    VO acc[4] = {a0, a1, a2, a3};                                                                \
-                    for (int j = 0; j < 4 && x0 + j < W; j++) {                                                  \
-                        int64_t o = ((n * H + y) * W + x0 + j) * CO + o0;                                        \
-                        if (bf)                                                                                  \
-                            st_bf16_##VW((uint16_t *)out + o, acc[j]);                                           \
-                        else                                                                                     \
-                            memcpy((float *)out + o, &acc[j], sizeof acc[j]);                                    \
-                    }                                                                                            \
-                }                                                                                                \
-        }                                                                                                        \
-    }                                                                                                            \
-    /* dw[tap][ci][:] += x[pixel + tap][ci] * g[pixel][:], db += g[pixel][:]; pw: this thread's 9*CI*CO + CO */  \
-    CONTRACT static void conv3_dw_##CI##_##CO(int64_t n0, int64_t n1, int64_t H, int64_t W, const void *x,       \
-                                              const void *g, int bf, float *restrict pw, float *restrict xp,     \
-                                              float *restrict gf, int64_t o0) {                                  \
-        const int64_t P = W + 2, HW = H * W;                                                                     \
-        VO bacc = {0};                                                                                           \
-        for (int64_t n = n0; n < n1; n++) {                                                                      \
-            pad_map(x, bf, n * HW * CI, H, W, CI, xp);                                                           \
-            for (int64_t i = 0; i < HW * CO; i++) gf[i] = load(g, bf, n * HW * CO + i);                          \
-            for (int64_t i = 0; i < HW; i++) {                                                                   \
-                VO gv;                                                                                           \
-                memcpy(&gv, gf + i * CO + o0, sizeof gv);                                                        \
-                bacc += gv;                                                                                      \
-            }                                                                                                    \
-            for (int t = 0; t < 9; t++) {                                                                        \
-                int ky = t / 3, kx = t % 3;                                                                      \
-                for (int c0 = 0; c0 < CI; c0 += 4) {                                                             \
-                    VO a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                                   \
-                    for (int64_t y = 0; y < H; y++) {                                                            \
-                        const float *r = xp + ((y + ky) * P + kx) * CI + c0;                                     \
-                        const float *gr = gf + y * W * CO;                                                       \
-                        for (int64_t xx = 0; xx < W; xx++) {                                                     \
-                            VO gv;                                                                               \
-                            memcpy(&gv, gr + xx * CO + o0, sizeof gv);                                           \
-                            const float *rv = r + xx * CI;                                                       \
-                            a0 += rv[0] * gv;                                                                    \
-                            a1 += rv[1] * gv;                                                                    \
-                            a2 += rv[2] * gv;                                                                    \
-                            a3 += rv[3] * gv;                                                                    \
-                        }                                                                                        \
-                    }                                                                                            \
-                    float *d = pw + (t * CI + c0) * CO + o0;                                                     \
-                    for (int c = 0; c < VW; c++) {                                                               \
-                        d[c] += a0[c];                                                                           \
-                        d[CO + c] += a1[c];                                                                      \
-                        d[2 * CO + c] += a2[c];                                                                  \
-                        d[3 * CO + c] += a3[c];                                                                  \
-                    }                                                                                            \
-                }                                                                                                \
-            }                                                                                                    \
-        }                                                                                                        \
-        for (int c = 0; c < VW; c++) pw[9 * CI * CO + o0 + c] += bacc[c];                                        \
+#define DEFINE_CONV3(CI, CO, VO, VW)                                                                                 \
+    CONTRACT static void conv3_fwd_##CI##_##CO(int64_t n0, int64_t n1, int64_t H, int64_t W, const void *x,          \
+                                               int bf, const float *restrict w, const float *restrict b,             \
+                                               void *out, float *restrict xp) {                                      \
+        const int64_t P = W + 2;                                                                                     \
+        for (int64_t n = n0; n < n1; n++) {                                                                          \
+            pad_map(x, bf, n * H * W * CI, H, W, CI, xp);                                                            \
+            for (int64_t o0 = 0; o0 < CO; o0 += VW) { /* VW output channels at a time */                             \
+                VO bv;                                                                                               \
+                memcpy(&bv, b + o0, sizeof bv);                                                                      \
+                for (int64_t y = 0; y < H; y++)                                                                      \
+                    for (int64_t x0 = 0; x0 < W; x0 += 4) {                                                          \
+                        VO a0 = bv, a1 = bv, a2 = bv, a3 = bv;                                                       \
+                        for (int ky = 0; ky < 3; ky++)                                                               \
+                            for (int kx = 0; kx < 3; kx++) {                                                         \
+                                const float *r = xp + ((y + ky) * P + x0 + kx) * CI;                                 \
+                                const float *wt = w + (ky * 3 + kx) * CI * CO + o0;                                  \
+                                for (int ci = 0; ci < CI; ci++) {                                                    \
+                                    VO wv;                                                                           \
+                                    memcpy(&wv, wt + ci * CO, sizeof wv);                                            \
+                                    a0 += r[ci] * wv;                                                                \
+                                    a1 += r[CI + ci] * wv;                                                           \
+                                    a2 += r[2 * CI + ci] * wv;                                                       \
+                                    a3 += r[3 * CI + ci] * wv;                                                       \
+                                }                                                                                    \
+                            }                                                                                        \
+                        VO acc[4] = {a0, a1, a2, a3};                                                                \
+                        for (int j = 0; j < 4 && x0 + j < W; j++) {                                                  \
+                            int64_t o = ((n * H + y) * W + x0 + j) * CO + o0;                                        \
+                            if (bf)                                                                                  \
+                                st_bf16_##VW((uint16_t *)out + o, acc[j]);                                           \
+                            else                                                                                     \
+                                memcpy((float *)out + o, &acc[j], sizeof acc[j]);                                    \
+                        }                                                                                            \
+                    }                                                                                                \
+            }                                                                                                        \
+        }                                                                                                            \
+    }                                                                                                                \
+    /* dw[tap][ci][:] += x[pixel + tap][ci] * g[pixel][:], db += g[pixel][:]; pw: this thread's 9*CI*CO + CO */      \
+    CONTRACT static void conv3_dw_##CI##_##CO(int64_t n0, int64_t n1, int64_t H, int64_t W, const void *x,           \
+                                              const void *g, int bf, float *restrict pw, float *restrict xp,         \
+                                              float *restrict gf) {                                                  \
+        const int64_t P = W + 2, HW = H * W;                                                                         \
+        VO bacc[CO / VW];                                                                                            \
+        for (int k = 0; k < CO / VW; k++) bacc[k] = (VO){0};                                                         \
+        for (int64_t n = n0; n < n1; n++) {                                                                          \
+            pad_map(x, bf, n * HW * CI, H, W, CI, xp);                                                               \
+            for (int64_t i = 0; i < HW * CO; i++) gf[i] = load(g, bf, n * HW * CO + i);                              \
+            for (int64_t o0 = 0; o0 < CO; o0 += VW) { /* VW output channels at a time */                             \
+                for (int64_t i = 0; i < HW; i++) {                                                                   \
+                    VO gv;                                                                                           \
+                    memcpy(&gv, gf + i * CO + o0, sizeof gv);                                                        \
+                    bacc[o0 / VW] += gv;                                                                             \
+                }                                                                                                    \
+                for (int t = 0; t < 9; t++) {                                                                        \
+                    int ky = t / 3, kx = t % 3;                                                                      \
+                    for (int c0 = 0; c0 < CI; c0 += 4) {                                                             \
+                        VO a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                                   \
+                        for (int64_t y = 0; y < H; y++) {                                                            \
+                            const float *r = xp + ((y + ky) * P + kx) * CI + c0;                                     \
+                            const float *gr = gf + y * W * CO + o0;                                                  \
+                            for (int64_t xx = 0; xx < W; xx++) {                                                     \
+                                VO gv;                                                                               \
+                                memcpy(&gv, gr + xx * CO, sizeof gv);                                                \
+                                const float *rv = r + xx * CI;                                                       \
+                                a0 += rv[0] * gv;                                                                    \
+                                a1 += rv[1] * gv;                                                                    \
+                                a2 += rv[2] * gv;                                                                    \
+                                a3 += rv[3] * gv;                                                                    \
+                            }                                                                                        \
+                        }                                                                                            \
+                        float *d = pw + (t * CI + c0) * CO + o0;                                                     \
+                        for (int c = 0; c < VW; c++) {                                                               \
+                            d[c] += a0[c];                                                                           \
+                            d[CO + c] += a1[c];                                                                      \
+                            d[2 * CO + c] += a2[c];                                                                  \
+                            d[3 * CO + c] += a3[c];                                                                  \
+                        }                                                                                            \
+                    }                                                                                                \
+                }                                                                                                    \
+            }                                                                                                        \
+        }                                                                                                            \
+        for (int64_t o0 = 0; o0 < CO; o0 += VW)                                                                      \
+            for (int c = 0; c < VW; c++) pw[9 * CI * CO + o0 + c] += bacc[o0 / VW][c];                               \
     }
 
-/* VO holds VW of the CO output channels, from o0 on: all 16 where WIDE, else 8 per call (see WIDE) */
+/* VO holds VW output channels: all 16 where WIDE, else 8 per pass over a sample (see WIDE) */
 #if WIDE
 DEFINE_CONV3(16, 8, f8v, 8)
 DEFINE_CONV3(8, 8, f8v, 8)
 DEFINE_CONV3(8, 16, f16v, 16)
 DEFINE_CONV3(16, 16, f16v, 16)
-#define CONV3_LANES CO
 #else
 DEFINE_CONV3(16, 8, f8v, 8)
 DEFINE_CONV3(8, 8, f8v, 8)
 DEFINE_CONV3(8, 16, f8v, 8)
 DEFINE_CONV3(16, 16, f8v, 8)
-#define CONV3_LANES 8
 #endif
 
 #define CONV3_DISPATCH(WHAT, ...)                                                                                  \
     do {                                                                                                         \
-        for (int64_t o0 = 0; o0 < CO; o0 += CONV3_LANES) {                                                       \
-            if (CI == 16 && CO == 8) conv3_##WHAT##_16_8(__VA_ARGS__, o0);                                       \
-            else if (CI == 8 && CO == 8) conv3_##WHAT##_8_8(__VA_ARGS__, o0);                                    \
-            else if (CI == 8 && CO == 16) conv3_##WHAT##_8_16(__VA_ARGS__, o0);                                  \
-            else conv3_##WHAT##_16_16(__VA_ARGS__, o0);                                                          \
-        }                                                                                                        \
+        if (CI == 16 && CO == 8) conv3_##WHAT##_16_8(__VA_ARGS__);                                               \
+        else if (CI == 8 && CO == 8) conv3_##WHAT##_8_8(__VA_ARGS__);                                            \
+        else if (CI == 8 && CO == 16) conv3_##WHAT##_8_16(__VA_ARGS__);                                          \
+        else conv3_##WHAT##_16_16(__VA_ARGS__);                                                                  \
     } while (0)
 
 /* CALL for the input gradient: the forward of g with the kernel flipped, so CO channels in and CI out */
